@@ -158,6 +158,7 @@ class Job:
     mask: SourceImage | None
     attempts: int
     created_at: datetime
+    first_attempt_at: datetime | None = None
 
     @property
     def is_edit(self) -> bool:

@@ -16,6 +16,7 @@ SizeRuleName = Literal["none", "legacy", "flexible", "vip"]
 LEGACY_SIZES: tuple[str, ...] = ("1024x1024", "1536x1024", "1024x1536")
 
 #: The 30 explicit sizes of laozhang's ``gpt-image-2-vip`` (1K / 2K / 4K tiers per ratio).
+# fmt: off
 VIP_SIZES: tuple[str, ...] = (
     # 1:1          2:3          3:2          3:4          4:3
     "1280x1280", "848x1280", "1280x848", "960x1280", "1280x960",
@@ -26,6 +27,7 @@ VIP_SIZES: tuple[str, ...] = (
     "1632x2048", "2048x1632", "1152x2048", "2048x1152", "2048x864",
     "2560x3216", "3216x2560", "2160x3840", "3840x2160", "3840x1632",
 )
+# fmt: on
 
 MIN_PIXELS = 655_360
 MAX_PIXELS = 8_294_400

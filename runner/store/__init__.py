@@ -1,0 +1,87 @@
+"""The job store: imagerun's queue and ledger in SQLite or PostgreSQL.
+
+The store speaks domain verbs; its tables never leave this package. One implementation
+(:class:`Store`) serves both dialects; the few places they differ (claiming with
+``FOR UPDATE SKIP LOCKED``, SQLite's immediate transactions) are marked where they happen.
+
+Verbs, grouped by module:
+
+- ``queue``: ``submit`` (create-or-reuse a batch and enqueue atomically, skipping known job
+  keys), ``find_batch``, ``list_batches``, ``claim`` (lease runnable jobs), ``heartbeat``
+  (extend leases), ``recover_expired`` (expired leases → queued, or ``unknown`` when a request
+  may have left), ``requeue``, ``cancel``, ``next_due``, ``count_states``.
+- ``ledger``: ``start_attempt`` (a ``sending`` row, committed before the request leaves),
+  ``complete`` / ``retry_later`` / ``fail`` / ``release`` (finish the attempt and move the job
+  in one transaction), ``release_unstarted``.
+- ``reports``: ``batch_status``, ``exposure_usd``.
+- ``workers``: ``register_worker``, ``worker_heartbeat``, ``stop_worker``,
+  ``expire_dead_local_workers``, ``list_workers``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from runner.errors import StoreError
+from runner.store.engine import DEFAULT_DB, create_engine, normalise_url
+from runner.store.ledger import LeaseLost, LedgerOps
+from runner.store.migrate import upgrade_async
+from runner.store.queue import QueueOps
+from runner.store.records import (
+    AttemptResult,
+    AttemptStart,
+    BatchInfo,
+    BatchStatus,
+    EnqueueResult,
+    OutputRecord,
+    Recovery,
+)
+from runner.store.reports import ReportOps
+from runner.store.workers import WorkerInfo, WorkerOps
+
+
+class Store(QueueOps, LedgerOps, ReportOps, WorkerOps):
+    """imagerun's database. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.engine = create_engine(self.url)
+        self.dialect = self.engine.dialect.name
+
+    @classmethod
+    async def open(cls, url: str = DEFAULT_DB, *, migrate: bool = True) -> Store:
+        """Connect, applying migrations first unless ``migrate`` is false."""
+        store = cls(url)
+        if migrate:
+            try:
+                await upgrade_async(store.url)
+            except SQLAlchemyError as exc:
+                await store.close()
+                raise StoreError(f"cannot open the database {store.safe_url}: {exc}") from exc
+            except OSError as exc:
+                await store.close()
+                raise StoreError(f"cannot reach the database {store.safe_url}: {exc}") from exc
+        return store
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+__all__ = [
+    "DEFAULT_DB",
+    "AttemptResult",
+    "AttemptStart",
+    "BatchInfo",
+    "BatchStatus",
+    "EnqueueResult",
+    "LeaseLost",
+    "OutputRecord",
+    "Recovery",
+    "Store",
+    "WorkerInfo",
+]

@@ -1,0 +1,148 @@
+"""What each command does, as async functions the CLI calls (and tests call directly).
+
+No terminal code here: functions return records; ``runner.cli`` renders them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from runner.config import Settings
+from runner.errors import Problem, ValidationFailed
+from runner.manifest import CheckReport, check_manifest, scan_manifest
+from runner.models import JobSpec, JobState
+from runner.routes import Route
+from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store
+from runner.worker import Runner, RunOptions, RunReport
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The database, migrated to the current schema."""
+    store = await Store.open(settings.db_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def check(settings: Settings, manifest: Path, route_name: str) -> CheckReport:
+    """Validate ``manifest`` against the route; every problem, with its line and field."""
+    route = settings.catalog.get(route_name)
+    return await anyio.to_thread.run_sync(check_manifest, manifest, route, settings.catalog)
+
+
+def _specs(manifest: Path, route: Route, settings: Settings) -> Iterator[JobSpec]:
+    for item in scan_manifest(manifest, route, settings.catalog):
+        if isinstance(item, Problem):
+            # The file changed between validation and enqueueing: abort, roll back.
+            raise ValidationFailed([item])
+        yield item
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def submit(
+    settings: Settings,
+    manifest: Path,
+    route_name: str,
+    *,
+    name: str | None = None,
+    budget_usd: float | None = None,
+) -> EnqueueResult:
+    """Validate, then enqueue all-or-nothing. Re-submitting adds nothing.
+
+    Raises:
+        ValidationFailed: the manifest has problems; nothing was enqueued.
+    """
+    route = settings.catalog.get(route_name)
+    report = await check(settings, manifest, route_name)
+    if report.problems:
+        raise ValidationFailed(report.problems, truncated=report.truncated)
+    digest = await anyio.to_thread.run_sync(_sha256, manifest)
+    snapshot = route.public_dict()
+    snapshot.pop("api_key_set", None)
+    async with open_store(settings) as store:
+        return await store.submit(
+            name=name or manifest.stem,
+            route=route.name,
+            manifest=str(await anyio.Path(manifest).resolve()),
+            manifest_sha256=digest,
+            route_snapshot=snapshot,
+            budget_usd=budget_usd,
+            specs=_specs(manifest, route, settings),
+        )
+
+
+async def resolve_batches(store: Store, refs: Sequence[str]) -> list[BatchInfo]:
+    if not refs:
+        return await store.list_batches()
+    return [await store.find_batch(ref) for ref in refs]
+
+
+async def status(settings: Settings, refs: Sequence[str] = ()) -> list[BatchStatus]:
+    async with open_store(settings) as store:
+        return await store.batch_status(await resolve_batches(store, refs))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    report: RunReport | None
+    batches: list[BatchInfo]
+    #: Batches that had nothing runnable: a finished batch re-run does nothing, and says so.
+    nothing_to_do: bool
+
+
+async def run(
+    settings: Settings,
+    refs: Sequence[str],
+    options: RunOptions,
+    *,
+    on_start: Callable[[Runner], None] | None = None,
+) -> RunResult:
+    """Work until the named (default: all) batches have no runnable job."""
+    async with open_store(settings) as store:
+        batches = await resolve_batches(store, refs)
+        counts = await store.count_states([b.id for b in batches])
+        live = (JobState.QUEUED, JobState.WAITING, JobState.RUNNING)
+        if not any(counts.get(s) for s in live):
+            return RunResult(report=None, batches=batches, nothing_to_do=True)
+        runner = Runner(
+            store=store,
+            catalog=settings.catalog,
+            book=settings.book,
+            batches=batches,
+            data_dir=settings.data_dir,
+            options=options,
+            environ=settings.environ,
+        )
+        if on_start is not None:
+            on_start(runner)
+        report = await runner.run()
+        return RunResult(report=report, batches=batches, nothing_to_do=False)
+
+
+async def retry(settings: Settings, ref: str, *, failed: bool, unknown: bool) -> int:
+    """Requeue failed and/or unknown jobs of a batch; returns how many."""
+    states = [s for s, on in ((JobState.FAILED, failed), (JobState.UNKNOWN, unknown)) if on]
+    async with open_store(settings) as store:
+        batch = await store.find_batch(ref)
+        return await store.requeue(batch.id, states)
+
+
+async def cancel(settings: Settings, ref: str) -> int:
+    async with open_store(settings) as store:
+        batch = await store.find_batch(ref)
+        return await store.cancel(batch.id)

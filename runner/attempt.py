@@ -1,0 +1,317 @@
+"""One job through one attempt: build, admit, record, send, classify, save, settle.
+
+The order matters for money: the ledger row is committed (``start_attempt``) after the rate
+gate admits the request and before a single byte leaves, and every way out of ``run_job`` —
+success, failure, route stop, cancellation — finishes that row.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runner.budget import Budget
+from runner.errors import TransportError
+from runner.lane import Lane, RunStats
+from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
+from runner.outputs import check_expected, decode_b64, inspect_image, write_atomic
+from runner.pricing import PriceBook, attempt_cost, worst_case
+from runner.routes.sizes import parse_size
+from runner.shapes import ImagePayload, LoadedImage, PreparedRequest
+from runner.shapes.base import effective_model
+from runner.sources import download
+from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord, Store
+from runner.transport import AttemptFailed, Exchange, send
+
+MAX_OUTPUT_BYTES = 200 * 1024 * 1024
+
+
+def new_request_id() -> str:
+    """Our client request id, sent as ``X-Client-Request-Id`` (ASCII, well under 512 chars)."""
+    return "ir-" + secrets.token_hex(12)
+
+
+def pricing_params(job: Job) -> dict[str, Any]:
+    """The manifest fields the price engine looks at."""
+    return {**job.params, "prompt": job.prompt, "images": [i.ref for i in job.images]}
+
+
+@dataclass(slots=True, kw_only=True)
+class JobRunner:
+    """Runs single jobs for a worker; shared by all lanes of a run."""
+
+    store: Store
+    book: PriceBook
+    data_dir: Path
+    worker_id: str
+    stats: RunStats
+    budgets: dict[str, Budget]
+
+    async def run_job(self, lane: Lane, job: Job) -> None:
+        """Take ``job`` through one attempt and leave it in its next state."""
+        try:
+            prepared = await self._prepare(lane, job)
+        except TransportError as exc:
+            await self.store.fail_unsent(job.id, exc.outcome.value, exc.message)
+            self.stats.failed += 1
+            return
+        worst = worst_case(self.book, lane.route, pricing_params(job))
+        scopes = [b for key in ("run", job.batch_id) if (b := self.budgets.get(key))]
+        if not self._reserve(scopes, worst):
+            await self.store.release_unstarted(self.worker_id, [job.id])
+            self.stats.released += 1
+            return
+        await lane.gate.admit()
+        if lane.gate.stopped:
+            _cancel(scopes, worst)
+            await self.store.release_unstarted(self.worker_id, [job.id])
+            self.stats.released += 1
+            return
+        start = self._start_record(lane, job, prepared, worst)
+        try:
+            await self.store.start_attempt(start)
+        except LeaseLost:
+            _cancel(scopes, worst)
+            return
+        result = await self._attempt(lane, job, start, prepared)
+        for scope in scopes:
+            scope.settle(worst, _exposure(result))
+
+    def _reserve(self, scopes: list[Budget], worst: float) -> bool:
+        reserved: list[Budget] = []
+        for scope in scopes:
+            if not scope.reserve(worst):
+                _cancel(reserved, worst)
+                self.stats.budget_stop = (
+                    f"budget reached: ${scope.committed_usd + scope.reserved_usd:.4f} committed "
+                    f"of ${scope.limit_usd:.2f}; the next job could cost up to ${worst:.4f}"
+                )
+                return False
+            reserved.append(scope)
+        return True
+
+    async def _prepare(self, lane: Lane, job: Job) -> PreparedRequest:
+        need_bytes = lane.route.shape == "images"
+        images = [await lane.loader.load(s, need_bytes=need_bytes) for s in job.images]
+        mask: LoadedImage | None = None
+        if job.mask is not None:
+            mask = await lane.loader.load(job.mask, need_bytes=need_bytes)
+        return lane.adapter.build(lane.route, job, images, mask)
+
+    def _start_record(
+        self, lane: Lane, job: Job, prepared: PreparedRequest, worst: float
+    ) -> AttemptStart:
+        route = lane.route
+        return AttemptStart(
+            id=new_request_id(),
+            job_id=job.id,
+            batch_id=job.batch_id,
+            worker_id=self.worker_id,
+            route=route.name,
+            provider=route.provider,
+            shape=route.shape.value,
+            endpoint=prepared.endpoint,
+            model=effective_model(route, job),
+            billing_unit=route.billing,
+            params=prepared.params_sent,
+            worst_case_usd=worst,
+            started_at=utcnow(),
+        )
+
+    async def _attempt(
+        self, lane: Lane, job: Job, start: AttemptStart, prepared: PreparedRequest
+    ) -> AttemptResult:
+        self.stats.in_flight += 1
+        self.stats.attempts += 1
+        exchange: Exchange | None = None
+        try:
+            exchange = await send(lane.client, prepared, start.id)
+            parsed = lane.adapter.parse(exchange.body)
+            files = await self._save(lane, job, start.id, parsed.images)
+            usage = parsed.usage
+            cost = attempt_cost(
+                self.book,
+                lane.route,
+                params=pricing_params(job),
+                usage=usage,
+                outcome=Outcome.OK,
+                images=len(files),
+            )
+            result = self._result(start, Outcome.OK, exchange=exchange)
+            result = replace(
+                result,
+                usage=usage.to_json() if usage else None,
+                images_returned=len(files),
+                expected_usd=cost.expected_usd,
+                charge_status=cost.charge_status,
+            )
+            await self.store.complete(result, files)
+            self.stats.succeeded += 1
+            self.stats.spent_usd += cost.expected_usd
+            self.stats.outcomes[Outcome.OK.value] += 1
+            return result
+        except TransportError as exc:
+            return await self._failed(lane, job, start, exc, exchange)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                error = TransportError(Outcome.INTERRUPTED, "run stopped while in flight")
+                await self._failed(lane, job, start, error, exchange)
+            raise
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _failed(
+        self,
+        lane: Lane,
+        job: Job,
+        start: AttemptStart,
+        exc: TransportError,
+        exchange: Exchange | None,
+    ) -> AttemptResult:
+        outcome = exc.outcome
+        cost = attempt_cost(
+            self.book,
+            lane.route,
+            params=pricing_params(job),
+            usage=None,
+            outcome=outcome,
+            images=0,
+        )
+        charge, expected = cost.charge_status, cost.expected_usd
+        if isinstance(exc, AttemptFailed) and exc.never_sent:
+            charge, expected = ChargeStatus.NOT_CHARGED, 0.0
+        result = replace(
+            self._result(start, outcome, exchange=exchange, error=exc),
+            expected_usd=expected,
+            charge_status=charge,
+        )
+        self.stats.outcomes[outcome.value] += 1
+        if charge is ChargeStatus.CHARGED:
+            self.stats.spent_usd += expected
+        attempts = job.attempts + 1
+        if outcome is Outcome.RATE_LIMITED:
+            lane.gate.pause(exc.retry_after or lane.policy.backoff(attempts))
+        if outcome.stops_route:
+            lane.gate.stop(f"{outcome.value}: {exc.message}")
+            self.stats.stopped_routes.setdefault(lane.route.name, lane.gate.stopped or "")
+            await self.store.release(result, job.id, JobState.QUEUED)
+            self.stats.released += 1
+            return result
+        if outcome is Outcome.INTERRUPTED:
+            # Re-sending costs nothing only where interrupted calls are not charged; elsewhere
+            # the job is held as failed until the user says `imagerun retry --failed`.
+            if charge is ChargeStatus.NOT_CHARGED:
+                await self.store.release(result, job.id, JobState.QUEUED)
+                self.stats.released += 1
+            else:
+                await self.store.fail(result)
+                self.stats.failed += 1
+            return result
+        next_at = lane.policy.next_try(
+            outcome=outcome,
+            attempts=attempts,
+            first_attempt_at=job.first_attempt_at or start.started_at,
+            now=utcnow(),
+            hint=exc.retry_after,
+        )
+        if next_at is not None:
+            await self.store.retry_later(result, next_at)
+            self.stats.retries_scheduled += 1
+        else:
+            await self.store.fail(result)
+            self.stats.failed += 1
+        return result
+
+    def _result(
+        self,
+        start: AttemptStart,
+        outcome: Outcome,
+        *,
+        exchange: Exchange | None,
+        error: TransportError | None = None,
+    ) -> AttemptResult:
+        now = utcnow()
+        provider_id = gateway_id = None
+        latency = (now - start.started_at).total_seconds() * 1000
+        if exchange is not None:
+            provider_id, gateway_id = exchange.provider_request_id, exchange.gateway_request_id
+            latency = exchange.latency_ms
+        elif isinstance(error, AttemptFailed):
+            provider_id, gateway_id = error.provider_request_id, error.gateway_request_id
+            latency = error.latency_ms or latency
+        return AttemptResult(
+            id=start.id,
+            job_id=start.job_id,
+            outcome=outcome,
+            finished_at=now,
+            latency_ms=round(latency, 3),
+            http_status=exchange.status if exchange else (error.status if error else None),
+            provider_request_id=provider_id,
+            gateway_request_id=gateway_id,
+            error_type=error.error_type if error else None,
+            error_code=error.error_code if error else None,
+            error_message=error.message[:2000] if error else None,
+            retry_after=error.retry_after if error else None,
+        )
+
+    async def _save(
+        self, lane: Lane, job: Job, attempt_id: str, payloads: list[ImagePayload]
+    ) -> list[OutputRecord]:
+        """Decode (or download), verify and write each image; nothing is recorded yet."""
+        fmt = job.params.get("output_format")
+        raw_size = job.params.get("size")
+        size = parse_size(raw_size) if raw_size and raw_size != "auto" else None
+        records = []
+        for k, payload in enumerate(payloads):
+            if payload.b64 is not None:
+                data = decode_b64(payload.b64)
+            else:
+                data = await download(lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES)
+            records.append(
+                await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, fmt, size)
+            )
+        return records
+
+    def _write(
+        self,
+        job: Job,
+        attempt_id: str,
+        k: int,
+        data: bytes,
+        fmt: str | None,
+        size: Any,
+    ) -> OutputRecord:
+        info = inspect_image(data)
+        check_expected(info, fmt=fmt, size=size)
+        relative = f"{job.batch_id}/{job.id}-{k}.{info.format}"
+        digest = write_atomic(self.data_dir / relative, data)
+        return OutputRecord(
+            job_id=job.id,
+            batch_id=job.batch_id,
+            attempt_id=attempt_id,
+            k=k,
+            path=relative,
+            sha256=digest,
+            width=info.width,
+            height=info.height,
+            format=info.format,
+            bytes=len(data),
+            worker_id=self.worker_id,
+            created_at=utcnow(),
+        )
+
+
+def _cancel(scopes: list[Budget], worst: float) -> None:
+    for scope in scopes:
+        scope.cancel(worst)
+
+
+def _exposure(result: AttemptResult) -> float:
+    """What an attempt counts against a budget: anything not known to be free."""
+    if result.charge_status is ChargeStatus.NOT_CHARGED:
+        return 0.0
+    return result.expected_usd or 0.0

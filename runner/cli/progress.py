@@ -1,0 +1,54 @@
+"""Live progress of a run: a Rich display on a terminal, periodic plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import anyio
+from rich.live import Live
+from rich.text import Text
+
+from runner.cli.render import err, money
+from runner.lane import RunStats
+
+
+def describe(stats: RunStats, now: float) -> str:
+    """One line: done/failed/in flight, rate, ETA, spend so far."""
+    elapsed = max(1e-6, now - stats.started)
+    done = stats.finished
+    rate = done / elapsed
+    remaining = max(0, stats.total - stats.done_before - done - stats.released)
+    eta = f"{remaining / rate:,.0f}s" if rate > 0 and remaining else "-"
+    pct = 100 * (stats.done_before + done) / stats.total if stats.total else 100.0
+    parts = [
+        f"{stats.done_before + done}/{stats.total} ({pct:.0f}%)",
+        f"ok {stats.succeeded}",
+        f"failed {stats.failed}",
+        f"in flight {stats.in_flight}",
+        f"retrying {stats.retries_scheduled}",
+        f"{rate:,.1f} jobs/s",
+        f"ETA {eta}",
+        f"spent {money(stats.spent_usd)}",
+    ]
+    if stats.stopping:
+        parts.append("stopping…")
+    return " | ".join(parts)
+
+
+async def show_progress(get_stats: Callable[[], RunStats | None], *, interval: float = 5.0) -> None:
+    """Render progress until cancelled."""
+    if sys.stderr.isatty():
+        with Live(Text("starting…"), console=err, refresh_per_second=4, transient=True) as live:
+            while True:
+                if (stats := get_stats()) is not None:
+                    live.update(Text(describe(stats, anyio.current_time())))
+                await anyio.sleep(0.25)
+    else:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.5)
+            if time.monotonic() - last >= interval and (stats := get_stats()) is not None:
+                last = time.monotonic()
+                err.print(describe(stats, anyio.current_time()), markup=False, highlight=False)

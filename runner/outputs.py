@@ -1,0 +1,98 @@
+"""Output images: decode base64 (gateway quirks included), verify, hash and write atomically."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from runner.errors import TransportError
+from runner.models import Outcome
+from runner.routes.sizes import Size
+
+#: Our file extension for each Pillow format name.
+EXTENSIONS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageInfo:
+    format: str  # "png" | "jpeg" | "webp" | "gif"
+    width: int
+    height: int
+
+
+def decode_b64(value: str) -> bytes:
+    """Decode an image's base64 as providers send it.
+
+    Gateways send ``data:image/png;base64,…`` and drop the ``=`` padding (seeds/003); both are
+    repaired here before a strict decode.
+    """
+    if value.startswith("data:"):
+        _, _, value = value.partition(",")
+    value = value.strip()
+    value += "=" * (-len(value) % 4)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise TransportError(Outcome.BAD_RESPONSE, f"image base64 does not decode: {exc}") from exc
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Fully decode ``data`` and report its format and size.
+
+    Raises:
+        TransportError: ``bad_response`` when the bytes are not a complete image.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            fmt = EXTENSIONS.get(image.format or "", (image.format or "unknown").lower())
+            return ImageInfo(format=fmt, width=image.width, height=image.height)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise TransportError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
+
+
+def check_expected(info: ImageInfo, *, fmt: str | None, size: Size | None) -> None:
+    """Raise ``bad_response`` when the image is not what was asked for."""
+    wanted = "jpeg" if fmt == "jpg" else fmt
+    if wanted and info.format != wanted:
+        raise TransportError(Outcome.BAD_RESPONSE, f"asked for {wanted}, got {info.format}")
+    if size and (info.width, info.height) != (size.width, size.height):
+        raise TransportError(
+            Outcome.BAD_RESPONSE,
+            f"asked for {size}, got {info.width}x{info.height}",
+        )
+
+
+def write_atomic(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` via a temporary file and a rename; return its sha256.
+
+    A crash leaves either no file or the whole file, never a partial one; stray temporaries
+    carry :data:`TMP_PREFIX` so a restarted run can sweep them.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def sweep_temporaries(root: Path) -> int:
+    """Remove temporary files a killed run left under ``root``; returns how many."""
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for tmp in root.rglob(f"{TMP_PREFIX}*"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,117 @@
+"""Loading source images (local file, URL, data URL) into what a shape adapter sends."""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from collections import OrderedDict
+from pathlib import Path
+
+import anyio
+import httpx
+
+from runner.errors import TransportError
+from runner.models import Outcome, SourceImage
+from runner.shapes.base import LoadedImage
+
+MAX_SOURCE_BYTES = 50 * 1024 * 1024
+DOWNLOAD_TIMEOUT = 60.0
+
+
+class SourceLoader:
+    """Loads and caches source images; many jobs often share one source file.
+
+    Args:
+        client: used for ``http(s)://`` sources (no provider credentials on it).
+        need_bytes: multipart shapes need bytes; JSON shapes can pass URLs through.
+        cache_bytes: cap on cached bytes (least recently used are dropped first).
+    """
+
+    def __init__(self, client: httpx.AsyncClient, *, cache_bytes: int = 64 * 1024 * 1024) -> None:
+        self._client = client
+        self._cache: OrderedDict[str, LoadedImage] = OrderedDict()
+        self._cached = 0
+        self._limit = cache_bytes
+
+    async def load(self, source: SourceImage, *, need_bytes: bool) -> LoadedImage:
+        key = f"{source.kind}:{source.sha256 or source.ref}:{need_bytes}"
+        if (hit := self._cache.get(key)) is not None:
+            self._cache.move_to_end(key)
+            return hit
+        loaded = await self._load(source, need_bytes=need_bytes)
+        size = len(loaded.data or b"") + len(loaded.url)
+        if size <= self._limit // 4:
+            self._cache[key] = loaded
+            self._cached += size
+            while self._cached > self._limit:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= len(old.data or b"") + len(old.url)
+        return loaded
+
+    async def _load(self, source: SourceImage, *, need_bytes: bool) -> LoadedImage:
+        if source.kind == "url":
+            if not need_bytes:
+                return LoadedImage(data=None, mime="", filename="", url=source.ref)
+            data = await download(self._client, source.ref, limit=MAX_SOURCE_BYTES)
+            name = Path(httpx.URL(source.ref).path).name or "source"
+            return _loaded(data, name)
+        if source.kind == "data":
+            header, _, payload = source.ref.partition(",")
+            data = base64.b64decode(payload + "=" * (-len(payload) % 4))
+            mime = header.removeprefix("data:").split(";")[0] or "image/png"
+            return LoadedImage(data=data, mime=mime, filename="source" + _ext(mime), url=source.ref)
+        path = Path(source.ref)
+        try:
+            data = await anyio.Path(path).read_bytes()
+        except OSError as exc:
+            raise TransportError(
+                Outcome.INVALID_REQUEST, f"cannot read source image {path}: {exc}"
+            ) from exc
+        return _loaded(data, path.name)
+
+
+async def download(client: httpx.AsyncClient, url: str, *, limit: int) -> bytes:
+    """Fetch ``url`` with size and time limits; redirects are followed but only over http(s).
+
+    Raises:
+        TransportError: ``download_failed`` on any failure.
+    """
+    if httpx.URL(url).scheme not in ("http", "https"):
+        raise TransportError(Outcome.DOWNLOAD_FAILED, f"{url!r}: only http(s) URLs are fetched")
+    try:
+        with anyio.fail_after(DOWNLOAD_TIMEOUT):
+            async with client.stream("GET", url, follow_redirects=True) as response:
+                response.raise_for_status()
+                chunks, total = [], 0
+                async for chunk in response.aiter_bytes():
+                    total += len(chunk)
+                    if total > limit:
+                        raise TransportError(
+                            Outcome.DOWNLOAD_FAILED, f"{url}: larger than {limit:,} bytes"
+                        )
+                    chunks.append(chunk)
+                return b"".join(chunks)
+    except TimeoutError as exc:
+        raise TransportError(Outcome.DOWNLOAD_FAILED, f"{url}: download timed out") from exc
+    except httpx.HTTPError as exc:
+        raise TransportError(Outcome.DOWNLOAD_FAILED, f"{url}: {exc}") from exc
+
+
+def _loaded(data: bytes, filename: str) -> LoadedImage:
+    mime = mimetypes.guess_type(filename)[0] or _sniff(data)
+    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return LoadedImage(data=data, mime=mime, filename=filename, url=url)
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def _ext(mime: str) -> str:
+    return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}.get(mime, "")

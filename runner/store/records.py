@@ -1,0 +1,137 @@
+"""Records passed in and out of the store (the store's tables stay private)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from runner.models import ChargeEvidence, ChargeStatus, JobState, Outcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchInfo:
+    id: str
+    name: str
+    route: str
+    manifest: str
+    job_count: int
+    budget_usd: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnqueueResult:
+    batch: BatchInfo
+    added: int
+    #: Jobs of the manifest that were already queued (here or in another batch).
+    existing: int
+    #: Batches the already-present jobs belong to (id → name).
+    existing_batches: dict[str, str] = field(default_factory=dict)
+    batch_created: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptStart:
+    """Everything known before a request leaves; written as a ``sending`` row first."""
+
+    id: str
+    job_id: int
+    batch_id: str
+    worker_id: str
+    route: str
+    provider: str
+    shape: str
+    endpoint: str
+    model: str
+    billing_unit: str
+    params: dict[str, Any]
+    worst_case_usd: float
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptResult:
+    """How an attempt ended."""
+
+    id: str
+    job_id: int
+    outcome: Outcome
+    finished_at: datetime
+    latency_ms: float
+    http_status: int | None = None
+    provider_request_id: str | None = None
+    gateway_request_id: str | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retry_after: float | None = None
+    usage: dict[str, int] | None = None
+    images_returned: int | None = None
+    expected_usd: float | None = None
+    charge_status: ChargeStatus = ChargeStatus.UNKNOWN
+    charge_evidence: ChargeEvidence = ChargeEvidence.POLICY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputRecord:
+    job_id: int
+    batch_id: str
+    attempt_id: str
+    k: int
+    path: str
+    sha256: str
+    width: int
+    height: int
+    format: str
+    bytes: int
+    worker_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovery:
+    """What :meth:`recover_expired` did with jobs whose lease ran out."""
+
+    requeued: int = 0
+    unknown: int = 0
+    resent: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchStatus:
+    batch: BatchInfo
+    counts: dict[JobState, int]
+    outputs: int
+    attempts: int
+    spent_usd: float
+    unknown_charges_usd: float
+    failures: dict[str, int]
+    #: Attempt outcomes of every attempt that did not succeed (including retried ones).
+    attempt_failures: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def runnable(self) -> int:
+        return sum(self.counts.get(s, 0) for s in (JobState.QUEUED, JobState.WAITING))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.batch.id,
+            "name": self.batch.name,
+            "route": self.batch.route,
+            "manifest": self.batch.manifest,
+            "created_at": self.batch.created_at.isoformat(),
+            "budget_usd": self.batch.budget_usd,
+            "jobs": self.total,
+            "states": {s.value: self.counts.get(s, 0) for s in JobState},
+            "outputs": self.outputs,
+            "attempts": self.attempts,
+            "spent_usd": round(self.spent_usd, 6),
+            "unknown_charges_usd": round(self.unknown_charges_usd, 6),
+            "failures": self.failures,
+            "attempt_failures": self.attempt_failures,
+        }

@@ -1,0 +1,203 @@
+"""Table definitions (SQLAlchemy Core). Alembic owns the schema; these mirror the migrations.
+
+Kept inside the store package: nothing outside ``runner.store`` touches tables directly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect.
+
+    SQLite has no timezone type and hands back naive values; PostgreSQL stores ``timestamptz``.
+    Either way callers only ever see aware UTC datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if not isinstance(value, datetime):
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: Autoincrement 64-bit keys on PostgreSQL; SQLite only autoincrements ``INTEGER PRIMARY KEY``.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("route", String(100), nullable=False),
+    Column("manifest", Text, nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("job_count", Integer, nullable=False, default=0),
+    Column("budget_usd", Float, nullable=True),
+    Column("route_snapshot", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("ext_id", String(200), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("images", JSON, nullable=False),
+    Column("mask", JSON, nullable=True),
+    Column("meta", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", UTCDateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires", UTCDateTime, nullable=True),
+    Column("last_outcome", String(32), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("first_attempt_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    # Not unique: ids default to line numbers, which move when a manifest is edited.
+    Index(None, "batch_id", "ext_id"),
+    Index(None, "state", "id"),
+    Index(None, "batch_id", "state"),
+    Index(None, "lease_expires"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    # Our client request id, sent as X-Client-Request-Id: the join key with provider logs.
+    Column("id", String(64), primary_key=True),
+    Column("job_id", BigID, ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("batch_id", String(32), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("worker_id", String(64), nullable=True),
+    Column("route", String(100), nullable=False),
+    Column("provider", String(50), nullable=False),
+    Column("shape", String(16), nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("billing_unit", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("outcome", String(32), nullable=True),
+    Column("http_status", Integer, nullable=True),
+    Column("provider_request_id", String(200), nullable=True, index=True),
+    Column("gateway_request_id", String(200), nullable=True, index=True),
+    Column("error_type", String(100), nullable=True),
+    Column("error_code", String(100), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("retry_after", Float, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("usage", JSON, nullable=True),
+    Column("params", JSON, nullable=False),
+    Column("images_returned", Integer, nullable=True),
+    Column("worst_case_usd", Float, nullable=False, default=0.0),
+    Column("expected_usd", Float, nullable=True),
+    Column("charge_status", String(16), nullable=False),
+    Column("charge_evidence", String(16), nullable=False),
+    Column("observed_usd", Float, nullable=True),
+    Index(None, "state"),
+)
+
+outputs = Table(
+    "outputs",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("job_id", BigID, ForeignKey("jobs.id"), nullable=False),
+    Column("batch_id", String(32), nullable=False, index=True),
+    Column("attempt_id", String(64), nullable=False),
+    Column("k", Integer, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("worker_id", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("job_id", "k"),
+)
+
+route_state = Table(
+    "route_state",
+    metadata,
+    Column("route", String(100), primary_key=True),
+    # Shared across worker processes: a 429's Retry-After pauses the route for everyone.
+    Column("paused_until", UTCDateTime, nullable=True),
+    # GCRA "theoretical arrival time" (epoch seconds) of the shared request-rate limiter.
+    Column("tat", Float, nullable=False, default=0.0),
+    Column("stopped_reason", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+)
+
+charge_observations = Table(
+    "charge_observations",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("route", String(100), nullable=False, index=True),
+    Column("outcome", String(32), nullable=False),
+    Column("charge_status", String(16), nullable=False),
+    Column("evidence", String(16), nullable=False),
+    Column("observed_usd", Float, nullable=True),
+    Column("attempt_id", String(64), nullable=True),
+    Column("detail", JSON, nullable=False),
+    Column("observed_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,198 @@
+"""Sending one attempt over HTTP and classifying what came back.
+
+This is the boundary where httpx's exceptions and providers' error bodies become imagerun's
+outcome classes (design.md §5). Nothing httpx-specific escapes this module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from runner.errors import TransportError
+from runner.models import Outcome, utcnow
+from runner.shapes.base import PreparedRequest
+
+#: Error codes that mean "no money / no quota left", whatever the HTTP status (often 429).
+QUOTA_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+        "insufficient_user_quota",
+        "pre_consume_token_quota_failed",
+    }
+)
+MODERATION_CODES = frozenset(
+    {"moderation_blocked", "content_policy_violation", "image_content_policy_violation"}
+)
+_REQUEST_ID_IN_TEXT = re.compile(r"\(request id: ([^)\s]+)\)")
+GATEWAY_ID_HEADERS = ("x-oneapi-request-id", "x-api-request-id")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exchange:
+    """A completed HTTP exchange with a 200 JSON body."""
+
+    status: int
+    body: Any
+    provider_request_id: str | None
+    gateway_request_id: str | None
+    latency_ms: float
+
+
+class AttemptFailed(TransportError):
+    """A classified failure that also carries whatever ids and status the response had."""
+
+    def __init__(
+        self,
+        error: TransportError,
+        *,
+        provider_request_id: str | None = None,
+        gateway_request_id: str | None = None,
+        latency_ms: float = 0.0,
+        never_sent: bool = False,
+    ) -> None:
+        super().__init__(
+            error.outcome,
+            error.message,
+            status=error.status,
+            error_type=error.error_type,
+            error_code=error.error_code,
+            retry_after=error.retry_after,
+        )
+        self.provider_request_id = provider_request_id
+        self.gateway_request_id = gateway_request_id
+        self.latency_ms = latency_ms
+        #: True when the request provably never reached the server (connect failed).
+        self.never_sent = never_sent
+
+
+async def send(
+    client: httpx.AsyncClient, prepared: PreparedRequest, client_request_id: str
+) -> Exchange:
+    """Send ``prepared`` and return the decoded 200 body, or raise :class:`AttemptFailed`."""
+    started = time.perf_counter()
+    headers = {"X-Client-Request-Id": client_request_id}
+    try:
+        response = await client.post(
+            prepared.endpoint,
+            json=prepared.json,
+            data=prepared.data,
+            files=prepared.files,
+            headers=headers,
+        )
+    except httpx.HTTPError as exc:
+        latency = (time.perf_counter() - started) * 1000
+        raise AttemptFailed(
+            _transport_error(exc),
+            latency_ms=latency,
+            never_sent=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+        ) from exc
+    latency = (time.perf_counter() - started) * 1000
+    provider_id = response.headers.get("x-request-id")
+    gateway_id = next(
+        (response.headers[h] for h in GATEWAY_ID_HEADERS if h in response.headers), None
+    )
+    if response.status_code != 200:
+        error = classify_error(response.status_code, response.headers, response.content)
+        gateway_id = gateway_id or request_id_in_text(error.message)
+        raise AttemptFailed(
+            error,
+            provider_request_id=provider_id,
+            gateway_request_id=gateway_id,
+            latency_ms=latency,
+        )
+    try:
+        body = json.loads(response.content)
+    except ValueError as exc:
+        raise AttemptFailed(
+            TransportError(Outcome.BAD_RESPONSE, f"200 response is not JSON: {exc}", status=200),
+            provider_request_id=provider_id,
+            gateway_request_id=gateway_id,
+            latency_ms=latency,
+        ) from exc
+    return Exchange(
+        status=200,
+        body=body,
+        provider_request_id=provider_id,
+        gateway_request_id=gateway_id,
+        latency_ms=latency,
+    )
+
+
+def _transport_error(exc: httpx.HTTPError) -> TransportError:
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return TransportError(Outcome.TIMEOUT, f"no response in time ({type(exc).__name__})")
+    return TransportError(Outcome.NETWORK, f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def classify_error(status: int, headers: httpx.Headers, content: bytes) -> TransportError:
+    """Turn a non-200 response into an outcome class with the provider's type, code, message."""
+    error_type, code, message = _error_fields(content)
+    message = message or f"HTTP {status}"
+    hint = retry_after(headers)
+    kwargs: dict[str, Any] = {"status": status, "error_type": error_type, "error_code": code}
+    if code in QUOTA_CODES or error_type in QUOTA_CODES:
+        return TransportError(Outcome.QUOTA_EXHAUSTED, message, **kwargs)
+    if code in MODERATION_CODES or error_type == "image_generation_user_error":
+        return TransportError(Outcome.MODERATION_BLOCKED, message, **kwargs)
+    if status == 429:
+        return TransportError(Outcome.RATE_LIMITED, message, retry_after=hint, **kwargs)
+    if status in (401, 403):
+        return TransportError(Outcome.AUTH, message, **kwargs)
+    if status in (408, 409) or status >= 500:
+        return TransportError(Outcome.SERVER_ERROR, message, retry_after=hint, **kwargs)
+    return TransportError(Outcome.INVALID_REQUEST, message, **kwargs)
+
+
+def _error_fields(content: bytes) -> tuple[str | None, str | None, str | None]:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        text = content[:300].decode("utf-8", "replace").strip()
+        return None, None, text or None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        message = body.get("message") if isinstance(body, dict) else None
+        return None, None, str(message) if message else None
+    code = error.get("code")
+    return (
+        str(error["type"]) if error.get("type") else None,
+        str(code) if code not in (None, "") else None,
+        str(error["message"]) if error.get("message") else None,
+    )
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Server-directed delay in seconds: ``retry-after-ms`` first, then ``Retry-After``."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def request_id_in_text(message: str | None) -> str | None:
+    """The ``(request id: …)`` a gateway appends to error messages."""
+    match = _REQUEST_ID_IN_TEXT.search(message or "")
+    return match.group(1) if match else None

@@ -1,0 +1,295 @@
+"""The worker: claims jobs of the chosen batches and runs them, route by route.
+
+Layout of one run (one task group for the service loops, one for the work)::
+
+    run()
+    ├── heartbeat loop     extend leases, recover dead workers' jobs
+    ├── signal loop        first SIGINT/SIGTERM: stop claiming; grace; then cancel in-flight
+    └── work group
+        ├── feeder per route      claim → memory stream (bounded by the route's concurrency)
+        └── consumers per route   concurrency × JobRunner.run_job
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from runner.attempt import JobRunner
+from runner.budget import Budget
+from runner.errors import ConfigError
+from runner.gate import RouteGate
+from runner.lane import Lane, RunStats
+from runner.models import Job, JobState, UnknownPolicy
+from runner.outputs import sweep_temporaries
+from runner.pricing import PriceBook
+from runner.retry import RetryPolicy
+from runner.routes import Catalog, Route
+from runner.shapes import ADAPTERS
+from runner.sources import SourceLoader
+from runner.store import BatchInfo, Recovery, Store
+
+#: How long an idle feeder waits before looking for due retries again.
+IDLE_POLL = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    concurrency: int | None = None
+    rpm: int | None = None
+    budget_usd: float | None = None
+    lease_seconds: float = 60.0
+    grace_seconds: float = 30.0
+    #: Multiplies backoff waits; tests set 0 to retry at once.
+    retry_scale: float = 1.0
+    handle_signals: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    stats: RunStats
+    recovered: Recovery
+    counts: dict[JobState, int]
+    stopped_routes: dict[str, str]
+    interrupted: bool
+
+    @property
+    def clean(self) -> bool:
+        """Everything ran and nothing failed, is unknown, or is left behind."""
+        bad = (JobState.FAILED, JobState.UNKNOWN, JobState.QUEUED, JobState.WAITING)
+        return not self.interrupted and not any(self.counts.get(s) for s in bad)
+
+
+class Runner:
+    """Runs the runnable jobs of ``batches`` until none is left (or it is told to stop)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: Catalog,
+        book: PriceBook,
+        batches: Sequence[BatchInfo],
+        data_dir: Path,
+        options: RunOptions,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.batches = list(batches)
+        self.data_dir = data_dir
+        self.options = options
+        self.environ = os.environ if environ is None else environ
+        self.worker_id = f"w-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.stats = RunStats()
+        self._stopping = anyio.Event()
+        self._interrupted = False
+        self._work_scope = anyio.CancelScope()
+        self._jobs = JobRunner(
+            store=store,
+            book=book,
+            data_dir=data_dir,
+            worker_id=self.worker_id,
+            stats=self.stats,
+            budgets={},
+        )
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight requests get the grace period to finish."""
+        self.stats.stopping = True
+        self._stopping.set()
+
+    async def run(self) -> RunReport:
+        self.stats.started = anyio.current_time()
+        recovered = await self._recover()
+        await anyio.to_thread.run_sync(sweep_temporaries, self.data_dir)
+        await self._setup_budgets()
+        await self.store.register_worker(self.worker_id, socket.gethostname(), os.getpid())
+        try:
+            async with AsyncExitStack() as stack:
+                lanes = [await self._lane(stack, route, ids) for route, ids in self._routes()]
+                counts = await self.store.count_states([b.id for b in self.batches])
+                self.stats.total = sum(counts.values())
+                self.stats.done_before = sum(n for s, n in counts.items() if s.terminal)
+                async with anyio.create_task_group() as services:
+                    await services.start(self._heartbeats, lanes)
+                    if self.options.handle_signals:
+                        await services.start(self._signals, services)
+                    await self._work(lanes)
+                    services.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.stop_worker(self.worker_id)
+        counts = await self.store.count_states([b.id for b in self.batches])
+        return RunReport(
+            stats=self.stats,
+            recovered=recovered,
+            counts=counts,
+            stopped_routes=dict(self.stats.stopped_routes),
+            interrupted=self._interrupted,
+        )
+
+    async def _recover(self) -> Recovery:
+        await self.store.expire_dead_local_workers(socket.gethostname())
+        return await self.store.recover_expired(resend_routes=self._resend_routes())
+
+    def _resend_routes(self) -> frozenset[str]:
+        return frozenset(
+            r.name for r in self.catalog.routes.values() if r.unknown_policy is UnknownPolicy.RESEND
+        )
+
+    async def _setup_budgets(self) -> None:
+        budgets = self._jobs.budgets
+        if self.options.budget_usd is not None:
+            spent = await self.store.exposure_usd([b.id for b in self.batches])
+            budgets["run"] = Budget(self.options.budget_usd, committed_usd=spent)
+        for batch in self.batches:
+            if batch.budget_usd is not None:
+                spent = await self.store.exposure_usd([batch.id])
+                budgets[batch.id] = Budget(batch.budget_usd, committed_usd=spent)
+
+    def _routes(self) -> list[tuple[Route, list[str]]]:
+        by_route: dict[str, list[str]] = {}
+        for batch in self.batches:
+            by_route.setdefault(batch.route, []).append(batch.id)
+        return [(self.catalog.get(name), ids) for name, ids in by_route.items()]
+
+    async def _lane(self, stack: AsyncExitStack, route: Route, batch_ids: list[str]) -> Lane:
+        key = route.api_key(self.environ)
+        if key is None:
+            raise ConfigError(
+                f"route {route.name!r} needs an API key: set the environment variable "
+                f"{route.api_key_env}"
+            )
+        concurrency = self.options.concurrency or route.concurrency
+        timeout = httpx.Timeout(route.timeout, connect=route.connect_timeout)
+        limits = httpx.Limits(
+            max_connections=concurrency + 4, max_keepalive_connections=concurrency
+        )
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(
+                base_url=route.base_url,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=timeout,
+                limits=limits,
+            )
+        )
+        fetch = await stack.enter_async_context(httpx.AsyncClient(timeout=timeout, limits=limits))
+        return Lane(
+            route=route,
+            batch_ids=batch_ids,
+            concurrency=concurrency,
+            gate=RouteGate(self.options.rpm or route.rpm),
+            adapter=ADAPTERS[route.shape],
+            client=client,
+            fetch=fetch,
+            loader=SourceLoader(fetch),
+            policy=RetryPolicy(
+                max_attempts=route.max_attempts,
+                deadline=route.deadline,
+                scale=self.options.retry_scale,
+            ),
+        )
+
+    async def _work(self, lanes: list[Lane]) -> None:
+        async with anyio.create_task_group() as work:
+            self._work_scope = work.cancel_scope
+            for lane in lanes:
+                send, receive = anyio.create_memory_object_stream[Job](lane.concurrency)
+                work.start_soon(self._feed, lane, send)
+                for _ in range(lane.concurrency):
+                    work.start_soon(self._consume, lane, receive.clone())
+                receive.close()
+
+    async def _feed(self, lane: Lane, send: MemoryObjectSendStream[Job]) -> None:
+        """Claim jobs while there is room, until nothing is left or the run is stopping."""
+        async with send:
+            while self._may_claim(lane):
+                room = 2 * lane.concurrency - len(lane.held)
+                if room > 0:
+                    jobs = await self.store.claim(
+                        worker_id=self.worker_id,
+                        batch_ids=lane.batch_ids,
+                        limit=room,
+                        lease_seconds=self.options.lease_seconds,
+                    )
+                    lane.held.update(j.id for j in jobs)
+                    for job in jobs:
+                        await send.send(job)
+                    if jobs:
+                        continue
+                    if not lane.held and await self._nothing_left(lane):
+                        return
+                wake = lane.wake
+                with anyio.move_on_after(IDLE_POLL):
+                    await wake.wait()
+
+    def _may_claim(self, lane: Lane) -> bool:
+        return not (
+            self._stopping.is_set() or lane.gate.stopped is not None or self.stats.budget_stop
+        )
+
+    async def _nothing_left(self, lane: Lane) -> bool:
+        counts = await self.store.count_states(lane.batch_ids)
+        live = (JobState.QUEUED, JobState.WAITING, JobState.RUNNING)
+        return not any(counts.get(s) for s in live)
+
+    async def _consume(self, lane: Lane, receive: MemoryObjectReceiveStream[Job]) -> None:
+        async with receive:
+            async for job in receive:
+                try:
+                    if self._may_claim(lane):
+                        await self._jobs.run_job(lane, job)
+                    else:
+                        await self.store.release_unstarted(self.worker_id, [job.id])
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        # Only jobs that never started an attempt go back; an attempt that may
+                        # have left was already recorded as interrupted by the job runner.
+                        await self.store.release_unstarted(self.worker_id, [job.id])
+                    raise
+                finally:
+                    lane.held.discard(job.id)
+                    lane.poke()
+
+    async def _heartbeats(
+        self, lanes: list[Lane], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep our leases alive and take back the jobs of workers that died."""
+        task_status.started()
+        lease = self.options.lease_seconds
+        while True:
+            await anyio.sleep(lease / 3)
+            held = [job_id for lane in lanes for job_id in lane.held]
+            await self.store.heartbeat(self.worker_id, held, lease)
+            await self.store.worker_heartbeat(self.worker_id)
+            await self._recover()
+
+    async def _signals(
+        self, services: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """First SIGINT/SIGTERM: graceful stop; a second one (or the grace running out): now."""
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for _ in signals:
+                self._interrupted = True
+                if not self._stopping.is_set():
+                    self.request_stop()
+                    services.start_soon(self._cancel_after_grace)
+                else:
+                    self._work_scope.cancel()
+
+    async def _cancel_after_grace(self) -> None:
+        await anyio.sleep(self.options.grace_seconds)
+        self._work_scope.cancel()
