@@ -17,6 +17,7 @@ from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
 from runner.manifest import CheckReport, check_manifest, scan_manifest
 from runner.models import JobSpec, JobState
+from runner.pricing import Estimate, estimate_job
 from runner.routes import Route
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store
 from runner.worker import Runner, RunOptions, RunReport
@@ -146,3 +147,67 @@ async def cancel(settings: Settings, ref: str) -> int:
     async with open_store(settings) as store:
         batch = await store.find_batch(ref)
         return await store.cancel(batch.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobEstimate:
+    id: str
+    line: int
+    estimate: Estimate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManifestEstimate:
+    route: str
+    jobs: list[JobEstimate]
+    count: int
+    low: float
+    typical: float
+    high: float
+    as_of: str
+    sources: list[str]
+    notes: list[str]
+
+
+async def estimate(
+    settings: Settings, manifest: Path, route_name: str, *, keep: int = 1000
+) -> ManifestEstimate:
+    """Per-job and total cost range of a manifest on a route, with price source and date.
+
+    Totals cover every job; only the first ``keep`` per-job rows are kept for display.
+    """
+    route = settings.catalog.get(route_name)
+    report = await check(settings, manifest, route_name)
+    if report.problems:
+        raise ValidationFailed(report.problems, truncated=report.truncated)
+
+    def walk() -> ManifestEstimate:
+        rows: list[JobEstimate] = []
+        totals = [0.0, 0.0, 0.0]
+        sources: dict[str, None] = {}
+        notes: dict[str, None] = {}
+        count = 0
+        as_of = ""
+        for spec in _specs(manifest, route, settings):
+            params = {**spec.params, "prompt": spec.prompt, "images": [i.ref for i in spec.images]}
+            est = estimate_job(settings.book, route, params)
+            count += 1
+            totals = [totals[0] + est.low, totals[1] + est.typical, totals[2] + est.high]
+            sources[est.source] = None
+            notes.update(dict.fromkeys(est.notes))
+            as_of = est.as_of.isoformat()
+            if len(rows) < keep:
+                rows.append(JobEstimate(id=spec.ext_id, line=spec.line, estimate=est))
+        return ManifestEstimate(
+            route=route.name,
+            jobs=rows,
+            count=count,
+            low=round(totals[0], 6),
+            typical=round(totals[1], 6),
+            high=round(totals[2], 6),
+            as_of=as_of,
+            sources=list(sources),
+            notes=list(notes),
+        )
+
+    return await anyio.to_thread.run_sync(walk)

@@ -77,6 +77,23 @@ def register(main: click.Group, run_async: RunAsync) -> None:
     @main.command()
     @click.argument("manifest", type=click.Path(path_type=Path))
     @click.option("--route", "-r", required=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def estimate(ctx: click.Context, manifest: Path, route: str, as_json: bool) -> None:
+        """Cost estimate per job and in total, with the price source and date."""
+
+        async def go() -> None:
+            result = await app.estimate(settings(ctx), manifest, route)
+            if as_json:
+                render.emit_json(render.estimate_json(result))
+            else:
+                render.print_estimate(result)
+
+        run_async(ctx, go)
+
+    @main.command()
+    @click.argument("manifest", type=click.Path(path_type=Path))
+    @click.option("--route", "-r", required=True)
     @click.option("--name", "-n", help="Batch name (default: the manifest's file name).")
     @click.option("--budget", type=float, help="Spending cap in USD for this batch.")
     @click.pass_context

@@ -11,13 +11,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from runner.app import ManifestEstimate
 from runner.errors import Problem
 from runner.models import JobState
 from runner.routes import Catalog
 from runner.store import BatchStatus, EnqueueResult, WorkerInfo
 
-console = Console()
-err = Console(stderr=True)
+# Piped output gets a wide, stable layout instead of Rich's 80-column fallback.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def emit_json(data: Any) -> None:
@@ -143,3 +145,45 @@ def workers_table(workers: Sequence[WorkerInfo]) -> Table:
     for w in workers:
         table.add_row(w.id, w.host, str(w.pid), str(w.running_jobs), w.heartbeat_at.isoformat())
     return table
+
+
+def estimate_json(result: ManifestEstimate) -> dict[str, Any]:
+    return {
+        "route": result.route,
+        "jobs": result.count,
+        "total": {"low": result.low, "typical": result.typical, "high": result.high},
+        "prices_as_of": result.as_of,
+        "sources": result.sources,
+        "notes": result.notes,
+        "per_job": [
+            {
+                "id": j.id,
+                "line": j.line,
+                "low": j.estimate.low,
+                "typical": j.estimate.typical,
+                "high": j.estimate.high,
+                "basis": j.estimate.basis,
+            }
+            for j in result.jobs
+        ],
+    }
+
+
+def print_estimate(result: ManifestEstimate, shown: int = 50) -> None:
+    table = Table(title=f"Estimate on route {result.route}")
+    for col in ("id", "line", "low", "typical", "high", "basis"):
+        table.add_column(col, overflow="fold")
+    for job in result.jobs[:shown]:
+        e = job.estimate
+        table.add_row(job.id, str(job.line), money(e.low), money(e.typical), money(e.high), e.basis)
+    console.print(table)
+    if result.count > shown:
+        console.print(f"… {result.count - shown} more job(s) in the totals below.")
+    console.print(
+        f"Total for {result.count} job(s): low {money(result.low)}, typical "
+        f"{money(result.typical)}, high {money(result.high)}",
+        markup=False,
+    )
+    console.print(f"Prices as of {result.as_of}; source: {'; '.join(result.sources)}", markup=False)
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False)

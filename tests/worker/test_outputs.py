@@ -1,0 +1,72 @@
+"""Decoding and verifying returned images, and writing them atomically."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from runner.errors import TransportError
+from runner.models import Outcome
+from runner.outputs import (
+    check_expected,
+    decode_b64,
+    inspect_image,
+    sweep_temporaries,
+    write_atomic,
+)
+from runner.routes.sizes import Size
+
+
+def _png(width: int = 32, height: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_gateway_data_url_without_padding_decodes() -> None:
+    """laozhang sends `data:image/png;base64,...` with the `=` padding stripped (seeds/003)."""
+    raw = _png()
+    value = "data:image/png;base64," + base64.b64encode(raw).decode().rstrip("=")
+    assert decode_b64(value) == raw
+
+
+def test_corrupt_base64_is_a_bad_response() -> None:
+    with pytest.raises(TransportError) as info:
+        decode_b64("not*base64!")
+    assert info.value.outcome is Outcome.BAD_RESPONSE
+
+
+def test_truncated_png_does_not_pass_inspection() -> None:
+    with pytest.raises(TransportError) as info:
+        inspect_image(_png(64, 64)[:-40])
+    assert info.value.outcome is Outcome.BAD_RESPONSE
+
+
+def test_size_and_format_mismatch_is_a_bad_response() -> None:
+    info = inspect_image(_png(32, 16))
+    assert (info.format, info.width, info.height) == ("png", 32, 16)
+    check_expected(info, fmt="png", size=Size(32, 16))
+    with pytest.raises(TransportError):
+        check_expected(info, fmt="jpeg", size=None)
+    with pytest.raises(TransportError):
+        check_expected(info, fmt=None, size=Size(1024, 1024))
+
+
+def test_atomic_write_leaves_the_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "batch" / "1-0.png"
+    digest = write_atomic(target, b"abc")
+    assert target.read_bytes() == b"abc"
+    assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert [p.name for p in target.parent.iterdir()] == ["1-0.png"]
+
+
+def test_sweep_removes_temporaries_a_killed_run_left(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / ".tmp-123-1-0.png").write_bytes(b"half")
+    (tmp_path / "b" / "2-0.png").write_bytes(b"whole")
+    assert sweep_temporaries(tmp_path) == 1
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["2-0.png"]

@@ -1,0 +1,74 @@
+"""Classification of provider responses into outcome classes (design.md §5)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from runner.models import Outcome
+from runner.transport import classify_error, request_id_in_text, retry_after
+
+
+def _error(status: int, type_: str | None, code: str | None, message: str = "x") -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "type_", "code", "outcome"),
+    [
+        (400, "invalid_request_error", "invalid_value", Outcome.INVALID_REQUEST),
+        (400, "image_generation_user_error", "moderation_blocked", Outcome.MODERATION_BLOCKED),
+        (400, "shell_api_error", "moderation_blocked", Outcome.MODERATION_BLOCKED),
+        (401, "invalid_request_error", "invalid_api_key", Outcome.AUTH),
+        (403, "new_api_error", "insufficient_user_quota", Outcome.QUOTA_EXHAUSTED),
+        (429, "requests", "rate_limit_exceeded", Outcome.RATE_LIMITED),
+        (429, "insufficient_quota", "insufficient_quota", Outcome.QUOTA_EXHAUSTED),
+        (429, "shell_api_error", "insufficient_user_quota", Outcome.QUOTA_EXHAUSTED),
+        (500, "server_error", None, Outcome.SERVER_ERROR),
+        (503, "service_unavailable_error", "server_is_overloaded", Outcome.SERVER_ERROR),
+        (404, "invalid_request_error", "model_not_found", Outcome.INVALID_REQUEST),
+    ],
+)
+def test_error_bodies_map_to_outcome_classes(
+    status: int, type_: str, code: str | None, outcome: Outcome
+) -> None:
+    error = classify_error(status, httpx.Headers(), _error(status, type_, code))
+    assert error.outcome is outcome
+    assert error.status == status
+
+
+def test_a_429_that_means_quota_is_not_a_rate_limit() -> None:
+    """Retrying an empty account would burn through every job: it must stop the route."""
+    error = classify_error(
+        429, httpx.Headers({"retry-after": "20"}), _error(429, "x", "insufficient_quota")
+    )
+    assert error.outcome is Outcome.QUOTA_EXHAUSTED
+    assert error.outcome.stops_route
+
+
+def test_a_502_with_an_html_body_is_a_retryable_server_error() -> None:
+    error = classify_error(502, httpx.Headers(), b"<html><body>Bad Gateway</body></html>")
+    assert error.outcome is Outcome.SERVER_ERROR
+    assert error.outcome.retryable
+    assert "Bad Gateway" in error.message
+
+
+def test_retry_after_ms_wins_over_retry_after() -> None:
+    assert retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    assert retry_after(httpx.Headers({"retry-after": "3"})) == 3.0
+    assert retry_after(httpx.Headers({})) is None
+
+
+def test_retry_after_as_an_http_date() -> None:
+    value = retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+    assert value == 0.0  # in the past: retry now
+
+
+def test_gateway_request_id_is_read_from_the_error_text() -> None:
+    message = "Upstream busy (request id: 20261121101010123456789abcdef0ABCDEFGH)"
+    assert request_id_in_text(message) == "20261121101010123456789abcdef0ABCDEFGH"
+    assert request_id_in_text("no id here") is None
