@@ -94,7 +94,9 @@ class QueueOps:
         new, nothing is created at all.
         """
         now = utcnow()
-        async with reading(self.engine) as conn:
+        # A writing connection: on SQLite a read-only (deferred) transaction that later writes
+        # fails at once with "database is locked" when another writer got there first.
+        async with self.engine.connect() as conn:
             trans = await conn.begin()
             batch, created = await self._batch_for(
                 conn, name, route, manifest, manifest_sha256, route_snapshot, budget_usd, now

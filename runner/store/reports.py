@@ -15,6 +15,9 @@ from runner.store.tables import attempts, jobs, outputs
 
 #: What an attempt cost us as far as we know: the provider's word if we have it.
 _COST = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0)
+#: What an attempt of unknown charge may have cost. A ``lost`` attempt (closed by recovery) has
+#: no expected cost; it may have been charged in full, so it keeps its worst case.
+_MAYBE = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, attempts.c.worst_case_usd)
 
 
 class ReportOps:
@@ -49,7 +52,7 @@ class ReportOps:
                 .where(outputs.c.batch_id.in_(ids))
                 .group_by(outputs.c.batch_id)
             )
-            n_outputs: dict[str, int] = dict(rows.tuples().all())
+            n_outputs: dict[str, int] = dict(rows.all())
         money = await self._money(ids, attempt_failures)
         return [
             BatchStatus(
@@ -73,7 +76,7 @@ class ReportOps:
             (
                 (attempts.c.charge_status == ChargeStatus.UNKNOWN.value)
                 & (attempts.c.state == AttemptState.DONE.value),
-                attempts.c.expected_usd,
+                _MAYBE,
             ),
             else_=0.0,
         )
@@ -99,13 +102,15 @@ class ReportOps:
     async def exposure_usd(self, batch_ids: Sequence[str]) -> float:
         """Spend that counts against a budget: charged or possibly charged, plus in flight.
 
-        Attempts whose charge is unknown count at their expected cost, and attempts still
-        ``sending`` at their worst case: a budget is a promise not to exceed, so we assume the
-        worst until the provider's records say otherwise.
+        Attempts whose charge is unknown count at their expected cost (their worst case when
+        none was worked out, as for ``lost`` ones), and attempts still ``sending`` at their
+        worst case: a budget is a promise not to exceed, so we assume the worst until the
+        provider's records say otherwise.
         """
         possible = case(
             (attempts.c.state == AttemptState.SENDING.value, attempts.c.worst_case_usd),
             (attempts.c.charge_status == ChargeStatus.NOT_CHARGED.value, 0.0),
+            (attempts.c.charge_status == ChargeStatus.UNKNOWN.value, _MAYBE),
             else_=_COST,
         )
         async with reading(self.engine) as conn:

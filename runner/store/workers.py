@@ -94,7 +94,7 @@ class WorkerOps:
                 .where(jobs.c.state == JobState.RUNNING.value)
                 .group_by(jobs.c.lease_owner)
             )
-            running: dict[str, int] = dict(counted.tuples().all())
+            running: dict[str, int] = dict(counted.all())
         return [
             WorkerInfo(
                 id=r.id,
