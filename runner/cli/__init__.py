@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from runner.cli import commands
+from runner.cli import commands, extra
 from runner.cli.render import err
 from runner.errors import ImagerunError, ValidationFailed
 
@@ -25,7 +25,12 @@ def run_async(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` in an event loop, translating our errors into messages and exit codes."""
     verbose = ctx.find_root().obj.get("verbose", False)
     try:
-        return anyio.run(fn)
+        try:
+            return anyio.run(fn)
+        except BaseExceptionGroup as group:
+            # Task groups wrap what a task raised; show the user the error itself.
+            leaves = _leaves(group)
+            raise (leaves[0] if len(leaves) == 1 else group) from None
     except ValidationFailed as exc:
         from runner.cli.render import problems
 
@@ -51,6 +56,13 @@ def run_async(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
             )
         ctx.exit(INTERNAL_ERROR)
     raise AssertionError("unreachable")
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,6 +92,7 @@ def main(
 
 
 commands.register(main, run_async)
+extra.register(main, run_async)
 
 
 def _entry() -> Any:  # pragma: no cover - console script shim

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from runner.app import ManifestEstimate
+from runner.demo import DemoResult
 from runner.errors import Problem
+from runner.export import ExportReport
 from runner.models import JobState
 from runner.routes import Catalog
 from runner.store import BatchStatus, EnqueueResult, WorkerInfo
@@ -87,35 +89,34 @@ def enqueued(result: EnqueueResult) -> None:
 
 def status_table(statuses: Sequence[BatchStatus]) -> Table:
     table = Table(title="Batches")
-    cols = ["batch", "route", "jobs", "queued", "running", "waiting", "succeeded", "failed"]
-    cols += ["unknown", "cancelled", "outputs", "spent", "failures"]
-    for col in cols:
+    for col in ("batch", "route", "jobs", "succeeded", "failed", "unknown", "pending"):
+        table.add_column(col, overflow="fold")
+    for col in ("outputs", "attempts", "spent", "failed attempts"):
         table.add_column(col, overflow="fold")
     for st in statuses:
         c = st.counts
-        failures = ", ".join(f"{k}×{v}" for k, v in sorted(st.failures.items()))
+        pending = ", ".join(f"{s.value} {c[s]}" for s in _PENDING if c.get(s))
+        failures = ", ".join(f"{k}×{v}" for k, v in sorted(st.attempt_failures.items()))
+        spent = money(st.spent_usd)
+        if st.unknown_charges_usd:
+            spent += f" (+{money(st.unknown_charges_usd)} unknown)"
         table.add_row(
-            f"{st.batch.name}\n{st.batch.id}",
+            f"{st.batch.name} ({st.batch.id})",
             st.batch.route,
             str(st.total),
-            *(str(c.get(s, 0)) for s in _STATE_COLS),
+            str(c.get(JobState.SUCCEEDED, 0)),
+            str(c.get(JobState.FAILED, 0)),
+            str(c.get(JobState.UNKNOWN, 0)),
+            pending or "-",
             str(st.outputs),
-            money(st.spent_usd)
-            + (f"\n+ {money(st.unknown_charges_usd)} unknown" if st.unknown_charges_usd else ""),
+            str(st.attempts),
+            spent,
             failures or "-",
         )
     return table
 
 
-_STATE_COLS = (
-    JobState.QUEUED,
-    JobState.RUNNING,
-    JobState.WAITING,
-    JobState.SUCCEEDED,
-    JobState.FAILED,
-    JobState.UNKNOWN,
-    JobState.CANCELLED,
-)
+_PENDING = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING, JobState.CANCELLED)
 
 
 def status_hints(statuses: Sequence[BatchStatus]) -> list[str]:
@@ -187,3 +188,52 @@ def print_estimate(result: ManifestEstimate, shown: int = 50) -> None:
     console.print(f"Prices as of {result.as_of}; source: {'; '.join(result.sources)}", markup=False)
     for note in result.notes:
         err.print(f"note: {note}", markup=False)
+
+
+def export_progress() -> Callable[[int, int], None]:
+    """A progress callback: a line every 10 % (exports run to completion quickly)."""
+    last = [-1]
+
+    def tick(done: int, total: int) -> None:
+        step = int(10 * done / total) if total else 10
+        if total >= 1000 and step > last[0]:
+            last[0] = step
+            err.print(f"export: {done:,}/{total:,}", markup=False)
+
+    return tick
+
+
+def print_export(report: ExportReport) -> None:
+    table = Table(title=f"Export of {report.batch_name}")
+    for col in ("format", "written", "unchanged", "skipped", "renamed", "where"):
+        table.add_column(col, overflow="fold")
+    for fmt in report.formats.values():
+        table.add_row(
+            fmt.format,
+            str(fmt.written),
+            str(fmt.unchanged),
+            str(fmt.skipped),
+            str(fmt.renamed_total),
+            "\n".join(str(p) for p in fmt.paths),
+        )
+    console.print(table)
+    for fmt in report.formats.values():
+        for renamed in fmt.renamed[:20]:
+            err.print(f"{fmt.format}: {renamed.wanted} exists; wrote {renamed.used}", markup=False)
+        for skip in fmt.skips[:20]:
+            err.print(f"{fmt.format}: skipped {skip.id}: {skip.reason}", markup=False)
+
+
+def print_demo(result: DemoResult) -> None:
+    console.print(status_table(result.statuses))
+    total = sum(s.outputs for s in result.statuses)
+    spent = sum(s.spent_usd for s in result.statuses)
+    console.print(
+        f"{total} images from {len(result.statuses)} batches on 5 sandbox routes; "
+        f"{result.requests_seen} requests reached the sandbox; expected spend {money(spent)} "
+        "(sandbox money).",
+        markup=False,
+    )
+    console.print(f"Database and outputs: {result.workdir}", markup=False)
+    if result.gallery:
+        console.print(f"Gallery: {result.gallery}", markup=False)

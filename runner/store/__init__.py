@@ -16,6 +16,7 @@ Verbs, grouped by module:
 - ``reports``: ``batch_status``, ``exposure_usd``.
 - ``workers``: ``register_worker``, ``worker_heartbeat``, ``stop_worker``,
   ``expire_dead_local_workers``, ``list_workers``.
+- ``exports``: streaming reads of a batch's outputs and failures for ``imagerun export``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import StoreError
 from runner.store.engine import DEFAULT_DB, create_engine, normalise_url
+from runner.store.exports import ExportOps
 from runner.store.ledger import LeaseLost, LedgerOps
 from runner.store.migrate import upgrade_async
 from runner.store.queue import QueueOps
@@ -40,7 +42,7 @@ from runner.store.reports import ReportOps
 from runner.store.workers import WorkerInfo, WorkerOps
 
 
-class Store(QueueOps, LedgerOps, ReportOps, WorkerOps):
+class Store(QueueOps, LedgerOps, ReportOps, WorkerOps, ExportOps):
     """imagerun's database. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, url: str) -> None:

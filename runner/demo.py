@@ -1,0 +1,147 @@
+"""``imagerun demo``: the whole loop, offline, on the sandbox.
+
+Starts the sandbox on a free loopback port (with a little latency and a few injected faults,
+so retries show), submits the example manifests on sandbox routes of every shape, runs them,
+exports an HTML gallery and says where everything is.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import anyio
+
+from runner import app
+from runner.config import Settings, load_settings
+from runner.routes.catalog import env_key
+from runner.sandbox import FaultKind, Latency, SandboxConfig, SandboxHandle, running_sandbox
+from runner.store import BatchStatus
+from runner.worker import Runner, RunOptions
+
+#: (batch name, sandbox route, example manifest): every shape, generations and edits.
+DEMO_BATCHES: tuple[tuple[str, str, str], ...] = (
+    ("demo-products", "sandbox-openai", "products.jsonl"),
+    ("demo-edits", "sandbox-openai", "edits.jsonl"),
+    ("demo-responses", "sandbox-openai-responses", "ad-variants.csv"),
+    ("demo-vip", "sandbox-laozhang-vip", "laozhang-vip.jsonl"),
+    ("demo-chat", "sandbox-laozhang-chat", "ad-variants.csv"),
+)
+
+
+def examples_dir() -> Path:
+    """The example manifests: packaged in a wheel, or ``jobs/examples`` in a checkout."""
+    packaged = Path(str(resources.files("runner"))) / "_examples"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "jobs" / "examples"
+
+
+def demo_sandbox_config(seed: int = 7) -> SandboxConfig:
+    return SandboxConfig(
+        latency=Latency(mean=0.4, jitter=0.3),
+        fault_rates={FaultKind.SERVER_ERROR: 0.08, FaultKind.RATE_LIMIT: 0.04},
+        seed=seed,
+    )
+
+
+def sandbox_environ(handle: SandboxHandle, base: Mapping[str, str]) -> dict[str, str]:
+    """Point every ``sandbox*`` route at ``handle`` through ``IMAGERUN_ROUTE_*_BASE_URL``."""
+    env = dict(base)
+    for name in load_settings(environ=base).catalog.routes:
+        if name == "sandbox" or name.startswith("sandbox-openai"):
+            env[env_key(name, "BASE_URL")] = handle.openai_base
+        elif name.startswith("sandbox-"):
+            env[env_key(name, "BASE_URL")] = handle.laozhang_base
+    return env
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoResult:
+    workdir: Path
+    statuses: list[BatchStatus]
+    gallery: Path | None
+    requests_seen: int
+    clean: bool
+
+
+async def run_demo(
+    workdir: Path,
+    environ: Mapping[str, str],
+    *,
+    on_start: Callable[[Runner], None] | None = None,
+    config: SandboxConfig | None = None,
+) -> DemoResult:
+    """Run the demo in ``workdir`` (created afresh) and return what happened."""
+    await anyio.to_thread.run_sync(_fresh_dir, workdir)
+    examples = examples_dir()
+    with running_sandbox(config or demo_sandbox_config()) as handle:
+        settings = load_settings(
+            db=f"sqlite+aiosqlite:///{workdir / 'imagerun.db'}",
+            data=workdir / "data",
+            environ=sandbox_environ(handle, environ),
+        )
+        for name, route, manifest in DEMO_BATCHES:
+            await app.submit(settings, examples / manifest, route, name=name)
+        names = [name for name, _, _ in DEMO_BATCHES]
+        result = await app.run(
+            settings,
+            names,
+            RunOptions(concurrency=8, retry_scale=0.2, handle_signals=True, grace_seconds=5),
+            on_start=on_start,
+        )
+        statuses = await app.status(settings, names)
+        gallery = await _gallery(settings, workdir, names)
+        seen = len(handle.sandbox.requests())
+    return DemoResult(
+        workdir=workdir,
+        statuses=statuses,
+        gallery=gallery,
+        requests_seen=seen,
+        clean=result.report is not None and result.report.clean,
+    )
+
+
+def _fresh_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+async def _gallery(settings: Settings, workdir: Path, names: list[str]) -> Path:
+    from runner.export import export_batch
+
+    out = workdir / "gallery"
+    pages: list[Path] = []
+    async with app.open_store(settings) as store:
+        for name in names:
+            batch = await store.find_batch(name)
+            report = await export_batch(
+                store,
+                batch,
+                data_dir=settings.data_dir,
+                out_dir=out,
+                formats=["html", "files"],
+                include_failed=True,
+            )
+            pages += [p for p in report.formats["html"].paths if p.suffix == ".html"]
+    index = out / "index.html"
+    await anyio.Path(index).write_text(_index_page(out, pages), "utf-8")
+    return index
+
+
+def _index_page(out: Path, pages: list[Path]) -> str:
+    items = "\n".join(
+        f'<li><a href="{html.escape(p.relative_to(out).as_posix())}">'
+        f"{html.escape(p.parent.name)}</a></li>"
+        for p in pages
+    )
+    return (
+        "<!doctype html><meta charset=utf-8><title>imagerun demo</title>"
+        "<style>body{font:16px system-ui;margin:2em}</style>"
+        f"<h1>imagerun demo galleries</h1><ul>{items}</ul>"
+    )
