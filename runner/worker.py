@@ -34,6 +34,7 @@ from runner.lane import Lane, RunStats
 from runner.models import Job, JobState, UnknownPolicy
 from runner.outputs import sweep_temporaries
 from runner.pricing import PriceBook
+from runner.resume import FilesReport, reconcile_files
 from runner.retry import RetryPolicy
 from runner.routes import Catalog, Route
 from runner.shapes import ADAPTERS
@@ -60,6 +61,7 @@ class RunOptions:
 class RunReport:
     stats: RunStats
     recovered: Recovery
+    files: FilesReport
     counts: dict[JobState, int]
     stopped_routes: dict[str, str]
     interrupted: bool
@@ -114,6 +116,9 @@ class Runner:
         self.stats.started = anyio.current_time()
         recovered = await self._recover()
         await anyio.to_thread.run_sync(sweep_temporaries, self.data_dir)
+        files = await reconcile_files(
+            self.store, self.data_dir, self.batches, self.catalog, self._jobs.book
+        )
         await self._setup_budgets()
         await self.store.register_worker(self.worker_id, socket.gethostname(), os.getpid())
         try:
@@ -135,6 +140,7 @@ class Runner:
         return RunReport(
             stats=self.stats,
             recovered=recovered,
+            files=files,
             counts=counts,
             stopped_routes=dict(self.stats.stopped_routes),
             interrupted=self._interrupted,

@@ -6,18 +6,21 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from runner.app import ManifestEstimate
-from runner.demo import DemoResult
 from runner.errors import Problem
-from runner.export import ExportReport
 from runner.models import JobState
 from runner.routes import Catalog
 from runner.store import BatchStatus, EnqueueResult, WorkerInfo
+
+if TYPE_CHECKING:
+    # Only for annotations: importing them would load the sandbox and pyarrow at start-up.
+    from runner.app import ManifestEstimate
+    from runner.demo import DemoResult
+    from runner.export import ExportReport
 
 # Piped output gets a wide, stable layout instead of Rich's 80-column fallback.
 console = Console(width=None if sys.stdout.isatty() else 140)

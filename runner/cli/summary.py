@@ -22,6 +22,12 @@ def print_run_summary(cfg: Settings, report: RunReport, batches: Sequence[BatchI
             f"unknown, {rec.resent} resent by route policy.",
             markup=False,
         )
+    if report.files.adopted_jobs or report.files.removed_files:
+        err.print(
+            f"Images a killed run wrote but never recorded: {report.files.adopted_jobs} job(s) "
+            f"finished with them (not resent), {report.files.removed_files} stray file(s) removed.",
+            markup=False,
+        )
     table = Table(title="Run summary")
     for col in ("state", "jobs"):
         table.add_column(col)

@@ -16,6 +16,10 @@ Verbs, grouped by module:
 - ``reports``: ``batch_status``, ``exposure_usd``.
 - ``workers``: ``register_worker``, ``worker_heartbeat``, ``stop_worker``,
   ``expire_dead_local_workers``, ``list_workers``.
+- ``recovery``: ``recorded_paths``, ``jobs_for_files``, ``adopt`` (orphan files after a crash).
+- ``charges``: ``billed_attempts``, ``record_charges``, ``record_observations``,
+  ``observed_policy``, ``repricing_inputs``, ``set_expected``, ``cost_rows``, ``record_balance``,
+  ``balance_snapshots`` (what attempts were really charged; ``imagerun costs``/``reconcile``).
 - ``exports``: streaming reads of a batch's outputs and failures for ``imagerun export``.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import StoreError
+from runner.store.charges import ChargeOps
 from runner.store.engine import DEFAULT_DB, create_engine, normalise_url
 from runner.store.exports import ExportOps
 from runner.store.ledger import LeaseLost, LedgerOps
@@ -38,11 +43,12 @@ from runner.store.records import (
     OutputRecord,
     Recovery,
 )
+from runner.store.recovery import RecoveryOps
 from runner.store.reports import ReportOps
 from runner.store.workers import WorkerInfo, WorkerOps
 
 
-class Store(QueueOps, LedgerOps, ReportOps, WorkerOps, ExportOps):
+class Store(QueueOps, LedgerOps, ReportOps, WorkerOps, ExportOps, RecoveryOps, ChargeOps):
     """imagerun's database. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, url: str) -> None:

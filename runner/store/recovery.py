@@ -1,0 +1,123 @@
+"""Verbs for resuming after a crash: reconcile image files on disk with recorded outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runner.models import AttemptState, ChargeStatus, JobState, Outcome, utcnow
+from runner.store.engine import reading
+from runner.store.records import OutputRecord
+from runner.store.tables import attempts, jobs, outputs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFiles:
+    """What the store knows about one job that has files on disk."""
+
+    job_id: int
+    batch_id: str
+    state: JobState
+    prompt: str
+    params: dict[str, Any]
+    recorded: frozenset[str]
+    #: The job's attempt that a dead worker left in flight (closed as ``lost``), if any.
+    lost_attempt: str | None
+
+
+class RecoveryOps:
+    """Mixed into :class:`runner.store.Store`."""
+
+    engine: AsyncEngine
+
+    async def recorded_paths(self, batch_ids: Sequence[str]) -> set[str]:
+        """Relative paths of every recorded output of these batches."""
+        async with reading(self.engine) as conn:
+            rows = await conn.execute(
+                select(outputs.c.path).where(outputs.c.batch_id.in_(list(batch_ids)))
+            )
+            return {r.path for r in rows}
+
+    async def jobs_for_files(self, job_ids: Sequence[int]) -> dict[int, JobFiles]:
+        """State, recorded outputs and lost attempt of each job that has files on disk."""
+        ids = list(job_ids)
+        async with reading(self.engine) as conn:
+            found = {
+                r.id: r
+                for r in await conn.execute(
+                    select(
+                        jobs.c.id, jobs.c.batch_id, jobs.c.state, jobs.c.prompt, jobs.c.params
+                    ).where(jobs.c.id.in_(ids))
+                )
+            }
+            recorded: dict[int, set[str]] = {}
+            for r in await conn.execute(
+                select(outputs.c.job_id, outputs.c.path).where(outputs.c.job_id.in_(ids))
+            ):
+                recorded.setdefault(r.job_id, set()).add(r.path)
+            lost: dict[int, str] = {}
+            for r in await conn.execute(
+                select(attempts.c.job_id, attempts.c.id)
+                .where(attempts.c.job_id.in_(ids), attempts.c.outcome == Outcome.LOST.value)
+                .order_by(attempts.c.started_at)
+            ):
+                lost[r.job_id] = r.id
+        return {
+            job_id: JobFiles(
+                job_id=job_id,
+                batch_id=row.batch_id,
+                state=JobState(row.state),
+                prompt=row.prompt,
+                params=row.params,
+                recorded=frozenset(recorded.get(job_id, ())),
+                lost_attempt=lost.get(job_id),
+            )
+            for job_id, row in found.items()
+        }
+
+    async def adopt(
+        self,
+        job_id: int,
+        attempt_id: str,
+        files: Sequence[OutputRecord],
+        expected_usd: float,
+    ) -> bool:
+        """Record images a dead worker wrote but never recorded, and finish the job with them.
+
+        Only for a job held as ``unknown`` because its request was in flight: the images on
+        disk prove the request succeeded (they are verified before they are renamed into
+        place), so the attempt is closed ``ok`` and charged, and nothing is resent.
+        """
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            moved = await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == JobState.UNKNOWN.value)
+                .values(
+                    state=JobState.SUCCEEDED.value,
+                    last_outcome=Outcome.OK.value,
+                    last_error=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            if moved.rowcount != 1:
+                return False
+            await conn.execute(insert(outputs), [asdict(f) for f in files])
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.id == attempt_id)
+                .values(
+                    state=AttemptState.DONE.value,
+                    outcome=Outcome.OK.value,
+                    images_returned=len(files),
+                    expected_usd=expected_usd,
+                    charge_status=ChargeStatus.CHARGED.value,
+                    error_message="recovered: the images were on disk when the worker died",
+                )
+            )
+        return True
