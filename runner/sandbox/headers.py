@@ -1,0 +1,52 @@
+"""Response headers per profile: request ids, processing time, rate-limit state, retry hints."""
+
+from __future__ import annotations
+
+import math
+
+from runner.sandbox.config import Profile
+from runner.sandbox.exchange import Exchange
+from runner.sandbox.ratelimit import Admission, go_duration
+
+#: What ``X-New-Api-Version`` says (new-api sets it on every response).
+NEW_API_VERSION = "v0.9.0-sandbox"
+
+
+def _rate_headers(admission: Admission | None) -> dict[str, str]:
+    if admission is None or admission.metric != "requests":
+        return {}
+    return {
+        "x-ratelimit-limit-requests": str(admission.limit),
+        "x-ratelimit-remaining-requests": str(admission.remaining),
+        "x-ratelimit-reset-requests": go_duration(admission.reset_s),
+    }
+
+
+def base_headers(ex: Exchange, elapsed_s: float) -> dict[str, str]:
+    """Headers every response of ``ex``'s profile carries."""
+    if ex.profile is Profile.OPENAI:
+        return {
+            "x-request-id": ex.request_id,
+            "openai-processing-ms": str(round(elapsed_s * 1000)),
+            "openai-version": "2020-10-01",
+            "openai-organization": "org-sandbox",
+            **_rate_headers(ex.admission),
+        }
+    return {"X-Oneapi-Request-Id": ex.request_id, "X-New-Api-Version": NEW_API_VERSION}
+
+
+def success_headers(ex: Exchange, elapsed_s: float, *, relayed: bool) -> dict[str, str]:
+    """Headers of a 200; ``relayed`` adds the upstream OpenAI headers new-api copies through."""
+    headers = base_headers(ex, elapsed_s)
+    if relayed:
+        # new-api copies every upstream header of a successful response (gateways.md §2).
+        headers |= {"x-request-id": ex.upstream_id, "openai-version": "2020-10-01"}
+    return headers
+
+
+def retry_headers(profile: Profile, retry_after_s: float) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, at least 1) and, on OpenAI, ``retry-after-ms``."""
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+    if profile is Profile.OPENAI:
+        headers["retry-after-ms"] = str(max(1, math.ceil(retry_after_s * 1000)))
+    return headers
