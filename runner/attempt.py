@@ -19,7 +19,7 @@ from runner.errors import TransportError
 from runner.lane import Lane, RunStats
 from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
 from runner.outputs import check_expected, decode_b64, inspect_image, write_atomic
-from runner.pricing import PriceBook, attempt_cost, worst_case
+from runner.pricing import PriceBook, PriceNotFound, attempt_cost, worst_case
 from runner.routes.sizes import parse_size
 from runner.shapes import ImagePayload, LoadedImage, PreparedRequest
 from runner.shapes.base import effective_model
@@ -59,7 +59,14 @@ class JobRunner:
             await self.store.fail_unsent(job.id, exc.outcome.value, exc.message)
             self.stats.failed += 1
             return
-        worst = worst_case(self.book, lane.route, pricing_params(job))
+        try:
+            worst = worst_case(self.book, lane.route, pricing_params(job))
+        except PriceNotFound as exc:
+            # Never send what cannot be priced (budgets need the worst case), and never let
+            # one job's model override bring down the run: fail this job, with the fix named.
+            await self.store.fail_unsent(job.id, Outcome.INVALID_REQUEST.value, str(exc))
+            self.stats.failed += 1
+            return
         scopes = [b for key in ("run", job.batch_id) if (b := self.budgets.get(key))]
         if not self._reserve(scopes, worst):
             await self.store.release_unstarted(self.worker_id, [job.id])

@@ -81,15 +81,19 @@ async def send(
 ) -> Exchange:
     """Send ``prepared`` and return the decoded 200 body, or raise :class:`AttemptFailed`."""
     started = time.perf_counter()
-    headers = {"X-Client-Request-Id": client_request_id}
+    request = client.build_request(
+        "POST",
+        prepared.endpoint,
+        json=prepared.json,
+        data=prepared.data,
+        files=prepared.files,
+        headers={"X-Client-Request-Id": client_request_id},
+    )
     try:
-        response = await client.post(
-            prepared.endpoint,
-            json=prepared.json,
-            data=prepared.data,
-            files=prepared.files,
-            headers=headers,
-        )
+        # Streamed, so that a body cut short is told apart from a request that got no answer:
+        # once the status line and headers are in, the provider saw (and may bill) the call,
+        # and its request ids are ours to record.
+        response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         latency = (time.perf_counter() - started) * 1000
         raise AttemptFailed(
@@ -97,13 +101,24 @@ async def send(
             latency_ms=latency,
             never_sent=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
         ) from exc
-    latency = (time.perf_counter() - started) * 1000
     provider_id = response.headers.get("x-request-id")
     gateway_id = next(
         (response.headers[h] for h in GATEWAY_ID_HEADERS if h in response.headers), None
     )
+    try:
+        content = await response.aread()
+    except httpx.HTTPError as exc:
+        raise AttemptFailed(
+            _body_error(exc, response),
+            provider_request_id=provider_id,
+            gateway_request_id=gateway_id,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        ) from exc
+    finally:
+        await response.aclose()
+    latency = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
-        error = classify_error(response.status_code, response.headers, response.content)
+        error = classify_error(response.status_code, response.headers, content)
         gateway_id = gateway_id or request_id_in_text(error.message)
         raise AttemptFailed(
             error,
@@ -112,7 +127,7 @@ async def send(
             latency_ms=latency,
         )
     try:
-        body = json.loads(response.content)
+        body = json.loads(content)
     except ValueError as exc:
         raise AttemptFailed(
             TransportError(Outcome.BAD_RESPONSE, f"200 response is not JSON: {exc}", status=200),
@@ -133,6 +148,31 @@ def _transport_error(exc: httpx.HTTPError) -> TransportError:
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
         return TransportError(Outcome.TIMEOUT, f"no response in time ({type(exc).__name__})")
     return TransportError(Outcome.NETWORK, f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def _body_error(exc: httpx.HTTPError, response: httpx.Response) -> TransportError:
+    """The answer started but its body never arrived whole (cut off, or too slow)."""
+    status = response.status_code
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportError(
+            Outcome.TIMEOUT,
+            f"HTTP {status} body not received in time ({type(exc).__name__})",
+            status=status,
+        )
+    if status != 200:
+        # The status line says enough to classify (a 429 is still a 429).
+        error = classify_error(status, response.headers, b"")
+        return TransportError(
+            error.outcome,
+            f"{error.message}; body cut short ({type(exc).__name__})",
+            status=status,
+            retry_after=error.retry_after,
+        )
+    return TransportError(
+        Outcome.BAD_RESPONSE,
+        f"HTTP 200 body cut short: {type(exc).__name__}: {exc}".rstrip(": "),
+        status=status,
+    )
 
 
 def classify_error(status: int, headers: httpx.Headers, content: bytes) -> TransportError:

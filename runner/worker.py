@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.attempt import JobRunner
+from runner.billing.policy import observed_route
 from runner.budget import Budget
 from runner.errors import ConfigError
 from runner.gate import RouteGate
@@ -172,6 +173,7 @@ class Runner:
         return [(self.catalog.get(name), ids) for name, ids in by_route.items()]
 
     async def _lane(self, stack: AsyncExitStack, route: Route, batch_ids: list[str]) -> Lane:
+        route = await observed_route(self.store, route)  # probe/call-log findings win
         key = route.api_key(self.environ)
         if key is None:
             raise ConfigError(
@@ -222,6 +224,9 @@ class Runner:
         """Claim jobs while there is room, until nothing is left or the run is stopping."""
         async with send:
             while self._may_claim(lane):
+                # Taken before looking, so a job that finishes while we look (and pokes the
+                # lane) wakes us at once instead of after a whole IDLE_POLL.
+                wake = lane.wake
                 room = 2 * lane.concurrency - len(lane.held)
                 if room > 0:
                     jobs = await self.store.claim(
@@ -237,7 +242,6 @@ class Runner:
                         continue
                     if not lane.held and await self._nothing_left(lane):
                         return
-                wake = lane.wake
                 with anyio.move_on_after(IDLE_POLL):
                     await wake.wait()
 

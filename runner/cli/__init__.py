@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from runner.cli import commands, extra
+from runner.cli import commands, extra, money
 from runner.cli.render import err
 from runner.errors import ImagerunError, ValidationFailed
 
@@ -40,7 +40,7 @@ def run_async(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
     except ImagerunError as exc:
         if verbose:
             traceback.print_exc()
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         ctx.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
@@ -93,6 +93,7 @@ def main(
 
 commands.register(main, run_async)
 extra.register(main, run_async)
+money.register(main, run_async)
 
 
 def _entry() -> Any:  # pragma: no cover - console script shim

@@ -65,7 +65,8 @@ def routes_table(catalog: Catalog, show_sandbox: bool) -> Table:
 
 def problems(items: Sequence[Problem], truncated: int) -> None:
     for problem in items:
-        err.print(str(problem), markup=False, highlight=False)
+        # One problem, one line, whatever the width: people grep and editors jump to FILE:LINE.
+        err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if truncated:
         err.print(f"… and {truncated} more problem(s)", markup=False)
 

@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.sandbox import FaultKind, Latency, SandboxConfig, SandboxHandle, running_sandbox
-from tests.resume.invariants import Ledger, check_invariants, read_ledger
+from tests.resume.invariants import check_invariants, read_ledger
 
 ROUTE = "sandbox-laozhang"
 JOBS = 240
@@ -103,6 +103,14 @@ def _kill_at_random(harness: Harness, rng: random.Random, kills: int) -> int:
     return hits
 
 
+def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert proc.poll() is None, "the runner exited before it got going"
+        assert time.monotonic() < deadline, "the runner sent nothing within 60 s"
+        time.sleep(0.05)
+
+
 def _finish(harness: Harness) -> None:
     """Run until the runner exits by itself (it stops when nothing is runnable)."""
     for _ in range(5):
@@ -149,8 +157,10 @@ def test_sigterm_and_ctrl_c_stop_cleanly_with_nothing_unknown(
     harness = Harness(tmp_path, sandbox)
     _submit(harness, jobs=120)
     for _ in range(3):
+        before = len(sandbox.sandbox.requests())
         proc = harness.start_run()
-        time.sleep(1.2)
+        # Signal a run that is working (not one still importing): requests are in flight.
+        _wait_for(lambda n=before: len(sandbox.sandbox.requests()) > n + 5, proc)
         proc.send_signal(signum)
         assert proc.wait(timeout=60) in (0, 1)
         ledger = read_ledger(harness.db)
@@ -176,6 +186,3 @@ def _no_secret_anywhere(harness: Harness) -> None:
             assert secret not in path.read_bytes(), f"the API key leaked into {path}"
             scanned += 1
     assert scanned > JOBS  # the db, its WAL, logs, outputs and every export were read
-
-
-__all__ = ["Ledger"]

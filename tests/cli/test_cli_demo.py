@@ -1,0 +1,27 @@
+"""``imagerun demo``: the whole loop offline, ending with a gallery on disk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .conftest import Invoke
+
+
+def test_demo_runs_the_whole_loop_and_prints_the_gallery(cli: Invoke, tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+
+    result = cli("demo", "--dir", str(workdir), db=False)
+
+    assert result.exit_code == 0, result.output
+    match = re.search(r"^Gallery: (.+)$", result.stdout, re.MULTILINE)
+    assert match, result.stdout
+    gallery = Path(match.group(1))
+    assert gallery.is_file()
+    assert gallery.is_relative_to(workdir)
+    page = gallery.read_text("utf-8")
+    # The index links one gallery per demo batch, and each of those exists.
+    links = re.findall(r'href="([^"]+\.html)"', page)
+    assert len(links) == 5
+    assert all((gallery.parent / link).is_file() for link in links)
+    assert (workdir / "imagerun.db").is_file()
