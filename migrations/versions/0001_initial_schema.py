@@ -55,7 +55,7 @@ def upgrade() -> None:
     op.create_table(
         "route_state",
         sa.Column("route", sa.String(length=100), nullable=False),
-        sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("pause_until", sa.Float(), nullable=True),
         sa.Column("tat", sa.Float(), nullable=False),
         sa.Column("stopped_reason", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -1,4 +1,4 @@
-"""Money commands: ``costs``, ``probe-billing`` and ``reconcile``."""
+"""Money commands: ``costs``, ``probe-billing`` and ``reconcile`` (rendering: ``money_render``)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from runner import app
 from runner.billing import (
     AccountEndpoints,
-    CostReport,
     ProbeOptions,
-    ProbeReport,
-    ReconcileReport,
     cost_report,
     parse_marker,
     plan_probes,
@@ -24,10 +20,10 @@ from runner.billing import (
 )
 from runner.billing.endpoints import QUOTA_PER_USD
 from runner.cli.commands import RunAsync, settings
+from runner.cli.money_render import print_costs, print_probe, print_reconcile
 from runner.cli.render import console, emit_json, err, money
 from runner.config import Settings
 from runner.errors import UsageError
-from runner.models import ChargeStatus
 from runner.routes import Route
 
 
@@ -157,25 +153,8 @@ def _register_probe(main: click.Group, run_async: RunAsync) -> None:
                 poll=poll,
                 **({"moderation_prompt": moderation_prompt} if moderation_prompt else {}),
             )
-            if not _confirmed(cfg, route, options, yes=yes):
-                err.print("Nothing sent.", markup=False)
-                return 1
-            async with app.open_store(cfg) as store:
-                report = await probe_billing(
-                    store,
-                    catalog=cfg.catalog,
-                    book=cfg.book,
-                    data_dir=cfg.data_dir,
-                    environ=cfg.environ,
-                    route_name=route.name,
-                    options=options,
-                    endpoints=_endpoints(route, balance_url, log_url, quota_per_usd),
-                )
-            if as_json:
-                emit_json(report.to_json())
-            else:
-                print_probe(report)
-            return 0
+            endpoints = _endpoints(route, balance_url, log_url, quota_per_usd)
+            return await _probe(cfg, route, options, endpoints, yes=yes, as_json=as_json)
 
         ctx.exit(run_async(ctx, go))
 
@@ -235,6 +214,36 @@ def _register_reconcile(main: click.Group, run_async: RunAsync) -> None:
         run_async(ctx, go)
 
 
+async def _probe(
+    cfg: Settings,
+    route: Route,
+    options: ProbeOptions,
+    endpoints: AccountEndpoints,
+    *,
+    yes: bool,
+    as_json: bool,
+) -> int:
+    if not _confirmed(cfg, route, options, yes=yes):
+        err.print("Nothing sent.", markup=False)
+        return 1
+    async with app.open_store(cfg) as store:
+        report = await probe_billing(
+            store,
+            catalog=cfg.catalog,
+            book=cfg.book,
+            data_dir=cfg.data_dir,
+            environ=cfg.environ,
+            route_name=route.name,
+            options=options,
+            endpoints=endpoints,
+        )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        print_probe(report)
+    return 0
+
+
 def _confirmed(cfg: Settings, route: Route, options: ProbeOptions, *, yes: bool) -> bool:
     """Show the plan and its worst case; ask (on a terminal) unless ``--yes``."""
     probes = plan_probes(cfg.catalog, route, options)
@@ -258,140 +267,3 @@ def _confirmed(cfg: Settings, route: Route, options: ProbeOptions, *, yes: bool)
     if not sys.stdin.isatty():
         raise UsageError("no terminal to confirm on: pass --yes to spend without asking")
     return click.confirm(f"Spend up to {money(worst)} on these probes?", default=False)
-
-
-def print_costs(report: CostReport) -> None:
-    scope = ", ".join(b.name for b in report.batches) or "(no batches)"
-    if report.reprice is not None:
-        r = report.reprice
-        console.print(
-            f"Repriced {r.attempts} attempt(s) with the current price book: expected total "
-            f"{money(r.before_usd)} → {money(r.after_usd)} ({r.changed} changed).",
-            markup=False,
-        )
-        for reason in r.skipped:
-            err.print(f"not repriced: {reason}", markup=False)
-    table = Table(title=f"Spend: {scope}")
-    for col in ("route", "outcome", "charge", "evidence", "attempts", "expected", "observed"):
-        table.add_column(col, overflow="fold")
-    table.add_column("cost")
-    for row in report.rows:
-        table.add_row(
-            row.route,
-            row.outcome,
-            row.charge_status.value,
-            row.evidence.value,
-            str(row.attempts),
-            money(row.expected_usd),
-            money(row.observed_usd) if row.observed else "-",
-            money(row.cost_usd)
-            + (" (possible)" if row.charge_status is ChargeStatus.UNKNOWN else ""),
-        )
-    console.print(table)
-    console.print(
-        f"Charged {money(report.total(ChargeStatus.CHARGED))}; "
-        f"{report.count(ChargeStatus.NOT_CHARGED)} attempt(s) not charged; "
-        f"{report.count(ChargeStatus.UNKNOWN)} unknown, possibly "
-        f"{money(report.total(ChargeStatus.UNKNOWN))} more.",
-        markup=False,
-    )
-    if report.failures:
-        console.print(_failures_table(report))
-    if report.count(ChargeStatus.UNKNOWN):
-        err.print(
-            "`imagerun reconcile --route R` settles unknown charges from the provider's call log.",
-            markup=False,
-        )
-
-
-def _failures_table(report: CostReport) -> Table:
-    table = Table(title="Failure charges: documented policy vs observed")
-    for col in ("route", "outcome", "expected", "observed", "evidence", "agrees", "ledger"):
-        table.add_column(col, overflow="fold")
-    for f in report.failures:
-        obs = f.observed
-        seen = "-"
-        if obs is not None:
-            amount = f" {money(obs.observed_usd)}" if obs.observed_usd else ""
-            seen = f"{obs.charge_status.value}{amount} ({obs.observed_at:%Y-%m-%d %H:%M})"
-        agrees = {True: "yes", False: "NO", None: "-"}[f.agrees]
-        ledger = ", ".join(f"{k} {v}" for k, v in sorted(f.attempts.items())) or "-"
-        table.add_row(
-            f.route,
-            f.outcome,
-            f.expected.value if f.expected else "-",
-            seen,
-            obs.evidence.value if obs else "-",
-            agrees,
-            ledger,
-        )
-    return table
-
-
-def print_probe(report: ProbeReport) -> None:
-    table = Table(title=f"Billing probe of {report.route} ({report.batch.name})")
-    for col in ("probe", "outcome", "HTTP", "expected", "observed", "charged", "call log"):
-        table.add_column(col, overflow="fold")
-    table.add_column("balance Δ")
-    for r in report.results:
-        outcome = r.outcome.value if r.outcome else "not sent"
-        if r.outcome is not None and not r.provoked:
-            outcome += f" (wanted {r.probe.provoke.value})"
-        table.add_row(
-            f"{r.probe.provoke.value}: {r.probe.how}",
-            outcome,
-            str(r.http_status or "-"),
-            r.expected.value if r.expected else "-",
-            r.observed.value,
-            money(r.observed_usd),
-            money(r.log_usd),
-            money(r.balance_delta_usd),
-        )
-    console.print(table)
-    console.print(
-        f"Spent {money(report.spent_usd)} (at most {money(report.worst_case_usd)}); verdicts "
-        f"from the {report.mode}. Observed policy recorded for route {report.route}: "
-        "future attempts there use it.",
-        markup=False,
-    )
-    for r in report.results:
-        if r.expected is not None and r.observed is not r.expected and r.outcome:
-            err.print(
-                f"{r.outcome.value}: documented {r.expected.value}, observed {r.observed.value}",
-                markup=False,
-            )
-    for note in report.notes:
-        err.print(f"note: {note}", markup=False)
-
-
-def print_reconcile(report: ReconcileReport) -> None:
-    scope = f"batch {report.batch.name}" if report.batch else "all batches"
-    matched = ", ".join(f"{k} {v}" for k, v in sorted(report.matched.items())) or "none"
-    lines = [
-        f"Reconciled route {report.route} ({scope}) with {report.source}: "
-        f"{report.log_rows} charge row(s), {report.attempts} attempt(s).",
-        f"Decided: {matched}; {report.changed} attempt(s) updated.",
-        f"Charged {report.charged} attempt(s), {money(report.charged_usd)}; not charged "
-        f"{report.not_charged}; still unknown {report.unknown} "
-        f"(possibly {money(report.unknown_possible_usd)}).",
-        f"Ledger total for the scope: {money(report.ledger_usd)}.",
-    ]
-    if report.unmatched_rows:
-        lines.append(
-            f"{report.unmatched_rows} charge row(s) ({money(report.unmatched_usd)}) match no "
-            "attempt on this account's routes (other clients of the key?)."
-        )
-    if report.balance is not None:
-        b = report.balance
-        lines.append(
-            f"Balance moved {money(b.delta_usd)} between {b.since:%Y-%m-%d %H:%M:%S} and "
-            f"{b.until:%H:%M:%S}; the ledger says {money(b.ledger_usd)} "
-            f"(gap {money(b.gap_usd)}; {money(b.unknown_usd)} still unknown)."
-        )
-    for line in lines:
-        console.print(line, markup=False)
-    if report.observations:
-        seen = ", ".join(f"{o.outcome.value} {o.charge_status.value}" for o in report.observations)
-        console.print(f"Observed failure charges recorded: {seen}.", markup=False)
-    for note in report.notes:
-        err.print(f"note: {note}", markup=False)

@@ -20,6 +20,8 @@ Verbs, grouped by module:
 - ``charges``: ``billed_attempts``, ``record_charges``, ``record_observations``,
   ``observed_policy``, ``repricing_inputs``, ``set_expected``, ``cost_rows``, ``record_balance``,
   ``balance_snapshots`` (what attempts were really charged; ``imagerun costs``/``reconcile``).
+- ``routestate``: ``ensure_route_state``, ``take_rate_slot``, ``pause_route`` (the request
+  rate and 429 pause shared by every worker process).
 - ``exports``: streaming reads of a batch's outputs and failures for ``imagerun export``.
 """
 
@@ -45,10 +47,20 @@ from runner.store.records import (
 )
 from runner.store.recovery import RecoveryOps
 from runner.store.reports import ReportOps
+from runner.store.routestate import RouteStateOps
 from runner.store.workers import WorkerInfo, WorkerOps
 
 
-class Store(QueueOps, LedgerOps, ReportOps, WorkerOps, ExportOps, RecoveryOps, ChargeOps):
+class Store(
+    QueueOps,
+    LedgerOps,
+    ReportOps,
+    WorkerOps,
+    ExportOps,
+    RecoveryOps,
+    RouteStateOps,
+    ChargeOps,
+):
     """imagerun's database. Open with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, url: str) -> None:

@@ -169,9 +169,10 @@ route_state = Table(
     "route_state",
     metadata,
     Column("route", String(100), primary_key=True),
+    # Both on the database's clock, in epoch seconds, so workers' clocks need not agree.
     # Shared across worker processes: a 429's Retry-After pauses the route for everyone.
-    Column("paused_until", UTCDateTime, nullable=True),
-    # GCRA "theoretical arrival time" (epoch seconds) of the shared request-rate limiter.
+    Column("pause_until", Float, nullable=True),
+    # GCRA "theoretical arrival time" of the shared request-rate schedule.
     Column("tat", Float, nullable=False, default=0.0),
     Column("stopped_reason", Text, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -200,4 +201,19 @@ charge_observations = Table(
     Column("attempt_id", String(64), nullable=True),
     Column("detail", JSON, nullable=False),
     Column("observed_at", UTCDateTime, nullable=False),
+)
+
+balance_snapshots = Table(
+    "balance_snapshots",
+    metadata,
+    Column("id", BigID, primary_key=True, autoincrement=True),
+    Column("route", String(100), nullable=False),
+    # Which account was read: the key variable and the balance URL (never the key itself).
+    Column("account", String(300), nullable=False),
+    Column("used_usd", Float, nullable=False),
+    Column("remaining_usd", Float, nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("taken_at", UTCDateTime, nullable=False),
+    Index(None, "account", "taken_at"),
 )

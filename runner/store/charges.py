@@ -1,0 +1,364 @@
+"""Charge verbs: what attempts were really charged, observed policies, repricing, spend reports.
+
+The ledger (``ledger.py``) writes each attempt's *expected* charge from the route's policy.
+These verbs let the provider's own records correct it afterwards (``observed_usd``,
+``charge_status``, ``charge_evidence``), keep the failure-charge behaviour observed per route
+(``charge_observations``), reprice with a newer price book, and keep balance readings
+(``balance_snapshots``) for comparing an account's balance delta with the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
+from runner.store.engine import reading
+from runner.store.tables import attempts, balance_snapshots, charge_observations, jobs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BilledAttempt:
+    """A finished attempt as billing sees it: its ids, window, and cost fields."""
+
+    id: str
+    batch_id: str
+    route: str
+    model: str
+    outcome: Outcome
+    http_status: int | None
+    error_message: str | None
+    provider_request_id: str | None
+    gateway_request_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    worst_case_usd: float
+    expected_usd: float | None
+    charge_status: ChargeStatus
+    charge_evidence: ChargeEvidence
+    observed_usd: float | None
+
+    @property
+    def cost_usd(self) -> float:
+        """What it cost as far as we know (0 unless charged)."""
+        if self.charge_status is not ChargeStatus.CHARGED:
+            return 0.0
+        return self.observed_usd if self.observed_usd is not None else self.expected_usd or 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeUpdate:
+    """The provider's word on one attempt."""
+
+    attempt_id: str
+    charge_status: ChargeStatus
+    evidence: ChargeEvidence
+    observed_usd: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargeObservation:
+    """Whether one failure class was charged on a route, and how we know."""
+
+    route: str
+    outcome: Outcome
+    charge_status: ChargeStatus
+    evidence: ChargeEvidence
+    observed_usd: float | None = None
+    attempt_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    observed_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepriceInput:
+    """What :func:`runner.pricing.reprice` needs for one stored attempt."""
+
+    attempt_id: str
+    route: str
+    outcome: Outcome
+    usage: dict[str, Any] | None
+    images_returned: int
+    charge_status: ChargeStatus
+    expected_usd: float | None
+    #: The job's manifest fields as the price engine reads them (prompt, images, size, …).
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CostRow:
+    """Attempts of one (route, outcome, charge status, evidence) group and their money."""
+
+    route: str
+    outcome: str
+    charge_status: ChargeStatus
+    evidence: ChargeEvidence
+    attempts: int
+    expected_usd: float
+    observed_usd: float
+    #: Attempts of the group with an observed amount.
+    observed: int
+    #: Charged: what they cost. Unknown: what they may have cost. Not charged: 0.
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceSnapshot:
+    """One reading of an account's balance, in USD."""
+
+    route: str
+    account: str
+    used_usd: float
+    remaining_usd: float | None
+    source: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    taken_at: datetime = field(default_factory=utcnow)
+
+
+#: What an attempt cost (charged) or may have cost (unknown; a ``lost`` one its worst case).
+_MAYBE = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, attempts.c.worst_case_usd)
+
+
+def _scope(
+    routes: Sequence[str] | None, batch_ids: Sequence[str] | None
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [attempts.c.state == AttemptState.DONE.value]
+    if routes is not None:
+        where.append(attempts.c.route.in_(list(routes)))
+    if batch_ids is not None:
+        where.append(attempts.c.batch_id.in_(list(batch_ids)))
+    return where
+
+
+class ChargeOps:
+    """Charge, policy, repricing and spend verbs. Mixed into :class:`runner.store.Store`."""
+
+    engine: AsyncEngine
+
+    async def billed_attempts(
+        self,
+        *,
+        routes: Sequence[str] | None = None,
+        batch_ids: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[BilledAttempt]:
+        """Finished attempts in scope, oldest first (``sending`` ones are still in the air)."""
+        where = _scope(routes, batch_ids)
+        if ids is not None:
+            where.append(attempts.c.id.in_(list(ids)))
+        async with reading(self.engine) as conn:
+            rows = await conn.execute(
+                select(attempts).where(and_(*where)).order_by(attempts.c.started_at)
+            )
+            return [
+                BilledAttempt(
+                    id=r.id,
+                    batch_id=r.batch_id,
+                    route=r.route,
+                    model=r.model,
+                    outcome=Outcome(r.outcome or Outcome.LOST.value),
+                    http_status=r.http_status,
+                    error_message=r.error_message,
+                    provider_request_id=r.provider_request_id,
+                    gateway_request_id=r.gateway_request_id,
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                    worst_case_usd=r.worst_case_usd,
+                    expected_usd=r.expected_usd,
+                    charge_status=ChargeStatus(r.charge_status),
+                    charge_evidence=ChargeEvidence(r.charge_evidence),
+                    observed_usd=r.observed_usd,
+                )
+                for r in rows
+            ]
+
+    async def record_charges(self, updates: Sequence[ChargeUpdate]) -> int:
+        """Set each attempt's charge status, evidence and observed amount; returns how many."""
+        if not updates:
+            return 0
+        statement = (
+            update(attempts)
+            .where(attempts.c.id == bindparam("b_id"))
+            .values(
+                charge_status=bindparam("b_status"),
+                charge_evidence=bindparam("b_evidence"),
+                observed_usd=bindparam("b_observed"),
+            )
+        )
+        params = [
+            {
+                "b_id": u.attempt_id,
+                "b_status": u.charge_status.value,
+                "b_evidence": u.evidence.value,
+                "b_observed": u.observed_usd,
+            }
+            for u in updates
+        ]
+        async with self.engine.begin() as conn:
+            await conn.execute(statement, params)
+        return len(updates)
+
+    async def record_observations(self, observations: Sequence[ChargeObservation]) -> None:
+        """Keep what was observed about failure charges on a route (newest wins)."""
+        if not observations:
+            return
+        rows = []
+        for obs in observations:
+            row = asdict(obs)
+            row.update(
+                outcome=obs.outcome.value,
+                charge_status=obs.charge_status.value,
+                evidence=obs.evidence.value,
+            )
+            rows.append(row)
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(charge_observations), rows)
+
+    async def observations(self, routes: Sequence[str] | None = None) -> list[ChargeObservation]:
+        """Every observation (of ``routes``), oldest first."""
+        query = select(charge_observations).order_by(
+            charge_observations.c.observed_at, charge_observations.c.id
+        )
+        if routes is not None:
+            query = query.where(charge_observations.c.route.in_(list(routes)))
+        async with reading(self.engine) as conn:
+            return [
+                ChargeObservation(
+                    route=r.route,
+                    outcome=Outcome(r.outcome),
+                    charge_status=ChargeStatus(r.charge_status),
+                    evidence=ChargeEvidence(r.evidence),
+                    observed_usd=r.observed_usd,
+                    attempt_id=r.attempt_id,
+                    detail=dict(r.detail),
+                    observed_at=r.observed_at,
+                )
+                for r in await conn.execute(query)
+            ]
+
+    async def observed_policy(self, route: str) -> dict[Outcome, ChargeObservation]:
+        """The newest observation of each outcome class on ``route``."""
+        return {obs.outcome: obs for obs in await self.observations([route])}
+
+    async def repricing_inputs(self, batch_ids: Sequence[str] | None = None) -> list[RepriceInput]:
+        """Stored usage, outcome and job fields of every finished attempt in scope."""
+        query = (
+            select(
+                attempts.c.id,
+                attempts.c.route,
+                attempts.c.outcome,
+                attempts.c.usage,
+                attempts.c.images_returned,
+                attempts.c.charge_status,
+                attempts.c.expected_usd,
+                jobs.c.prompt,
+                jobs.c.params,
+                jobs.c.images,
+                jobs.c.mask,
+            )
+            .join(jobs, jobs.c.id == attempts.c.job_id)
+            .where(and_(*_scope(None, batch_ids)))
+            .order_by(attempts.c.started_at)
+        )
+        async with reading(self.engine) as conn:
+            return [
+                RepriceInput(
+                    attempt_id=r.id,
+                    route=r.route,
+                    outcome=Outcome(r.outcome or Outcome.LOST.value),
+                    usage=r.usage,
+                    images_returned=r.images_returned or 0,
+                    charge_status=ChargeStatus(r.charge_status),
+                    expected_usd=r.expected_usd,
+                    params={
+                        **r.params,
+                        "prompt": r.prompt,
+                        "images": [i["ref"] for i in r.images],
+                        **({"mask": r.mask["ref"]} if r.mask else {}),
+                    },
+                )
+                for r in await conn.execute(query)
+            ]
+
+    async def set_expected(self, prices: Sequence[tuple[str, float]]) -> int:
+        """Store recomputed ``expected_usd`` values (attempt id, USD)."""
+        if not prices:
+            return 0
+        statement = (
+            update(attempts)
+            .where(attempts.c.id == bindparam("b_id"))
+            .values(expected_usd=bindparam("b_usd"))
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(statement, [{"b_id": i, "b_usd": usd} for i, usd in prices])
+        return len(prices)
+
+    async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
+        """Spend grouped by route, outcome, charge status and evidence (computed in SQL)."""
+        status = attempts.c.charge_status
+        cost = case(
+            (status == ChargeStatus.NOT_CHARGED.value, 0.0),
+            (status == ChargeStatus.UNKNOWN.value, _MAYBE),
+            else_=func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0),
+        )
+        keys = (attempts.c.route, attempts.c.outcome, status, attempts.c.charge_evidence)
+        query = (
+            select(
+                *keys,
+                func.count(),
+                func.sum(func.coalesce(attempts.c.expected_usd, 0.0)),
+                func.sum(func.coalesce(attempts.c.observed_usd, 0.0)),
+                func.count(attempts.c.observed_usd),
+                func.sum(cost),
+            )
+            .where(and_(*_scope(None, batch_ids)))
+            .group_by(*keys)
+            .order_by(*keys)
+        )
+        async with reading(self.engine) as conn:
+            return [
+                CostRow(
+                    route=route,
+                    outcome=outcome or Outcome.LOST.value,
+                    charge_status=ChargeStatus(charge),
+                    evidence=ChargeEvidence(evidence),
+                    attempts=n,
+                    expected_usd=round(float(expected or 0), 6),
+                    observed_usd=round(float(observed or 0), 6),
+                    observed=n_observed,
+                    cost_usd=round(float(spent or 0), 6),
+                )
+                for route, outcome, charge, evidence, n, expected, observed, n_observed, spent in (
+                    await conn.execute(query)
+                )
+            ]
+
+    async def record_balance(self, snapshot: BalanceSnapshot) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(balance_snapshots).values(**asdict(snapshot)))
+
+    async def balance_snapshots(self, account: str) -> list[BalanceSnapshot]:
+        """Readings of ``account``, oldest first."""
+        query = (
+            select(balance_snapshots)
+            .where(balance_snapshots.c.account == account)
+            .order_by(balance_snapshots.c.taken_at, balance_snapshots.c.id)
+        )
+        async with reading(self.engine) as conn:
+            return [
+                BalanceSnapshot(
+                    route=r.route,
+                    account=r.account,
+                    used_usd=r.used_usd,
+                    remaining_usd=r.remaining_usd,
+                    source=r.source,
+                    detail=dict(r.detail),
+                    taken_at=r.taken_at,
+                )
+                for r in await conn.execute(query)
+            ]

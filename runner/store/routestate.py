@@ -1,0 +1,70 @@
+"""Route state shared by every worker process: request-rate schedule and 429 pause.
+
+The rate is a GCRA-style virtual schedule kept in one row per route: ``tat`` (theoretical
+arrival time, epoch seconds on the *database's* clock) advances by one interval per request.
+Taking a slot is one atomic ``UPDATE … RETURNING`` that tells the caller how long to wait, so
+N workers on N machines send at most one request per interval between them, and their clocks
+never need to agree (only the database's clock is read).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from runner.models import utcnow
+
+_ENSURE = text(
+    "INSERT INTO route_state (route, tat, updated_at) VALUES (:route, 0, :now) "
+    "ON CONFLICT (route) DO NOTHING"
+)
+
+_GREATEST = {"postgresql": "GREATEST", "sqlite": "MAX"}
+#: The database's clock in epoch seconds (``clock_timestamp``: not frozen at transaction start).
+_NOW = {
+    "postgresql": "extract(epoch from clock_timestamp())",
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+}
+
+
+class RouteStateOps:
+    """Mixed into :class:`runner.store.Store`."""
+
+    engine: AsyncEngine
+    dialect: str
+
+    async def ensure_route_state(self, route: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(_ENSURE, {"route": route, "now": utcnow()})
+
+    async def take_rate_slot(self, route: str, interval: float) -> tuple[float, float]:
+        """Reserve the route's next request slot.
+
+        Returns:
+            ``(wait, paused)``: seconds to wait before sending, and seconds the route is still
+            paused for after a 429 (when positive, the slot was *not* taken: wait and ask
+            again).
+        """
+        now, greatest = _NOW[self.dialect], _GREATEST[self.dialect]
+        paused = f"COALESCE(pause_until, 0) - {now}"
+        statement = text(
+            f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
+            f"ELSE {greatest}(tat, {now}) + :interval END "
+            "WHERE route = :route "
+            f"RETURNING tat - :interval - {now} AS wait, {paused} AS paused"
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(statement, {"route": route, "interval": interval})).one()
+        return max(0.0, float(row.wait)), float(row.paused)
+
+    async def pause_route(self, route: str, seconds: float) -> None:
+        """Pause the route for everyone (a 429's ``Retry-After``); pauses only ever extend."""
+        now, greatest = _NOW[self.dialect], _GREATEST[self.dialect]
+        statement = text(
+            "UPDATE route_state SET "
+            f"pause_until = {greatest}(COALESCE(pause_until, 0), {now} + :seconds), "
+            f"tat = {greatest}(tat, {now} + :seconds) "
+            f"WHERE route = :route"
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(statement, {"route": route, "seconds": seconds})
