@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, selec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
-from runner.store.engine import reading
+from runner.store.engine import reading, writing
 from runner.store.tables import attempts, balance_snapshots, charge_observations, jobs
 
 
@@ -199,7 +199,7 @@ class ChargeOps:
             }
             for u in updates
         ]
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(statement, params)
         return len(updates)
 
@@ -216,7 +216,7 @@ class ChargeOps:
                 evidence=obs.evidence.value,
             )
             rows.append(row)
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(insert(charge_observations), rows)
 
     async def observations(self, routes: Sequence[str] | None = None) -> list[ChargeObservation]:
@@ -294,7 +294,7 @@ class ChargeOps:
             .where(attempts.c.id == bindparam("b_id"))
             .values(expected_usd=bindparam("b_usd"))
         )
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(statement, [{"b_id": i, "b_usd": usd} for i, usd in prices])
         return len(prices)
 
@@ -339,7 +339,7 @@ class ChargeOps:
             ]
 
     async def record_balance(self, snapshot: BalanceSnapshot) -> None:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(insert(balance_snapshots).values(**asdict(snapshot)))
 
     async def balance_snapshots(self, account: str) -> list[BalanceSnapshot]:

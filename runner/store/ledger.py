@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from runner.errors import StoreError
 from runner.models import AttemptState, ChargeStatus, JobState, utcnow
+from runner.store.engine import writing
 from runner.store.records import AttemptResult, AttemptStart, OutputRecord
 from runner.store.tables import attempts, jobs, outputs
 
@@ -35,7 +36,7 @@ class LedgerOps:
         Raises:
             LeaseLost: the job's lease is no longer ours; the request must not be sent.
         """
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(
@@ -64,7 +65,7 @@ class LedgerOps:
 
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
         """The attempt succeeded and its outputs are on disk: record them, finish the job."""
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await _finish_attempt(conn, result)
             if files:
                 await conn.execute(insert(outputs), [asdict(f) for f in files])
@@ -72,19 +73,19 @@ class LedgerOps:
 
     async def retry_later(self, result: AttemptResult, at: datetime) -> None:
         """The attempt failed in a retryable way: the job waits until ``at``."""
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await _finish_attempt(conn, result)
             await _move_job(conn, result, JobState.WAITING, next_at=at)
 
     async def fail(self, result: AttemptResult) -> None:
         """The attempt failed for good: the job is ``failed``."""
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await _finish_attempt(conn, result)
             await _move_job(conn, result, JobState.FAILED, finished=True)
 
     async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
         """Give the job back without a verdict (route stopped, run interrupted)."""
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             if result is not None:
                 await _finish_attempt(conn, result)
             values: dict[str, Any] = {
@@ -101,7 +102,7 @@ class LedgerOps:
     async def fail_unsent(self, job_id: int, outcome: str, message: str) -> None:
         """Fail a job before any request left (e.g. its source image cannot be read)."""
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -120,7 +121,7 @@ class LedgerOps:
         """Return claimed jobs that never started an attempt to the queue (graceful stop)."""
         if not job_ids:
             return 0
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(

@@ -23,7 +23,7 @@ from runner.models import (
     SourceImage,
     utcnow,
 )
-from runner.store.engine import reading
+from runner.store.engine import reading, writing
 from runner.store.records import BatchInfo, EnqueueResult, Recovery
 from runner.store.tables import attempts, batches, jobs
 
@@ -47,6 +47,10 @@ def _chunks(items: Iterable[JobSpec], size: int) -> Iterator[list[JobSpec]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+class _NothingNew(Exception):
+    """Rolls back a submit that would create a batch with no job in it."""
 
 
 def new_batch_id() -> str:
@@ -94,35 +98,34 @@ class QueueOps:
         new, nothing is created at all.
         """
         now = utcnow()
-        # A writing connection: on SQLite a read-only (deferred) transaction that later writes
-        # fails at once with "database is locked" when another writer got there first.
-        async with self.engine.connect() as conn:
-            trans = await conn.begin()
-            batch, created = await self._batch_for(
-                conn, name, route, manifest, manifest_sha256, route_snapshot, budget_usd, now
-            )
-            added = existing = 0
-            owners: dict[str, str] = {}
-            for chunk in _chunks(specs, _CHUNK):
-                present = await self._present_keys(conn, [s.key for s in chunk])
-                owners.update(present.values())
-                fresh = [s for s in chunk if s.key not in present]
-                existing += len(chunk) - len(fresh)
-                if fresh:
-                    await conn.execute(insert(jobs), [_job_row(batch.id, s, now) for s in fresh])
-                    added += len(fresh)
-            if added == 0 and created:
-                await trans.rollback()
-                return EnqueueResult(
-                    batch=batch, added=0, existing=existing, existing_batches=owners
+        try:
+            async with writing(self.engine) as conn:
+                batch, created = await self._batch_for(
+                    conn, name, route, manifest, manifest_sha256, route_snapshot, budget_usd, now
                 )
-            if added:
-                await conn.execute(
-                    update(batches)
-                    .where(batches.c.id == batch.id)
-                    .values(job_count=batches.c.job_count + added)
-                )
-            await trans.commit()
+                added = existing = 0
+                owners: dict[str, str] = {}
+                for chunk in _chunks(specs, _CHUNK):
+                    present = await self._present_keys(conn, [s.key for s in chunk])
+                    owners.update(present.values())
+                    fresh = [s for s in chunk if s.key not in present]
+                    existing += len(chunk) - len(fresh)
+                    if fresh:
+                        await conn.execute(
+                            insert(jobs), [_job_row(batch.id, s, now) for s in fresh]
+                        )
+                        added += len(fresh)
+                if added == 0 and created:
+                    raise _NothingNew
+                if added:
+                    await conn.execute(
+                        update(batches)
+                        .where(batches.c.id == batch.id)
+                        .values(job_count=batches.c.job_count + added)
+                    )
+        except _NothingNew:
+            # Every job is already queued elsewhere: do not leave an empty batch behind.
+            return EnqueueResult(batch=batch, added=0, existing=existing, existing_batches=owners)
         batch = await self.find_batch(batch.id)
         return EnqueueResult(
             batch=batch,
@@ -213,7 +216,7 @@ class QueueOps:
         if self.dialect == "postgresql":
             # Concurrent claimers skip each other's rows instead of queueing behind them.
             query = query.with_for_update(of=jobs, skip_locked=True)
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             rows = (await conn.execute(query)).all()
             if not rows:
                 return []
@@ -253,7 +256,7 @@ class QueueOps:
         if not job_ids:
             return 0
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(
@@ -280,7 +283,7 @@ class QueueOps:
         )
         if self.dialect == "postgresql":
             query = query.with_for_update(of=jobs, skip_locked=True)
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             expired = {r.id: r.route for r in await conn.execute(query)}
             if not expired:
                 return Recovery()
@@ -316,7 +319,7 @@ class QueueOps:
     async def requeue(self, batch_id: str, states: Iterable[JobState]) -> int:
         """Put jobs in ``states`` back in the queue (``imagerun retry``)."""
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(jobs.c.batch_id == batch_id, jobs.c.state.in_([s.value for s in states]))
@@ -335,7 +338,7 @@ class QueueOps:
         """Cancel every job of the batch that is not running or finished."""
         now = utcnow()
         states = [JobState.QUEUED.value, JobState.WAITING.value, JobState.UNKNOWN.value]
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(jobs.c.batch_id == batch_id, jobs.c.state.in_(states))

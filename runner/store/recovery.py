@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome, utcnow
-from runner.store.engine import reading
+from runner.store.engine import reading, writing
 from runner.store.records import OutputRecord
 from runner.store.tables import attempts, jobs, outputs
 
@@ -93,7 +93,7 @@ class RecoveryOps:
         place), so the attempt is closed ``ok`` and charged, and nothing is resent.
         """
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             moved = await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.UNKNOWN.value)

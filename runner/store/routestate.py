@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import utcnow
+from runner.store.engine import writing
 
 _ENSURE = text(
     "INSERT INTO route_state (route, tat, updated_at) VALUES (:route, 0, :now) "
@@ -34,7 +35,7 @@ class RouteStateOps:
     dialect: str
 
     async def ensure_route_state(self, route: str) -> None:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(_ENSURE, {"route": route, "now": utcnow()})
 
     async def take_rate_slot(self, route: str, interval: float) -> tuple[float, float]:
@@ -53,7 +54,7 @@ class RouteStateOps:
             "WHERE route = :route "
             f"RETURNING tat - :interval - {now} AS wait, {paused} AS paused"
         )
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             row = (await conn.execute(statement, {"route": route, "interval": interval})).one()
         return max(0.0, float(row.wait)), float(row.paused)
 
@@ -66,5 +67,5 @@ class RouteStateOps:
             f"tat = {greatest}(tat, {now} + :seconds) "
             f"WHERE route = :route"
         )
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(statement, {"route": route, "seconds": seconds})

@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import JobState, utcnow
-from runner.store.engine import reading
+from runner.store.engine import reading, writing
 from runner.store.tables import jobs, workers
 
 
@@ -32,7 +32,7 @@ class WorkerOps:
 
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(
                 insert(workers).values(
                     id=worker_id, host=host, pid=pid, started_at=now, heartbeat_at=now
@@ -40,13 +40,13 @@ class WorkerOps:
             )
 
     async def worker_heartbeat(self, worker_id: str) -> None:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(
                 update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
             )
 
     async def stop_worker(self, worker_id: str) -> None:
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(
                 update(workers).where(workers.c.id == worker_id).values(stopped_at=utcnow())
             )
@@ -69,7 +69,7 @@ class WorkerOps:
         if not dead:
             return 0
         now = utcnow()
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.lease_owner.in_(dead), jobs.c.state == JobState.RUNNING.value)
