@@ -7,6 +7,7 @@ success, failure, route stop, cancellation — finishes that row.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,9 +26,14 @@ from runner.shapes import ImagePayload, LoadedImage, PreparedRequest
 from runner.shapes.base import effective_model
 from runner.sources import download
 from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord, Store
+from runner.store.groupcommit import Ledger
 from runner.transport import AttemptFailed, Exchange, send
 
 MAX_OUTPUT_BYTES = 200 * 1024 * 1024
+#: Images up to this size are verified and written on the event loop (see ``_save``).
+INLINE_WRITE_BYTES = 32 * 1024
+#: Make every image durable against power loss before recording it (slower; see write_atomic).
+FSYNC = os.environ.get("IMAGERUN_FSYNC", "") not in ("", "0")
 
 
 def new_request_id() -> str:
@@ -45,6 +51,8 @@ class JobRunner:
     """Runs single jobs for a worker; shared by all lanes of a run."""
 
     store: Store
+    #: Where attempts are recorded: the store itself, or a group-committing writer over it.
+    ledger: Ledger
     book: PriceBook
     data_dir: Path
     worker_id: str
@@ -80,7 +88,7 @@ class JobRunner:
             return
         start = self._start_record(lane, job, prepared, worst)
         try:
-            await self.store.start_attempt(start)
+            await self.ledger.start_attempt(start)
         except LeaseLost:
             _cancel(scopes, worst)
             return
@@ -156,7 +164,7 @@ class JobRunner:
                 expected_usd=cost.expected_usd,
                 charge_status=cost.charge_status,
             )
-            await self.store.complete(result, files)
+            await self.ledger.complete(result, files)
             self.stats.succeeded += 1
             self.stats.spent_usd += cost.expected_usd
             self.stats.outcomes[Outcome.OK.value] += 1
@@ -205,17 +213,17 @@ class JobRunner:
         if outcome.stops_route:
             lane.gate.stop(f"{outcome.value}: {exc.message}")
             self.stats.stopped_routes.setdefault(lane.route.name, lane.gate.stopped or "")
-            await self.store.release(result, job.id, JobState.QUEUED)
+            await self.ledger.release(result, job.id, JobState.QUEUED)
             self.stats.released += 1
             return result
         if outcome is Outcome.INTERRUPTED:
             # Re-sending costs nothing only where interrupted calls are not charged; elsewhere
             # the job is held as failed until the user says `imagerun retry --failed`.
             if charge is ChargeStatus.NOT_CHARGED:
-                await self.store.release(result, job.id, JobState.QUEUED)
+                await self.ledger.release(result, job.id, JobState.QUEUED)
                 self.stats.released += 1
             else:
-                await self.store.fail(result)
+                await self.ledger.fail(result)
                 self.stats.failed += 1
             return result
         next_at = lane.policy.next_try(
@@ -226,10 +234,10 @@ class JobRunner:
             hint=exc.retry_after,
         )
         if next_at is not None:
-            await self.store.retry_later(result, next_at)
+            await self.ledger.retry_later(result, next_at)
             self.stats.retries_scheduled += 1
         else:
-            await self.store.fail(result)
+            await self.ledger.fail(result)
             self.stats.failed += 1
         return result
 
@@ -278,9 +286,14 @@ class JobRunner:
                 data = decode_b64(payload.b64)
             else:
                 data = await download(lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES)
-            records.append(
-                await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, fmt, size)
-            )
+            if len(data) <= INLINE_WRITE_BYTES:
+                # Decoding and writing a thumbnail-sized image takes less time than the hop to
+                # a worker thread and back; bigger images never block the event loop.
+                records.append(self._write(job, attempt_id, k, data, fmt, size))
+            else:
+                records.append(
+                    await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, fmt, size)
+                )
         return records
 
     def _write(
@@ -295,7 +308,7 @@ class JobRunner:
         info = inspect_image(data)
         check_expected(info, fmt=fmt, size=size)
         relative = f"{job.batch_id}/{job.id}-{k}.{info.format}"
-        digest = write_atomic(self.data_dir / relative, data)
+        digest = write_atomic(self.data_dir / relative, data, fsync=FSYNC)
         return OutputRecord(
             job_id=job.id,
             batch_id=job.batch_id,

@@ -71,18 +71,22 @@ def check_expected(info: ImageInfo, *, fmt: str | None, size: Size | None) -> No
         )
 
 
-def write_atomic(path: Path, data: bytes) -> str:
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> str:
     """Write ``data`` to ``path`` via a temporary file and a rename; return its sha256.
 
-    A crash leaves either no file or the whole file, never a partial one; stray temporaries
-    carry :data:`TMP_PREFIX` so a restarted run can sweep them.
+    A killed process leaves either no file or the whole file, never a partial one; stray
+    temporaries carry :data:`TMP_PREFIX` so a restarted run can sweep them. ``fsync`` also
+    makes the bytes durable against power loss before the rename (``IMAGERUN_FSYNC=1``); it is
+    off by default because the database itself commits with ``synchronous=NORMAL``, which is
+    crash-safe but not power-loss durable either, and a per-file fsync costs milliseconds.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     with open(tmp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if fsync:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
     return hashlib.sha256(data).hexdigest()
 

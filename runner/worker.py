@@ -41,6 +41,7 @@ from runner.routes import Catalog, Route
 from runner.shapes import ADAPTERS
 from runner.sources import SourceLoader
 from runner.store import BatchInfo, Recovery, Store
+from runner.store.groupcommit import LedgerWriter
 
 #: How long an idle feeder waits before looking for due retries again.
 IDLE_POLL = 0.5
@@ -99,8 +100,10 @@ class Runner:
         self._stopping = anyio.Event()
         self._interrupted = False
         self._work_scope = anyio.CancelScope()
+        self._ledger = LedgerWriter(store.engine)
         self._jobs = JobRunner(
             store=store,
+            ledger=self._ledger,
             book=book,
             data_dir=data_dir,
             worker_id=self.worker_id,
@@ -129,6 +132,7 @@ class Runner:
                 self.stats.total = sum(counts.values())
                 self.stats.done_before = sum(n for s, n in counts.items() if s.terminal)
                 async with anyio.create_task_group() as services:
+                    await services.start(self._ledger.run)
                     await services.start(self._heartbeats, lanes)
                     if self.options.handle_signals:
                         await services.start(self._signals, services)
@@ -227,8 +231,10 @@ class Runner:
                 # Taken before looking, so a job that finishes while we look (and pokes the
                 # lane) wakes us at once instead of after a whole IDLE_POLL.
                 wake = lane.wake
+                # Claim in batches, when half the buffer has drained: a claim is a write
+                # transaction, and one per finished job would crowd out the ledger's commits.
                 room = 2 * lane.concurrency - len(lane.held)
-                if room > 0:
+                if len(lane.held) <= lane.concurrency:
                     jobs = await self.store.claim(
                         worker_id=self.worker_id,
                         batch_ids=lane.batch_ids,

@@ -94,6 +94,7 @@ async def probe_billing(
             log_ok=log_ok,
             jobs=JobRunner(
                 store=store,
+                ledger=store,  # probes are serial: nothing to group
                 book=book,
                 data_dir=data_dir,
                 worker_id=f"probe-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}",

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import StoreError
 from runner.store.charges import ChargeOps
-from runner.store.engine import DEFAULT_DB, create_engine, normalise_url
+from runner.store.engine import DEFAULT_DB, create_engine, dispose_sync_twin, normalise_url
 from runner.store.exports import ExportOps
 from runner.store.ledger import LeaseLost, LedgerOps
 from runner.store.migrate import upgrade_async
@@ -89,6 +89,7 @@ class Store(
         return self.engine.url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
+        dispose_sync_twin(self.engine)
         await self.engine.dispose()
 
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from weakref import WeakKeyDictionary
 
 import anyio
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from runner.errors import ConfigError
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFAULT_DB = "sqlite+aiosqlite:///imagerun.db"
 #: Execution option marking a connection that only reads.
@@ -57,8 +62,12 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, connect_args={"timeout": 60})
+    _configure_sqlite(engine.sync_engine)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver so that we can issue BEGIN IMMEDIATE:
         # several processes may share the file, and a deferred transaction that later needs
@@ -71,13 +80,33 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Reads (see ``reading``) take no write lock; WAL lets them run beside a writer.
         mode = "" if connection.get_execution_options().get(READ_ONLY) else " IMMEDIATE"
         connection.exec_driver_sql(f"BEGIN{mode}")
 
-    return engine
+
+_SYNC_TWINS: WeakKeyDictionary[AsyncEngine, Engine] = WeakKeyDictionary()
+
+
+def sqlite_sync_twin(engine: AsyncEngine) -> Engine:
+    """A synchronous engine on the same SQLite file, for work done in one worker thread.
+
+    aiosqlite hops to its thread and back for every statement; a transaction of a few
+    statements then costs milliseconds on a busy event loop. Work that is many statements but
+    one logical step (a group commit) runs instead as one call in a worker thread, on this
+    engine (same pragmas, same BEGIN IMMEDIATE).
+    """
+    twin = _SYNC_TWINS.get(engine)
+    if twin is None:
+        url = engine.url.set(drivername="sqlite")
+        twin = create_sync_engine(
+            url, connect_args={"timeout": 60, "check_same_thread": False}, poolclass=StaticPool
+        )
+        _configure_sqlite(twin)
+        _SYNC_TWINS[engine] = twin
+    return twin
 
 
 _WRITE_LOCKS: WeakKeyDictionary[AsyncEngine, anyio.Lock] = WeakKeyDictionary()
@@ -96,11 +125,45 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         async with engine.begin() as conn:
             yield conn
         return
+    async with write_lock(engine), engine.begin() as conn:
+        yield conn
+
+
+async def run_write(
+    engine: AsyncEngine,
+    fn: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run ``fn(conn, ...)`` as one write transaction, committed before returning.
+
+    On SQLite the whole function runs in one worker-thread hop on the synchronous twin (see
+    :func:`sqlite_sync_twin`); on PostgreSQL it runs on the async connection via ``run_sync``.
+    Hot-path verbs (claim, ledger writes) use this; the rest use :func:`writing`.
+    """
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as conn:
+            return await conn.run_sync(fn, *args, **kwargs)
+
+    def in_thread() -> T:
+        with sqlite_sync_twin(engine).begin() as conn:
+            return fn(conn, *args, **kwargs)
+
+    async with write_lock(engine):
+        return await anyio.to_thread.run_sync(in_thread)
+
+
+def dispose_sync_twin(engine: AsyncEngine) -> None:
+    if (twin := _SYNC_TWINS.pop(engine, None)) is not None:
+        twin.dispose()
+
+
+def write_lock(engine: AsyncEngine) -> anyio.Lock:
+    """This process's turn-taking lock for SQLite writers (see :func:`writing`)."""
     lock = _WRITE_LOCKS.get(engine)
     if lock is None:
         lock = _WRITE_LOCKS[engine] = anyio.Lock()
-    async with lock, engine.begin() as conn:
-        yield conn
+    return lock
 
 
 @asynccontextmanager

@@ -7,15 +7,15 @@ and the queue never disagree about what happened.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection, bindparam, exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.errors import StoreError
-from runner.models import AttemptState, ChargeStatus, JobState, utcnow
+from runner.models import AttemptState, ChargeEvidence, ChargeStatus, JobState, utcnow
 from runner.store.engine import writing
 from runner.store.records import AttemptResult, AttemptStart, OutputRecord
 from runner.store.tables import attempts, jobs, outputs
@@ -25,8 +25,27 @@ class LeaseLost(StoreError):
     """The job is no longer leased to this worker (it was recovered elsewhere); do not send."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish:
+    """How one attempt ended and where its job goes next (one row of a finishing write)."""
+
+    job_id: int
+    state: JobState
+    result: AttemptResult | None = None
+    next_at: datetime | None = None
+    files: Sequence[OutputRecord] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+
+
 class LedgerOps:
-    """Attempt and job-completion verbs. Mixed into :class:`runner.store.Store`."""
+    """Attempt and job-completion verbs. Mixed into :class:`runner.store.Store`.
+
+    Each verb is one transaction; :class:`runner.store.groupcommit.LedgerWriter` offers the same
+    verbs with many callers' writes committed together.
+    """
 
     engine: AsyncEngine
 
@@ -37,67 +56,33 @@ class LedgerOps:
             LeaseLost: the job's lease is no longer ours; the request must not be sent.
         """
         async with writing(self.engine) as conn:
-            result = await conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == start.job_id,
-                    jobs.c.lease_owner == start.worker_id,
-                    jobs.c.state == JobState.RUNNING.value,
-                )
-                .values(
-                    attempts=jobs.c.attempts + 1,
-                    first_attempt_at=func.coalesce(jobs.c.first_attempt_at, start.started_at),
-                    updated_at=start.started_at,
-                )
-            )
-            if result.rowcount != 1:
-                raise LeaseLost(f"job {start.job_id} is no longer leased to {start.worker_id}")
-            number = await conn.scalar(select(jobs.c.attempts).where(jobs.c.id == start.job_id))
-            await conn.execute(
-                insert(attempts).values(
-                    **asdict(start),
-                    number=number,
-                    state=AttemptState.SENDING.value,
-                    charge_status=ChargeStatus.UNKNOWN.value,
-                    charge_evidence="policy",
-                )
-            )
+            (lost,) = await conn.run_sync(apply_starts, [start])
+        if lost is not None:
+            raise lost
 
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
         """The attempt succeeded and its outputs are on disk: record them, finish the job."""
-        async with writing(self.engine) as conn:
-            await _finish_attempt(conn, result)
-            if files:
-                await conn.execute(insert(outputs), [asdict(f) for f in files])
-            await _move_job(conn, result, JobState.SUCCEEDED, finished=True)
+        await self._finish(
+            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files)
+        )
 
     async def retry_later(self, result: AttemptResult, at: datetime) -> None:
         """The attempt failed in a retryable way: the job waits until ``at``."""
-        async with writing(self.engine) as conn:
-            await _finish_attempt(conn, result)
-            await _move_job(conn, result, JobState.WAITING, next_at=at)
+        await self._finish(
+            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at)
+        )
 
     async def fail(self, result: AttemptResult) -> None:
         """The attempt failed for good: the job is ``failed``."""
-        async with writing(self.engine) as conn:
-            await _finish_attempt(conn, result)
-            await _move_job(conn, result, JobState.FAILED, finished=True)
+        await self._finish(Finish(job_id=result.job_id, state=JobState.FAILED, result=result))
 
     async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
         """Give the job back without a verdict (route stopped, run interrupted)."""
+        await self._finish(Finish(job_id=job_id, state=state, result=result))
+
+    async def _finish(self, finish: Finish) -> None:
         async with writing(self.engine) as conn:
-            if result is not None:
-                await _finish_attempt(conn, result)
-            values: dict[str, Any] = {
-                "state": state.value,
-                "lease_owner": None,
-                "lease_expires": None,
-                "updated_at": utcnow(),
-            }
-            if result is not None:
-                values["last_outcome"] = result.outcome.value
-                values["last_error"] = result.error_message
-            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            await conn.run_sync(apply_finishes, [finish])
 
     async def fail_unsent(self, job_id: int, outcome: str, message: str) -> None:
         """Fail a job before any request left (e.g. its source image cannot be read)."""
@@ -144,35 +129,96 @@ class LedgerOps:
             return int(result.rowcount)
 
 
-async def _finish_attempt(conn: AsyncConnection, result: AttemptResult) -> None:
+def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[LeaseLost | None]:
+    """Write ``sending`` rows for every start whose job is still leased to its worker.
+
+    Returns, per start, ``None`` when written or the :class:`LeaseLost` to raise.
+    """
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.attempts, jobs.c.lease_owner, jobs.c.state).where(
+            jobs.c.id.in_([s.job_id for s in starts])
+        )
+    )
+    current = {r.id: r for r in rows}
+    verdicts: list[LeaseLost | None] = []
+    bumps, inserts = [], []
+    for start in starts:
+        row = current.get(start.job_id)
+        if row is None or row.lease_owner != start.worker_id or row.state != JobState.RUNNING:
+            verdicts.append(
+                LeaseLost(f"job {start.job_id} is no longer leased to {start.worker_id}")
+            )
+            continue
+        verdicts.append(None)
+        number = row.attempts + 1
+        bumps.append({"b_id": start.job_id, "b_n": number, "b_at": start.started_at})
+        inserts.append(
+            {
+                **asdict(start),
+                "number": number,
+                "state": AttemptState.SENDING.value,
+                "charge_status": ChargeStatus.UNKNOWN.value,
+                "charge_evidence": ChargeEvidence.POLICY.value,
+            }
+        )
+    if bumps:
+        conn.execute(_BUMP, bumps)
+        conn.execute(insert(attempts), inserts)
+    return verdicts
+
+
+_BUMP = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"))
+    .values(
+        attempts=bindparam("b_n"),
+        first_attempt_at=func.coalesce(jobs.c.first_attempt_at, bindparam("b_at")),
+        updated_at=bindparam("b_at"),
+    )
+)
+
+_FINISH_ATTEMPT = update(attempts).where(attempts.c.id == bindparam("b_id"))
+_MOVE_JOB = update(jobs).where(jobs.c.id == bindparam("b_id"))
+
+
+def apply_finishes(conn: Connection, finishes: Sequence[Finish]) -> None:
+    """Close the attempts, record the outputs and move the jobs of ``finishes`` (executemany)."""
+    closed = [_attempt_values(f.result) for f in finishes if f.result is not None]
+    if closed:
+        conn.execute(_FINISH_ATTEMPT.values(_binds(closed[0])), closed)
+    files = [asdict(record) for f in finishes for record in f.files]
+    if files:
+        conn.execute(insert(outputs), files)
+    moves = [_job_values(f) for f in finishes]
+    conn.execute(_MOVE_JOB.values(_binds(moves[0])), moves)
+
+
+def _binds(row: dict[str, Any]) -> dict[str, Any]:
+    """SET column = :v_column for an executemany (bind names may not equal column names)."""
+    return {k.removeprefix("v_"): bindparam(k) for k in row if k != "b_id"}
+
+
+def _attempt_values(result: AttemptResult) -> dict[str, Any]:
     values = asdict(result)
     del values["id"], values["job_id"]
     values["state"] = AttemptState.DONE.value
     values["outcome"] = result.outcome.value
     values["charge_status"] = result.charge_status.value
     values["charge_evidence"] = result.charge_evidence.value
-    await conn.execute(update(attempts).where(attempts.c.id == result.id).values(**values))
+    return {"b_id": result.id, **{f"v_{k}": v for k, v in values.items()}}
 
 
-async def _move_job(
-    conn: AsyncConnection,
-    result: AttemptResult,
-    state: JobState,
-    *,
-    finished: bool = False,
-    next_at: datetime | None = None,
-) -> None:
-    await conn.execute(
-        update(jobs)
-        .where(jobs.c.id == result.job_id)
-        .values(
-            state=state.value,
-            next_at=next_at,
-            lease_owner=None,
-            lease_expires=None,
-            last_outcome=result.outcome.value,
-            last_error=result.error_message,
-            updated_at=result.finished_at,
-            finished_at=result.finished_at if finished else None,
-        )
-    )
+def _job_values(finish: Finish) -> dict[str, Any]:
+    result = finish.result
+    at = result.finished_at if result is not None else utcnow()
+    values = {
+        "state": finish.state.value,
+        "next_at": finish.next_at,
+        "lease_owner": None,
+        "lease_expires": None,
+        "last_outcome": result.outcome.value if result is not None else None,
+        "last_error": result.error_message if result is not None else None,
+        "updated_at": at,
+        "finished_at": at if finish.finished else None,
+    }
+    return {"b_id": finish.job_id, **{f"v_{k}": v for k, v in values.items()}}

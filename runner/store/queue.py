@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +23,7 @@ from runner.models import (
     SourceImage,
     utcnow,
 )
-from runner.store.engine import reading, writing
+from runner.store.engine import reading, run_write, writing
 from runner.store.records import BatchInfo, EnqueueResult, Recovery
 from runner.store.tables import attempts, batches, jobs
 
@@ -216,21 +216,13 @@ class QueueOps:
         if self.dialect == "postgresql":
             # Concurrent claimers skip each other's rows instead of queueing behind them.
             query = query.with_for_update(of=jobs, skip_locked=True)
-        async with writing(self.engine) as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                return []
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_([r.id for r in rows]))
-                .values(
-                    state=JobState.RUNNING.value,
-                    lease_owner=worker_id,
-                    lease_expires=now + timedelta(seconds=lease_seconds),
-                    updated_at=now,
-                )
-            )
-        return [_job(r) for r in rows]
+        lease = {
+            "state": JobState.RUNNING.value,
+            "lease_owner": worker_id,
+            "lease_expires": now + timedelta(seconds=lease_seconds),
+            "updated_at": now,
+        }
+        return await run_write(self.engine, _lease, query, lease)
 
     async def next_due(self, batch_ids: list[str]) -> datetime | None:
         """When the earliest waiting job becomes runnable (``None`` if none is waiting)."""
@@ -345,6 +337,13 @@ class QueueOps:
                 .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now)
             )
             return int(result.rowcount)
+
+
+def _lease(conn: Connection, query: Select[Any], values: dict[str, Any]) -> list[Job]:
+    rows = conn.execute(query).all()
+    if rows:
+        conn.execute(update(jobs).where(jobs.c.id.in_([r.id for r in rows])).values(**values))
+    return [_job(r) for r in rows]
 
 
 async def _set_state(
