@@ -116,9 +116,7 @@ async def run(
     """Work until the named (default: all) batches have no runnable job."""
     async with open_store(settings) as store:
         batches = await resolve_batches(store, refs)
-        counts = await store.count_states([b.id for b in batches])
-        live = (JobState.QUEUED, JobState.WAITING, JobState.RUNNING)
-        if not any(counts.get(s) for s in live):
+        if not await store.any_live([b.id for b in batches]):
             return RunResult(report=None, batches=batches, nothing_to_do=True)
         runner = Runner(
             store=store,

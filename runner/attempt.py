@@ -18,6 +18,7 @@ import anyio
 from runner.budget import Budget
 from runner.errors import TransportError
 from runner.lane import Lane, RunStats
+from runner.membudget import ByteBudget
 from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
 from runner.outputs import check_expected, decode_b64, inspect_image, write_atomic
 from runner.pricing import PriceBook, PriceNotFound, attempt_cost, worst_case
@@ -58,6 +59,8 @@ class JobRunner:
     worker_id: str
     stats: RunStats
     budgets: dict[str, Budget]
+    #: Bounds the memory held by large responses across all in-flight attempts.
+    memory: ByteBudget | None = None
 
     async def run_job(self, lane: Lane, job: Job) -> None:
         """Take ``job`` through one attempt and leave it in its next state."""
@@ -144,8 +147,11 @@ class JobRunner:
         self.stats.attempts += 1
         exchange: Exchange | None = None
         try:
-            exchange = await send(lane.client, prepared, start.id)
+            exchange = await send(lane.client, prepared, start.id, self.memory)
             parsed = lane.adapter.parse(exchange.body)
+            # From here on the payloads are the only reference to each image's base64 text:
+            # dropping the parsed body lets every copy go as soon as its image is on disk.
+            exchange = replace(exchange, body=None)
             files = await self._save(lane, job, start.id, parsed.images)
             usage = parsed.usage
             cost = attempt_cost(
@@ -178,6 +184,8 @@ class JobRunner:
             raise
         finally:
             self.stats.in_flight -= 1
+            if exchange is not None and self.memory is not None:
+                await self.memory.release(exchange.held)
 
     async def _failed(
         self,
@@ -209,7 +217,7 @@ class JobRunner:
             self.stats.spent_usd += expected
         attempts = job.attempts + 1
         if outcome is Outcome.RATE_LIMITED:
-            lane.gate.pause(exc.retry_after or lane.policy.backoff(attempts))
+            await lane.gate.pause(exc.retry_after or lane.policy.backoff(attempts))
         if outcome.stops_route:
             lane.gate.stop(f"{outcome.value}: {exc.message}")
             self.stats.stopped_routes.setdefault(lane.route.name, lane.gate.stopped or "")
@@ -281,9 +289,11 @@ class JobRunner:
         raw_size = job.params.get("size")
         size = parse_size(raw_size) if raw_size and raw_size != "auto" else None
         records = []
-        for k, payload in enumerate(payloads):
+        for k in range(len(payloads)):
+            payload, payloads[k] = payloads[k], _SPENT
             if payload.b64 is not None:
                 data = decode_b64(payload.b64)
+                del payload
             else:
                 data = await download(lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES)
             if len(data) <= INLINE_WRITE_BYTES:
@@ -323,6 +333,10 @@ class JobRunner:
             worker_id=self.worker_id,
             created_at=utcnow(),
         )
+
+
+#: Stands in for a payload once its image has been written (so its base64 text can be freed).
+_SPENT = ImagePayload()
 
 
 def _cancel(scopes: list[Budget], worst: float) -> None:

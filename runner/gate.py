@@ -6,12 +6,34 @@ Hold the rate limiter only around sending a request, never around a backoff slee
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import anyio
 from aiolimiter import AsyncLimiter
 
 #: Pace a hair under the configured rate: providers measure arrival times, which jitter.
 RATE_MARGIN = 0.99
+
+
+class Gate(Protocol):
+    """Admission control for one route: :class:`RouteGate` in one process, or
+    :class:`runner.shared_gate.SharedGate` across every worker sharing a PostgreSQL database.
+    """
+
+    rpm: int
+    stopped: str | None
+
+    async def start(self) -> None:
+        """Prepare shared state (nothing for a local gate)."""
+
+    async def admit(self) -> None:
+        """Wait out any pause, then take one request's slot of the route's rate."""
+
+    async def pause(self, seconds: float) -> None:
+        """Hold every request on the route for ``seconds`` (a 429's ``Retry-After``)."""
+
+    def stop(self, reason: str) -> None:
+        """Stop the route for this run (bad key, no quota): nothing more is sent."""
 
 
 class RouteGate:
@@ -31,8 +53,10 @@ class RouteGate:
         self._paused_until = 0.0
         self.stopped: str | None = None
 
-    def pause(self, seconds: float) -> None:
-        """Hold every request on this route for ``seconds`` (from a 429's ``Retry-After``)."""
+    async def start(self) -> None:
+        return None
+
+    async def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
 
     @property
@@ -40,12 +64,10 @@ class RouteGate:
         return max(0.0, self._paused_until - anyio.current_time())
 
     def stop(self, reason: str) -> None:
-        """Stop the route for this run (bad key, no quota): nothing more is sent."""
         if self.stopped is None:
             self.stopped = reason
 
     async def admit(self) -> None:
-        """Wait out any pause, then take one request's worth of rate."""
         await self._wait_out_pause()
         await self._limiter.acquire()
         await self._wait_out_pause()

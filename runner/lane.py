@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
-from runner.gate import RouteGate
+from runner.gate import Gate
 from runner.retry import RetryPolicy
 from runner.routes import Route
 from runner.shapes import ShapeAdapter
@@ -20,7 +20,7 @@ class Lane:
     route: Route
     batch_ids: list[str]
     concurrency: int
-    gate: RouteGate
+    gate: Gate
     adapter: ShapeAdapter
     #: Carries the route's credentials: only ever used for the provider's own endpoints.
     client: httpx.AsyncClient

@@ -45,16 +45,24 @@ def decode_b64(value: str) -> bytes:
 
 
 def inspect_image(data: bytes) -> ImageInfo:
-    """Fully decode ``data`` and report its format and size.
+    """Check that ``data`` is a complete image and report its format and size.
+
+    PNGs are verified chunk by chunk (every CRC, through to ``IEND``) without expanding the
+    pixels, which would hold another full-size copy of the image in memory; other formats
+    are fully decoded.
 
     Raises:
         TransportError: ``bad_response`` when the bytes are not a complete image.
     """
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.load()
             fmt = EXTENSIONS.get(image.format or "", (image.format or "unknown").lower())
-            return ImageInfo(format=fmt, width=image.width, height=image.height)
+            info = ImageInfo(format=fmt, width=image.width, height=image.height)
+            if image.format == "PNG":
+                image.verify()
+            else:
+                image.load()
+            return info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise TransportError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
 

@@ -6,6 +6,8 @@ live in the store (``route_state``), so N workers together stay under the route'
 
 from __future__ import annotations
 
+import math
+
 import anyio
 
 from runner.gate import RATE_MARGIN
@@ -26,6 +28,11 @@ class SharedGate:
         self._store = store
         self._route = route
         self._interval = 60.0 / (rpm * RATE_MARGIN)
+        # The burst RouteGate allows (a quarter second's worth): a worker that stalls for a
+        # moment (a busy event loop, a slow commit) leaves a gap in the schedule that the
+        # others may then fill, so hiccups do not cost the route its rate.
+        burst = max(1, math.floor(rpm * RATE_MARGIN / 60 / 4))
+        self._tolerance = (burst - 1) * self._interval
         self._paused_until = 0.0
         self.stopped: str | None = None
 
@@ -41,16 +48,17 @@ class SharedGate:
             self.stopped = reason
 
     async def pause(self, seconds: float) -> None:
-        """Pause the route for every worker (and this one at once, without a round trip)."""
+        # This worker stops at once; the others learn it from their next slot request.
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
         await self._store.pause_route(self._route, seconds)
 
     async def admit(self) -> None:
-        """Take the route's next slot in the shared schedule and wait for it."""
         while True:
             if (local := self.paused_for) > 0:
                 await anyio.sleep(local)
-            wait, paused = await self._store.take_rate_slot(self._route, self._interval)
+            wait, paused = await self._store.take_rate_slot(
+                self._route, self._interval, self._tolerance
+            )
             if paused <= 0:
                 break
             # Another worker saw a 429: the slot was not taken; come back when it ends.

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from runner.errors import TransportError
+from runner.membudget import ByteBudget
 from runner.models import Outcome, utcnow
 from runner.shapes.base import PreparedRequest
 
@@ -47,6 +48,8 @@ class Exchange:
     provider_request_id: str | None
     gateway_request_id: str | None
     latency_ms: float
+    #: Bytes reserved from the run's memory budget for this body (released by the caller).
+    held: int = 0
 
 
 class AttemptFailed(TransportError):
@@ -77,9 +80,16 @@ class AttemptFailed(TransportError):
 
 
 async def send(
-    client: httpx.AsyncClient, prepared: PreparedRequest, client_request_id: str
+    client: httpx.AsyncClient,
+    prepared: PreparedRequest,
+    client_request_id: str,
+    budget: ByteBudget | None = None,
 ) -> Exchange:
-    """Send ``prepared`` and return the decoded 200 body, or raise :class:`AttemptFailed`."""
+    """Send ``prepared`` and return the decoded 200 body, or raise :class:`AttemptFailed`.
+
+    With a ``budget``, a large 200 body is only read once memory for it is reserved; the
+    reservation travels in :attr:`Exchange.held` and the caller releases it.
+    """
     started = time.perf_counter()
     request = client.build_request(
         "POST",
@@ -105,9 +115,15 @@ async def send(
     gateway_id = next(
         (response.headers[h] for h in GATEWAY_ID_HEADERS if h in response.headers), None
     )
+    held = 0
+    if budget is not None and response.status_code == 200:
+        length = response.headers.get("content-length")
+        held = await budget.acquire(budget.cost(int(length) if length else None))
     try:
-        content = await response.aread()
+        content = await _read_body(response)
     except httpx.HTTPError as exc:
+        if budget is not None:
+            await budget.release(held)
         raise AttemptFailed(
             _body_error(exc, response),
             provider_request_id=provider_id,
@@ -117,6 +133,40 @@ async def send(
     finally:
         await response.aclose()
     latency = (time.perf_counter() - started) * 1000
+    try:
+        body = _decode(response, content, provider_id, gateway_id, latency)
+    except AttemptFailed:
+        if budget is not None:
+            await budget.release(held)
+        raise
+    return Exchange(
+        status=200,
+        body=body,
+        provider_request_id=provider_id,
+        gateway_request_id=gateway_id,
+        latency_ms=latency,
+        held=held,
+    )
+
+
+async def _read_body(response: httpx.Response) -> bytes:
+    """The whole body, held only by the caller.
+
+    ``Response.aread()`` would keep a second reference in the response object, which sits in a
+    reference cycle with its stream: each multi-megabyte body then lingers until the garbage
+    collector happens to run, and a run of large images balloons.
+    """
+    chunks = [chunk async for chunk in response.aiter_bytes()]
+    return b"".join(chunks)
+
+
+def _decode(
+    response: httpx.Response,
+    content: bytes,
+    provider_id: str | None,
+    gateway_id: str | None,
+    latency: float,
+) -> Any:
     if response.status_code != 200:
         error = classify_error(response.status_code, response.headers, content)
         gateway_id = gateway_id or request_id_in_text(error.message)
@@ -127,7 +177,7 @@ async def send(
             latency_ms=latency,
         )
     try:
-        body = json.loads(content)
+        return json.loads(content)
     except ValueError as exc:
         raise AttemptFailed(
             TransportError(Outcome.BAD_RESPONSE, f"200 response is not JSON: {exc}", status=200),
@@ -135,13 +185,6 @@ async def send(
             gateway_request_id=gateway_id,
             latency_ms=latency,
         ) from exc
-    return Exchange(
-        status=200,
-        body=body,
-        provider_request_id=provider_id,
-        gateway_request_id=gateway_id,
-        latency_ms=latency,
-    )
 
 
 def _transport_error(exc: httpx.HTTPError) -> TransportError:

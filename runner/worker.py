@@ -30,8 +30,9 @@ from runner.attempt import JobRunner
 from runner.billing.policy import observed_route
 from runner.budget import Budget
 from runner.errors import ConfigError
-from runner.gate import RouteGate
+from runner.gate import Gate, RouteGate
 from runner.lane import Lane, RunStats
+from runner.membudget import ByteBudget
 from runner.models import Job, JobState, UnknownPolicy
 from runner.outputs import sweep_temporaries
 from runner.pricing import PriceBook
@@ -39,6 +40,7 @@ from runner.resume import FilesReport, reconcile_files
 from runner.retry import RetryPolicy
 from runner.routes import Catalog, Route
 from runner.shapes import ADAPTERS
+from runner.shared_gate import SharedGate
 from runner.sources import SourceLoader
 from runner.store import BatchInfo, Recovery, Store
 from runner.store.groupcommit import LedgerWriter
@@ -54,6 +56,8 @@ class RunOptions:
     budget_usd: float | None = None
     lease_seconds: float = 60.0
     grace_seconds: float = 30.0
+    #: Memory that large response bodies may hold at once (see ``runner.membudget``).
+    memory_mb: int = 256
     #: Multiplies backoff waits; tests set 0 to retry at once.
     retry_scale: float = 1.0
     handle_signals: bool = True
@@ -109,6 +113,7 @@ class Runner:
             worker_id=self.worker_id,
             stats=self.stats,
             budgets={},
+            memory=ByteBudget(options.memory_mb * 1024 * 1024),
         )
 
     def request_stop(self) -> None:
@@ -128,9 +133,12 @@ class Runner:
         try:
             async with AsyncExitStack() as stack:
                 lanes = [await self._lane(stack, route, ids) for route, ids in self._routes()]
-                counts = await self.store.count_states([b.id for b in self.batches])
-                self.stats.total = sum(counts.values())
-                self.stats.done_before = sum(n for s, n in counts.items() if s.terminal)
+                # Only finished jobs are counted: with a million queued, counting every state
+                # would hold up the first request by a tenth of a second.
+                finished = [s for s in JobState if s.terminal]
+                done = await self.store.count_states([b.id for b in self.batches], finished)
+                self.stats.total = sum(b.job_count for b in self.batches)
+                self.stats.done_before = sum(done.values())
                 async with anyio.create_task_group() as services:
                     await services.start(self._ledger.run)
                     await services.start(self._heartbeats, lanes)
@@ -185,6 +193,14 @@ class Runner:
                 f"{route.api_key_env}"
             )
         concurrency = self.options.concurrency or route.concurrency
+        rpm = self.options.rpm or route.rpm
+        # On PostgreSQL every worker process shares the route's rate and 429 pause.
+        gate: Gate = (
+            SharedGate(self.store, route.name, rpm)
+            if self.store.dialect == "postgresql"
+            else RouteGate(rpm)
+        )
+        await gate.start()
         timeout = httpx.Timeout(route.timeout, connect=route.connect_timeout)
         limits = httpx.Limits(
             max_connections=concurrency + 4, max_keepalive_connections=concurrency
@@ -202,7 +218,7 @@ class Runner:
             route=route,
             batch_ids=batch_ids,
             concurrency=concurrency,
-            gate=RouteGate(self.options.rpm or route.rpm),
+            gate=gate,
             adapter=ADAPTERS[route.shape],
             client=client,
             fetch=fetch,
@@ -240,6 +256,7 @@ class Runner:
                         batch_ids=lane.batch_ids,
                         limit=room,
                         lease_seconds=self.options.lease_seconds,
+                        cap=lane.route.max_in_flight,
                     )
                     lane.held.update(j.id for j in jobs)
                     for job in jobs:
@@ -257,9 +274,7 @@ class Runner:
         )
 
     async def _nothing_left(self, lane: Lane) -> bool:
-        counts = await self.store.count_states(lane.batch_ids)
-        live = (JobState.QUEUED, JobState.WAITING, JobState.RUNNING)
-        return not any(counts.get(s) for s in live)
+        return not await self.store.any_live(lane.batch_ids)
 
     async def _consume(self, lane: Lane, receive: MemoryObjectReceiveStream[Job]) -> None:
         async with receive:

@@ -120,6 +120,14 @@ def register(main: click.Group, run_async: RunAsync) -> None:
         show_default=True,
         help="Seconds in-flight requests get to finish after Ctrl-C.",
     )
+    @click.option(
+        "--lease",
+        type=click.FloatRange(1.0),
+        default=60.0,
+        show_default=True,
+        help="Seconds a claimed job stays leased without a heartbeat: how long other "
+        "workers wait before taking back the jobs of a machine that died.",
+    )
     @click.pass_context
     def run(
         ctx: click.Context,
@@ -128,10 +136,15 @@ def register(main: click.Group, run_async: RunAsync) -> None:
         rpm: int | None,
         budget: float | None,
         grace: float,
+        lease: float,
     ) -> None:
         """Work until the named (default: all) batches have no runnable job."""
         options = RunOptions(
-            concurrency=concurrency, rpm=rpm, budget_usd=budget, grace_seconds=grace
+            concurrency=concurrency,
+            rpm=rpm,
+            budget_usd=budget,
+            grace_seconds=grace,
+            lease_seconds=lease,
         )
         code = run_async(ctx, lambda: _run(settings(ctx), batches, options))
         ctx.exit(code)

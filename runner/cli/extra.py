@@ -12,8 +12,11 @@ from runner import app
 from runner.cli import render
 from runner.cli.commands import RunAsync, settings
 from runner.cli.progress import show_progress
-from runner.export import FORMATS, export_batch
 from runner.worker import Runner
+
+#: The export layouts (``runner.export.FORMATS``; named here so that starting the CLI does not
+#: import pyarrow and Pillow — a test keeps the two lists equal).
+EXPORT_FORMATS = ("files", "jsonl", "csv", "parquet", "webdataset", "html")
 
 
 def register(main: click.Group, run_async: RunAsync) -> None:
@@ -25,7 +28,7 @@ def register(main: click.Group, run_async: RunAsync) -> None:
         "formats",
         multiple=True,
         required=True,
-        type=click.Choice(sorted(FORMATS)),
+        type=click.Choice(EXPORT_FORMATS),
         help="Layout; repeat for several.",
     )
     @click.option("--out", "-o", required=True, type=click.Path(path_type=Path))
@@ -55,6 +58,8 @@ def register(main: click.Group, run_async: RunAsync) -> None:
         """Export a batch: files, jsonl, csv, parquet, webdataset, html."""
 
         async def go() -> None:
+            from runner.export import export_batch
+
             cfg = settings(ctx)
             async with app.open_store(cfg) as store:
                 found = await store.find_batch(batch)
@@ -101,6 +106,7 @@ def register(main: click.Group, run_async: RunAsync) -> None:
     @click.option("--hang", default=30.0, show_default=True, help="Seconds a hang fault holds.")
     @click.option("--seed", default=0, show_default=True)
     @click.option("--tiny", is_flag=True, help="64x64 images whatever the size (benchmarks).")
+    @click.option("--grain", is_flag=True, help="Photo-like, barely compressible images.")
     @click.pass_context
     def sandbox(ctx: click.Context, /, host: str, port: int, **options: object) -> None:
         """Run the local provider emulator (official profile /openai/v1, gateway /laozhang/v1)."""

@@ -67,7 +67,10 @@ class Route:
     mainline_model: str | None = None
     edit_field: str = "image[]"
     rpm: int = 60
+    #: Requests in flight per worker process.
     concurrency: int = 8
+    #: Jobs leased on this route by all workers together (``None``: no global cap).
+    max_in_flight: int | None = None
     timeout: float = 360.0
     connect_timeout: float = 10.0
     max_attempts: int = 5
@@ -119,6 +122,7 @@ class Route:
             "api_key_set": self.api_key() is not None,
             "rpm": self.rpm,
             "concurrency": self.concurrency,
+            "max_in_flight": self.max_in_flight,
             "unknown_policy": self.unknown_policy.value,
             "failure_charges": {k.value: v.value for k, v in self.failure_charges.items()},
             "mirrors": self.mirrors,
@@ -185,6 +189,7 @@ def _build_route(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any])
             edit_field=str(merged.get("edit_field", "image[]")),
             rpm=int(merged["rpm"]),
             concurrency=int(merged["concurrency"]),
+            max_in_flight=int(merged["max_in_flight"]) if merged.get("max_in_flight") else None,
             timeout=float(merged["timeout"]),
             connect_timeout=float(merged["connect_timeout"]),
             max_attempts=int(merged["max_attempts"]),

@@ -41,6 +41,7 @@ def config_to_json(config: SandboxConfig) -> dict[str, Any]:
         "hang_seconds": config.hang_seconds,
         "seed": config.seed,
         "tiny": config.tiny,
+        "grain": config.grain,
         "balance_usd": config.balance_usd,
         "key_balances": dict(config.key_balances),
         "quota_status": config.quota_status,

@@ -161,6 +161,8 @@ class SandboxConfig:
         hang_seconds: how long a ``hang`` fault holds the request before answering 504.
         seed: seeds every random draw (fault rates, latency, ids); same seed, same run.
         tiny: answer with 64x64 images whatever the size asked (throughput benchmarks).
+        grain: overlay seeded noise so images compress like photographs, i.e. barely (a
+            3840x2160 PNG is then ~20 MB, as real ones are; memory benchmarks).
         balance_usd: starting balance of every API key not listed in ``key_balances``.
         key_balances: starting balance by exact API key.
         quota_status: HTTP status of the gateway's ``insufficient_user_quota`` (403 in stock
@@ -179,6 +181,7 @@ class SandboxConfig:
     hang_seconds: float = 30.0
     seed: int = 0
     tiny: bool = False
+    grain: bool = False
     balance_usd: float = 100.0
     key_balances: Mapping[str, float] = field(default_factory=dict)
     quota_status: int = 403

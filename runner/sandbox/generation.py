@@ -96,7 +96,7 @@ def _raise_generation_fault(ex: Exchange) -> None:
             return
 
 
-def _draw(ex: Exchange, sources: list[bytes], mask: bytes | None) -> list[bytes]:
+def _draw(ex: Exchange, sources: list[bytes], mask: bytes | None, grain: bool) -> list[bytes]:
     resolved, call = ex.resolved, ex.call
     assert resolved is not None
     assert call is not None
@@ -109,6 +109,7 @@ def _draw(ex: Exchange, sources: list[bytes], mask: bytes | None) -> list[bytes]
             compression=resolved.compression,
             transparent=resolved.background == "transparent",
             variant=k,
+            grain=grain,
         )
         for k in range(resolved.images_out)
     ]
@@ -133,7 +134,7 @@ async def produce(
     if ex.fault is FaultKind.HANG:
         await anyio.sleep(config.hang_seconds)
         raise errors.gateway_timeout()
-    draw = functools.partial(_draw, ex, sources, mask)
+    draw = functools.partial(_draw, ex, sources, mask, config.grain)
     # A tiny generated image draws in a fraction of a millisecond (bench/sandbox_throughput.py
     # measures it), less than the thread hop; decoding a source image may take far longer.
     inline = config.tiny and not sources

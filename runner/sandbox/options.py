@@ -120,6 +120,7 @@ def config_from_options(
     policy: str | Iterable[str] = "new-api",
     seed: int = 0,
     tiny: bool = False,
+    grain: bool = False,
     balance: float = 100.0,
     hang: float = 30.0,
     moderation_word: str | None = DEFAULT_MODERATION_WORD,
@@ -139,6 +140,7 @@ def config_from_options(
         policy: failure-charge policy: ``none``, ``new-api``, ``all`` or class names.
         seed: seed of every random draw.
         tiny: 64x64 images whatever the size (throughput runs).
+        grain: photo-like, barely compressible images (memory runs).
         balance: starting balance of every key, in dollars.
         hang: seconds a ``hang`` fault holds a request.
         moderation_word: prompts containing it are blocked; empty or ``None`` turns it off.
@@ -162,6 +164,7 @@ def config_from_options(
         hang_seconds=hang,
         seed=seed,
         tiny=tiny,
+        grain=grain,
         balance_usd=balance,
         quota_status=quota_status,
         file_ttl=file_ttl,

@@ -11,6 +11,7 @@ import colorsys
 import functools
 import hashlib
 import io
+import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +38,8 @@ class RenderSpec:
     transparent: bool = False
     #: The k-th image of an ``n > 1`` request (0 for the first): same caption, new colours.
     variant: int = 0
+    #: Overlay seeded noise so the image compresses like a photograph (memory benchmarks).
+    grain: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +127,9 @@ def _draw_generation(spec: RenderSpec) -> Image.Image:
         (mask_draw.ellipse if (digest[20] >> i) & 1 else mask_draw.rectangle)(box, fill=255)
     _caption(draw, f"{spec.prompt[:60]}  [{w}x{h}]", w, h)
     mask_draw.rectangle((0, h - max(10, h // 12), w, h), fill=255)
+    if spec.grain:
+        noise = random.Random(digest).randbytes(w * h * 3)
+        image = Image.blend(image, Image.frombytes("RGB", (w, h), noise), 0.3)
     if spec.transparent:
         image.putalpha(shapes)
     return image

@@ -9,7 +9,7 @@ Verbs, grouped by module:
 - ``queue``: ``submit`` (create-or-reuse a batch and enqueue atomically, skipping known job
   keys), ``find_batch``, ``list_batches``, ``claim`` (lease runnable jobs), ``heartbeat``
   (extend leases), ``recover_expired`` (expired leases → queued, or ``unknown`` when a request
-  may have left), ``requeue``, ``cancel``, ``next_due``, ``count_states``.
+  may have left), ``requeue``, ``cancel``, ``next_due``, ``count_states``, ``any_live``.
 - ``ledger``: ``start_attempt`` (a ``sending`` row, committed before the request leaves),
   ``complete`` / ``retry_later`` / ``fail`` / ``release`` (finish the attempt and move the job
   in one transaction), ``release_unstarted``.
@@ -27,14 +27,22 @@ Verbs, grouped by module:
 
 from __future__ import annotations
 
+import anyio
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import StoreError
 from runner.store.charges import ChargeOps
-from runner.store.engine import DEFAULT_DB, create_engine, dispose_sync_twin, normalise_url
+from runner.store.engine import (
+    DEFAULT_DB,
+    create_engine,
+    dispose_sync_twin,
+    normalise_url,
+    reading,
+)
 from runner.store.exports import ExportOps
 from runner.store.ledger import LeaseLost, LedgerOps
-from runner.store.migrate import upgrade_async
+from runner.store.migrate import head_revision, upgrade_async
 from runner.store.queue import QueueOps
 from runner.store.records import (
     AttemptResult,
@@ -74,7 +82,8 @@ class Store(
         store = cls(url)
         if migrate:
             try:
-                await upgrade_async(store.url)
+                if not await store._schema_is_current():
+                    await upgrade_async(store.url)
             except SQLAlchemyError as exc:
                 await store.close()
                 raise StoreError(f"cannot open the database {store.safe_url}: {exc}") from exc
@@ -82,6 +91,20 @@ class Store(
                 await store.close()
                 raise StoreError(f"cannot reach the database {store.safe_url}: {exc}") from exc
         return store
+
+    async def _schema_is_current(self) -> bool:
+        """Whether the database is already at the head revision (then Alembic is skipped).
+
+        Running Alembic costs a few hundred milliseconds (its own engine and event loop in a
+        thread), which would dominate quick commands such as ``imagerun status``.
+        """
+        try:
+            async with reading(self.engine) as conn:
+                current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        except SQLAlchemyError:
+            return False  # a new database: no version table yet
+        head = await anyio.to_thread.run_sync(head_revision)
+        return bool(current == head)
 
     @property
     def safe_url(self) -> str:

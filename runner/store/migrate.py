@@ -6,6 +6,7 @@ async code go through :func:`upgrade_async`, which runs it in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import sys
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
     heads = ScriptDirectory.from_config(alembic_config("")).get_heads()
     return heads[0]

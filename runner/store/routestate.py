@@ -38,8 +38,14 @@ class RouteStateOps:
         async with writing(self.engine) as conn:
             await conn.execute(_ENSURE, {"route": route, "now": utcnow()})
 
-    async def take_rate_slot(self, route: str, interval: float) -> tuple[float, float]:
+    async def take_rate_slot(
+        self, route: str, interval: float, tolerance: float = 0.0
+    ) -> tuple[float, float]:
         """Reserve the route's next request slot.
+
+        ``tolerance`` lets a slot be used that long before its place in the schedule (GCRA's
+        burst tolerance): time the schedule lost while nobody asked is made up, by at most
+        that much, instead of being lost for good.
 
         Returns:
             ``(wait, paused)``: seconds to wait before sending, and seconds the route is still
@@ -52,10 +58,20 @@ class RouteStateOps:
             f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
             f"ELSE {greatest}(tat, {now}) + :interval END "
             "WHERE route = :route "
-            f"RETURNING tat - :interval - {now} AS wait, {paused} AS paused"
+            f"RETURNING tat - :interval - :tolerance - {now} AS wait, {paused} AS paused"
         )
-        async with writing(self.engine) as conn:
-            row = (await conn.execute(statement, {"route": route, "interval": interval})).one()
+        params = {"route": route, "interval": interval, "tolerance": tolerance}
+        if self.dialect != "postgresql":
+            async with writing(self.engine) as conn:
+                row = (await conn.execute(statement, params)).one()
+            return max(0.0, float(row.wait)), float(row.paused)
+        # One autocommitted statement: the row lock is released by the server as soon as the
+        # UPDATE is done. In a BEGIN … COMMIT, every other worker's slot request would queue
+        # behind this one until our COMMIT arrived, however long our event loop took to send
+        # it, and the schedule would fall behind the clock (capacity lost for good).
+        async with self.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await auto.execute(statement, params)).one()
         return max(0.0, float(row.wait)), float(row.paused)
 
     async def pause_route(self, route: str, seconds: float) -> None:

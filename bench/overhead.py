@@ -1,0 +1,118 @@
+"""Overhead: imagerun against a bare ``httpx`` loop, same sandbox, same concurrency, same run.
+
+N tiny-image jobs against a zero-latency sandbox in its own process. The baseline only sends,
+decodes and writes each image (no database, no ledger, no retries); imagerun does everything
+it always does. Reported: jobs/s for both (imagerun's from its first to its last request as
+the sandbox saw them, and end to end including start-up) and the ratio.
+
+    python bench/overhead.py [--jobs 20000] [--concurrency 8] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+from _support import (
+    PYTHON,
+    imagerun_env,
+    manifest,
+    median,
+    sandbox_process,
+    sandbox_requests,
+    table,
+    timed,
+    write_results,
+)
+
+
+async def baseline(url: str, jobs: int, concurrency: int, out: Path) -> float:
+    """What a user would write: an AsyncClient, a fixed set of tasks, decode, write."""
+    out.mkdir(parents=True, exist_ok=True)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"Authorization": "Bearer sk-bench"}
+    async with httpx.AsyncClient(
+        base_url=f"{url}/openai/v1", headers=headers, limits=limits
+    ) as client:
+
+        async def worker(first: int) -> None:
+            for i in range(first, jobs, concurrency):
+                body = {"model": "gpt-image-2", "prompt": f"baseline product render {i}"}
+                response = await client.post("/images/generations", json=body)
+                data = base64.b64decode(response.json()["data"][0]["b64_json"])
+                (out / f"{i}.png").write_bytes(data)
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for k in range(concurrency):
+                tg.start_soon(worker, k)
+        return jobs / (time.perf_counter() - started)
+
+
+def imagerun(url: str, jobs: int, concurrency: int, tmp: Path) -> tuple[float, float]:
+    env = imagerun_env(tmp, {"IMAGERUN_ROUTE_SANDBOX_BASE_URL": f"{url}/openai/v1"})
+    path = manifest(tmp / "jobs.jsonl", jobs)
+    timed([PYTHON, "-m", "runner.cli", "submit", str(path), "--route", "sandbox"], env, tmp)
+    before = len(sandbox_requests(url))
+    run = [
+        PYTHON,
+        "-m",
+        "runner.cli",
+        "run",
+        "--concurrency",
+        str(concurrency),
+        "--rpm",
+        "100000000",
+    ]
+    wall, _, output = timed(run, env, tmp)
+    seen = sandbox_requests(url)[before:]
+    if len(seen) != jobs:
+        raise RuntimeError(
+            f"expected {jobs} requests, the sandbox saw {len(seen)}:\n{output[-1500:]}"
+        )
+    from datetime import datetime
+
+    times = sorted(datetime.fromisoformat(r["time"]).timestamp() for r in seen)
+    return jobs / (times[-1] - times[0]), jobs / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for run in range(args.runs):
+        with sandbox_process("--tiny") as url, tempfile.TemporaryDirectory() as tmp:
+            base = anyio.run(baseline, url, args.jobs, args.concurrency, Path(tmp) / "baseline")
+            steady, whole = imagerun(url, args.jobs, args.concurrency, Path(tmp))
+        rows.append(
+            {"run": run + 1, "baseline": base, "imagerun": steady, "imagerun_end_to_end": whole}
+        )
+        print(
+            f"run {run + 1}: baseline {base:.0f}/s, imagerun {steady:.0f}/s, {whole:.0f}/s overall"
+        )
+    summary = {
+        "baseline_jobs_per_s": median([r["baseline"] for r in rows]),
+        "imagerun_jobs_per_s": median([r["imagerun"] for r in rows]),
+        "imagerun_end_to_end_jobs_per_s": median([r["imagerun_end_to_end"] for r in rows]),
+    }
+    summary["ratio"] = summary["imagerun_jobs_per_s"] / summary["baseline_jobs_per_s"]
+    print(
+        table(
+            [[k, f"{v:.2f}" if k == "ratio" else f"{v:.0f}"] for k, v in summary.items()],
+            ["overhead (median)", f"N={args.jobs}, concurrency {args.concurrency}"],
+        )
+    )
+    path = write_results("overhead", {"args": vars(args), "runs": rows, "summary": summary})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
