@@ -18,6 +18,7 @@ from runner.errors import Problem, ValidationFailed
 from runner.manifest import CheckReport, check_manifest, scan_manifest
 from runner.models import JobSpec, JobState
 from runner.pricing import Estimate, estimate_job
+from runner.resume import reconcile_files
 from runner.routes import Route
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store
 from runner.worker import Runner, RunOptions, RunReport
@@ -117,6 +118,10 @@ async def run(
     async with open_store(settings) as store:
         batches = await resolve_batches(store, refs)
         if not await store.any_live([b.id for b in batches]):
+            # Nothing to send, but images a killed run wrote may still settle unknown jobs.
+            await reconcile_files(
+                store, settings.data_dir, batches, settings.catalog, settings.book
+            )
             return RunResult(report=None, batches=batches, nothing_to_do=True)
         runner = Runner(
             store=store,

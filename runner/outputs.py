@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,12 +100,34 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sweep_temporaries(root: Path) -> int:
-    """Remove temporary files a killed run left under ``root``; returns how many."""
+def sweep_temporaries(root: Path, *, older_than: float = 60.0) -> int:
+    """Remove temporary files a killed run left under ``root``; returns how many.
+
+    Another live worker may be writing into the same directory, so only temporaries whose
+    writer (the pid in the name) is gone from this machine *and* that have not been touched
+    for ``older_than`` seconds are removed.
+    """
     if not root.is_dir():
         return 0
     removed = 0
+    cutoff = time.time() - older_than
     for tmp in root.rglob(f"{TMP_PREFIX}*"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
+        pid = tmp.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
+        try:
+            stale = tmp.stat().st_mtime < cutoff and not (pid.isdigit() and _alive(int(pid)))
+        except FileNotFoundError:
+            continue
+        if stale:
+            tmp.unlink(missing_ok=True)
+            removed += 1
     return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

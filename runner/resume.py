@@ -26,6 +26,8 @@ from runner.routes import Catalog
 from runner.store import BatchInfo, OutputRecord, Store
 from runner.store.recovery import JobFiles
 
+#: Jobs whose unrecorded files can only be leftovers (no attempt of theirs is in flight).
+_SETTLED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 _OUTPUT_NAME = re.compile(r"^(\d+)-(\d+)\.(png|jpeg|webp|gif)$")
 
 
@@ -62,9 +64,10 @@ async def reconcile_files(
             job = known.get(job_id)
             if job is not None and await _adopt(store, data_dir, batch, job, paths, catalog, book):
                 adopted += 1
-                continue
-            await anyio.to_thread.run_sync(_remove, data_dir, paths)
-            removed += len(paths)
+            elif job is None or job.state in _SETTLED:
+                await anyio.to_thread.run_sync(_remove, data_dir, paths)
+                removed += len(paths)
+            # Anything else may belong to a job another worker is finishing right now.
     return FilesReport(adopted_jobs=adopted, removed_files=removed)
 
 

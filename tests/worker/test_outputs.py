@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -64,9 +67,29 @@ def test_atomic_write_leaves_the_file_and_no_temporary(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["1-0.png"]
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
 def test_sweep_removes_temporaries_a_killed_run_left(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / ".tmp-123-1-0.png").write_bytes(b"half")
+    stale = tmp_path / "b" / f".tmp-{_dead_pid()}-1-0.png"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 600, time.time() - 600))
     (tmp_path / "b" / "2-0.png").write_bytes(b"whole")
     assert sweep_temporaries(tmp_path) == 1
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["2-0.png"]
+
+
+def test_sweep_leaves_a_live_writers_temporary_alone(tmp_path: Path) -> None:
+    """Another worker sharing the directory may be writing that file right now."""
+    mine = tmp_path / f".tmp-{os.getpid()}-3-0.png"
+    mine.write_bytes(b"being written")
+    os.utime(mine, (time.time() - 600, time.time() - 600))
+    fresh = tmp_path / f".tmp-{_dead_pid()}-4-0.png"
+    fresh.write_bytes(b"just written")
+    assert sweep_temporaries(tmp_path) == 0
+    assert mine.exists()
+    assert fresh.exists()

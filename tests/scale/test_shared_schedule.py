@@ -1,0 +1,63 @@
+"""The route schedule in PostgreSQL, seen from two stores (as from two worker processes)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from runner.store import Store
+
+ROUTE = "sandbox-laozhang"
+#: Seconds between slots: long, so that slow round trips cannot blur the arithmetic.
+INTERVAL = 10.0
+
+
+@pytest.fixture
+async def two_stores(pg_url: str) -> AsyncIterator[tuple[Store, Store]]:
+    first = await Store.open(pg_url)
+    second = await Store.open(pg_url)
+    try:
+        await first.ensure_route_state(ROUTE)
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def _waits(stores: tuple[Store, Store], count: int, tolerance: float) -> list[float]:
+    waits = []
+    for i in range(count):  # alternate: each store must see the other's slots
+        wait, paused = await stores[i % 2].take_rate_slot(ROUTE, INTERVAL, tolerance)
+        assert paused <= 0
+        waits.append(wait)
+    return waits
+
+
+@pytest.mark.anyio
+async def test_two_workers_take_slots_from_one_schedule(two_stores: tuple[Store, Store]) -> None:
+    """One interval apart, whichever process asks: 4 requests take 3 intervals, not 1.5."""
+    waits = await _waits(two_stores, 4, tolerance=0.0)
+    assert waits[0] == 0.0
+    for n, wait in enumerate(waits[1:], start=1):
+        assert (n - 0.5) * INTERVAL < wait <= n * INTERVAL, waits
+
+
+@pytest.mark.anyio
+async def test_a_gap_in_the_schedule_is_made_up_by_at_most_the_tolerance(
+    two_stores: tuple[Store, Store],
+) -> None:
+    """After an idle spell, a burst of tolerance/interval + 1 requests, then the rate again."""
+    waits = await _waits(two_stores, 5, tolerance=2.5 * INTERVAL)
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert 0.0 < waits[3] <= 0.5 * INTERVAL, waits
+    assert 1.0 * INTERVAL < waits[4] <= 1.5 * INTERVAL, waits
+
+
+@pytest.mark.anyio
+async def test_a_pause_holds_every_worker(two_stores: tuple[Store, Store]) -> None:
+    """A 429 seen by one worker: the other's next slot request is refused until it ends."""
+    first, second = two_stores
+    await first.pause_route(ROUTE, 30.0)
+    _, paused = await second.take_rate_slot(ROUTE, INTERVAL)
+    assert 25.0 < paused <= 30.0
