@@ -130,9 +130,12 @@ def first_request(url: str, env: dict[str, str], tmp: Path, run_seconds: float) 
                 proc.kill()
                 proc.wait()
     sent = httpx.get(log, params={"kind": "image", "after": after}, timeout=60).json()["data"]
+    times = sorted(datetime.fromisoformat(r["time"]).timestamp() for r in sent)
     return {
         "first_request_s": first - spawned,
         "requests": len(sent),
+        # Claims are a write each: a slow claim query shows up here as a low request rate.
+        "requests_per_s": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0,
         "stop_s": time.time() - stopped,
         "exit_code": code,
     }
@@ -327,6 +330,7 @@ def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         starts = [first_request(url, env, tmp, args.run_seconds) for _ in range(args.starts)]
         result["starts"] = starts
         result["first_request_s"] = median([s["first_request_s"] for s in starts])
+        result["requests_per_s"] = median([s["requests_per_s"] for s in starts])
         result.update(status(env, tmp))
         result["load_after"] = os.getloadavg()[0]
     return result
@@ -349,6 +353,7 @@ def report(runs: list[dict[str, Any]], jobs: int) -> None:
             ("submit: CPU (user+sys)", "submit_cpu_s", "s"),
             ("submit: peak RSS", "submit_rss_mb", "MiB"),
             ("run start -> first request (median)", "first_request_s", "s"),
+            ("requests/s in the seconds after (median)", "requests_per_s", "/s"),
             ("status: wall (median of 3)", "status_s", "s"),
             ("status: CPU (user+sys)", "status_cpu_s", "s"),
             ("status: batch_status query alone", "batch_status_query_s", "s"),

@@ -23,6 +23,7 @@ from runner.models import (
     SourceImage,
     utcnow,
 )
+from runner.store.bulk import JobRows, jobs_raw, roomy_cache
 from runner.store.engine import reading, run_write, writing
 from runner.store.records import BatchInfo, EnqueueResult, Recovery
 from runner.store.tables import attempts, batches, jobs
@@ -102,18 +103,8 @@ class QueueOps:
                 batch, created = await self._batch_for(
                     conn, name, route, manifest, manifest_sha256, route_snapshot, budget_usd, now
                 )
-                added = existing = 0
-                owners: dict[str, str] = {}
-                for chunk in _chunks(specs, _CHUNK):
-                    present = await self._present_keys(conn, [s.key for s in chunk])
-                    owners.update(present.values())
-                    fresh = [s for s in chunk if s.key not in present]
-                    existing += len(chunk) - len(fresh)
-                    if fresh:
-                        await conn.execute(
-                            insert(jobs), [_job_row(batch.id, s, now) for s in fresh]
-                        )
-                        added += len(fresh)
+                async with roomy_cache(conn):
+                    added, existing, owners = await self._enqueue(conn, batch.id, specs, now)
                 if added == 0 and created:
                     raise _NothingNew
                 if added:
@@ -133,6 +124,23 @@ class QueueOps:
             existing_batches=owners,
             batch_created=created,
         )
+
+    async def _enqueue(
+        self, conn: AsyncConnection, batch_id: str, specs: Iterable[JobSpec], now: datetime
+    ) -> tuple[int, int, dict[str, str]]:
+        """Insert the specs whose key is new; returns (added, existing, owning batches)."""
+        added = existing = 0
+        owners: dict[str, str] = {}
+        rows = JobRows(conn.dialect, batch_id, now)
+        for chunk in _chunks(specs, _CHUNK):
+            present = await self._present_keys(conn, [s.key for s in chunk])
+            owners.update(present.values())
+            fresh = [s for s in chunk if s.key not in present]
+            existing += len(chunk) - len(fresh)
+            if fresh:
+                await conn.execute(insert(jobs_raw), [rows.row(s) for s in fresh])
+                added += len(fresh)
+        return added, existing, owners
 
     async def _batch_for(
         self,
@@ -381,16 +389,21 @@ def _lease(
 ) -> list[Job]:
     room = limit
     if cap is not None:
+        # The cap belongs to the route, not to this worker's batches: workers started at
+        # different times (or naming different batches) of one route share it.
+        routes = sorted(
+            conn.scalars(select(batches.c.route).where(batches.c.id.in_(batch_ids)).distinct())
+        )
         if conn.dialect.name == "postgresql":
             # Claimers of one route take turns here, so two cannot both see room for the last
             # slot (SQLite's BEGIN IMMEDIATE already serialises them).
             conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": ",".join(batch_ids)}
+                text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": ",".join(routes)}
             )
         leased = conn.scalar(
-            select(func.count()).where(
-                jobs.c.batch_id.in_(batch_ids), jobs.c.state == JobState.RUNNING.value
-            )
+            select(func.count())
+            .select_from(jobs.join(batches, batches.c.id == jobs.c.batch_id))
+            .where(batches.c.route.in_(routes), jobs.c.state == JobState.RUNNING.value)
         )
         room = min(limit, cap - int(leased or 0))
         if room <= 0:
@@ -422,24 +435,6 @@ async def _set_state(
     if outcome is not None:
         values["last_outcome"] = outcome.value
     await conn.execute(update(jobs).where(jobs.c.id.in_(job_ids)).values(**values))
-
-
-def _job_row(batch_id: str, spec: JobSpec, now: datetime) -> dict[str, Any]:
-    return {
-        "batch_id": batch_id,
-        "key": spec.key,
-        "ext_id": spec.ext_id,
-        "line": spec.line,
-        "prompt": spec.prompt,
-        "params": spec.params,
-        "images": [i.to_json() for i in spec.images],
-        "mask": spec.mask.to_json() if spec.mask else None,
-        "meta": spec.metadata,
-        "state": JobState.QUEUED.value,
-        "attempts": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def _job(row: Row[Any]) -> Job:

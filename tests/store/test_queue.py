@@ -232,6 +232,31 @@ async def test_a_waiting_job_is_claimable_only_once_due(store: Store) -> None:
     assert await store.count_states([batch.id]) == {JobState.WAITING: 1, JobState.RUNNING: 1}
 
 
+async def test_claim_takes_due_retries_and_queued_jobs_oldest_first(store: Store) -> None:
+    batch = (await submit(store, "merged", specs(4))).batch
+    _, second = await store.claim(
+        worker_id="w1", batch_ids=[batch.id], limit=2, lease_seconds=LEASE
+    )
+    start = start_of(second, "w1")
+    await store.start_attempt(start)
+    await store.retry_later(result_of(start, Outcome.SERVER_ERROR), utcnow())
+
+    claimed = await store.claim(worker_id="w2", batch_ids=[batch.id], limit=2, lease_seconds=LEASE)
+
+    assert ext_ids(claimed) == ["job-2", "job-3"]
+
+
+async def test_any_live_is_false_only_when_every_job_has_finished(store: Store) -> None:
+    batch = (await submit(store, "live", specs(2))).batch
+    assert await store.any_live([batch.id])
+
+    await store.cancel(batch.id)
+
+    assert not await store.any_live([batch.id])
+    assert await store.count_states([batch.id], [JobState.CANCELLED]) == {JobState.CANCELLED: 2}
+    assert await store.count_states([batch.id], [JobState.QUEUED]) == {}
+
+
 # -- leases and recovery --------------------------------------------------------------------
 
 
