@@ -17,6 +17,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Manifest request options, carried in ``JobSpec.params`` and sent to the provider as given
+#: (``model`` travels in ``params`` too, but only when a line overrides the route's).
+OPTION_FIELDS: tuple[str, ...] = (
+    "size",
+    "quality",
+    "n",
+    "output_format",
+    "output_compression",
+    "background",
+    "moderation",
+    "response_format",
+)
+
+
 class Shape(StrEnum):
     """The wire protocol a route speaks."""
 

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from runner.errors import TransportError
 from runner.models import Outcome
+from runner.procs import pid_alive
 from runner.routes.sizes import Size
 
 #: Our file extension for each Pillow format name.
@@ -114,20 +115,10 @@ def sweep_temporaries(root: Path, *, older_than: float = 60.0) -> int:
     for tmp in root.rglob(f"{TMP_PREFIX}*"):
         pid = tmp.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
         try:
-            stale = tmp.stat().st_mtime < cutoff and not (pid.isdigit() and _alive(int(pid)))
+            stale = tmp.stat().st_mtime < cutoff and not (pid.isdigit() and pid_alive(int(pid)))
         except FileNotFoundError:
             continue
         if stale:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

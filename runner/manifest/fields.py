@@ -39,17 +39,6 @@ KNOWN_FIELDS: tuple[str, ...] = (
 )
 _KNOWN = frozenset(KNOWN_FIELDS)
 
-#: Request options carried in ``JobSpec.params`` (plus ``model`` when it is overridden).
-OPTION_FIELDS: tuple[str, ...] = (
-    "size",
-    "quality",
-    "n",
-    "output_format",
-    "output_compression",
-    "background",
-    "moderation",
-    "response_format",
-)
 
 MAX_PROMPT_CHARS = 32_000
 MAX_IMAGES = 16

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runner.models import Job, Usage
+from runner.models import OPTION_FIELDS, Job, Usage
 from runner.routes import Route
 
 
@@ -77,19 +77,6 @@ def effective_model(route: Route, job: Job) -> str:
     """The model label a job is sent with: its manifest override or the route's."""
     model = job.params.get("model")
     return str(model) if model else route.model
-
-
-#: Manifest options that are sent to the provider as-is when present.
-OPTION_FIELDS = (
-    "size",
-    "quality",
-    "n",
-    "output_format",
-    "output_compression",
-    "background",
-    "moderation",
-    "response_format",
-)
 
 
 def job_options(job: Job) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,6 +9,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import JobState, utcnow
+from runner.procs import pid_alive
 from runner.store.engine import reading, writing
 from runner.store.tables import jobs, workers
 
@@ -65,7 +65,7 @@ class WorkerOps:
                     )
                 )
             ).all()
-        dead = [r.id for r in rows if not _alive(r.pid)]
+        dead = [r.id for r in rows if not pid_alive(r.pid)]
         if not dead:
             return 0
         now = utcnow()
@@ -107,13 +107,3 @@ class WorkerOps:
             )
             for r in rows
         ]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
