@@ -128,6 +128,13 @@ def register(main: click.Group, run_async: RunAsync) -> None:
         help="Seconds a claimed job stays leased without a heartbeat: how long other "
         "workers wait before taking back the jobs of a machine that died.",
     )
+    @click.option(
+        "--memory-mb",
+        type=click.IntRange(16),
+        default=256,
+        show_default=True,
+        help="Memory large responses may hold at once (big images queue for it).",
+    )
     @click.pass_context
     def run(
         ctx: click.Context,
@@ -137,6 +144,7 @@ def register(main: click.Group, run_async: RunAsync) -> None:
         budget: float | None,
         grace: float,
         lease: float,
+        memory_mb: int,
     ) -> None:
         """Work until the named (default: all) batches have no runnable job."""
         options = RunOptions(
@@ -145,6 +153,7 @@ def register(main: click.Group, run_async: RunAsync) -> None:
             budget_usd=budget,
             grace_seconds=grace,
             lease_seconds=lease,
+            memory_mb=memory_mb,
         )
         code = run_async(ctx, lambda: _run(settings(ctx), batches, options))
         ctx.exit(code)
