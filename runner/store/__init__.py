@@ -7,9 +7,10 @@ The store speaks domain verbs; its tables never leave this package. One implemen
 Verbs, grouped by module:
 
 - ``queue``: ``submit`` (create-or-reuse a batch and enqueue atomically, skipping known job
-  keys), ``find_batch``, ``list_batches``, ``claim`` (lease runnable jobs), ``heartbeat``
-  (extend leases), ``recover_expired`` (expired leases → queued, or ``unknown`` when a request
-  may have left), ``requeue``, ``cancel``, ``next_due``, ``count_states``, ``any_live``.
+  keys), ``find_batch``, ``list_batches``, ``requeue``, ``cancel``, ``next_due``,
+  ``count_states``, ``any_live``.
+- ``leases``: ``claim`` (lease runnable jobs), ``heartbeat`` (extend leases),
+  ``recover_expired`` (expired leases → queued, or ``unknown`` when a request may have left).
 - ``ledger``: ``start_attempt`` (a ``sending`` row, committed before the request leaves),
   ``complete`` / ``retry_later`` / ``fail`` / ``release`` (finish the attempt and move the job
   in one transaction), ``release_unstarted``.
@@ -41,6 +42,7 @@ from runner.store.engine import (
     reading,
 )
 from runner.store.exports import ExportOps
+from runner.store.leases import LeaseOps
 from runner.store.ledger import LeaseLost, LedgerOps
 from runner.store.migrate import head_revision, upgrade_async
 from runner.store.queue import QueueOps
@@ -61,6 +63,7 @@ from runner.store.workers import WorkerInfo, WorkerOps
 
 class Store(
     QueueOps,
+    LeaseOps,
     LedgerOps,
     ReportOps,
     WorkerOps,

@@ -1,0 +1,218 @@
+"""Lease verbs: claim runnable jobs, keep leases alive, take back a dead worker's jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Select, and_, func, select, text, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from runner.models import (
+    AttemptState,
+    ChargeStatus,
+    Job,
+    JobState,
+    Outcome,
+    SourceImage,
+    utcnow,
+)
+from runner.store.engine import run_write, writing
+from runner.store.records import Recovery
+from runner.store.tables import attempts, batches, jobs
+
+
+class LeaseOps:
+    """Claiming and lease verbs. Mixed into :class:`runner.store.Store`."""
+
+    engine: AsyncEngine
+    dialect: str
+
+    async def claim(
+        self,
+        *,
+        worker_id: str,
+        batch_ids: list[str],
+        limit: int,
+        lease_seconds: float,
+        cap: int | None = None,
+    ) -> list[Job]:
+        """Lease up to ``limit`` runnable jobs (queued, or waiting and due) to ``worker_id``.
+
+        With ``cap``, never more than ``cap`` jobs of these batches are leased at once by all
+        workers together (a route's global concurrency, counted from live leases).
+        """
+        now = utcnow()
+        # Queued jobs and due retries are looked up apart, each oldest first, then merged: a
+        # single ``queued OR (waiting AND due)`` condition cannot walk the (batch_id, state)
+        # index in id order, so it sorted every runnable job of the batches on every claim
+        # (a quarter of a second with a million queued).
+        branches = [
+            jobs.c.state == JobState.QUEUED.value,
+            and_(jobs.c.state == JobState.WAITING.value, jobs.c.next_at <= now),
+        ]
+        queries = []
+        for runnable in branches:
+            query = (
+                select(jobs, batches.c.route)
+                .join(batches, batches.c.id == jobs.c.batch_id)
+                .where(jobs.c.batch_id.in_(batch_ids), runnable)
+                .order_by(jobs.c.id)
+            )
+            if self.dialect == "postgresql":
+                # Concurrent claimers skip each other's rows instead of queueing behind them.
+                query = query.with_for_update(of=jobs, skip_locked=True)
+            queries.append(query)
+        lease = {
+            "state": JobState.RUNNING.value,
+            "lease_owner": worker_id,
+            "lease_expires": now + timedelta(seconds=lease_seconds),
+            "updated_at": now,
+        }
+        return await run_write(self.engine, _lease, queries, lease, cap, batch_ids, limit)
+
+    async def heartbeat(self, worker_id: str, job_ids: list[int], lease_seconds: float) -> int:
+        """Extend the leases ``worker_id`` holds on ``job_ids``; returns how many it still holds."""
+        if not job_ids:
+            return 0
+        now = utcnow()
+        mine = select(jobs.c.id).where(
+            jobs.c.id.in_(job_ids),
+            jobs.c.lease_owner == worker_id,
+            jobs.c.state == JobState.RUNNING.value,
+        )
+        if self.dialect == "postgresql":
+            # Skip rows another transaction holds (our own ledger commit finishing those jobs):
+            # waiting for them while holding the others, locked in another order, deadlocks.
+            # A skipped job is either done or extended by the next beat, well within the lease.
+            mine = mine.with_for_update(skip_locked=True, key_share=True)
+        async with writing(self.engine) as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(mine))
+                .values(lease_expires=now + timedelta(seconds=lease_seconds))
+            )
+            return int(result.rowcount)
+
+    async def recover_expired(self, *, resend_routes: frozenset[str] = frozenset()) -> Recovery:
+        """Take back running jobs whose lease ran out (their worker died or hung).
+
+        A job whose last attempt never left goes back to the queue. A job with an attempt still
+        ``sending`` may have reached the provider (and been charged): that attempt is closed as
+        ``lost`` and the job becomes ``unknown``, unless its route's policy is ``resend``.
+        """
+        now = utcnow()
+        query = (
+            select(jobs.c.id, batches.c.route)
+            .join(batches, batches.c.id == jobs.c.batch_id)
+            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires < now)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(of=jobs, skip_locked=True)
+        async with writing(self.engine) as conn:
+            expired = {r.id: r.route for r in await conn.execute(query)}
+            if not expired:
+                return Recovery()
+            in_flight = set(
+                await conn.scalars(
+                    select(attempts.c.job_id).where(
+                        attempts.c.job_id.in_(list(expired)),
+                        attempts.c.state == AttemptState.SENDING.value,
+                    )
+                )
+            )
+            await conn.execute(
+                update(attempts)
+                .where(
+                    attempts.c.job_id.in_(list(in_flight)),
+                    attempts.c.state == AttemptState.SENDING.value,
+                )
+                .values(
+                    state=AttemptState.DONE.value,
+                    outcome=Outcome.LOST.value,
+                    finished_at=now,
+                    charge_status=ChargeStatus.UNKNOWN.value,
+                    error_message="worker stopped while the request was in flight",
+                )
+            )
+            resend = {j for j in in_flight if expired[j] in resend_routes}
+            hold = in_flight - resend
+            back = [j for j in expired if j not in hold]
+            await _set_state(conn, back, JobState.QUEUED, now, outcome=None)
+            await _set_state(conn, list(hold), JobState.UNKNOWN, now, outcome=Outcome.LOST)
+        return Recovery(requeued=len(back) - len(resend), unknown=len(hold), resent=len(resend))
+
+
+def _lease(
+    conn: Connection,
+    queries: list[Select[Any]],
+    values: dict[str, Any],
+    cap: int | None,
+    batch_ids: list[str],
+    limit: int,
+) -> list[Job]:
+    room = limit
+    if cap is not None:
+        # The cap belongs to the route, not to this worker's batches: workers started at
+        # different times (or naming different batches) of one route share it.
+        routes = sorted(
+            conn.scalars(select(batches.c.route).where(batches.c.id.in_(batch_ids)).distinct())
+        )
+        if conn.dialect.name == "postgresql":
+            # Claimers of one route take turns here, so two cannot both see room for the last
+            # slot (SQLite's BEGIN IMMEDIATE already serialises them).
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": ",".join(routes)}
+            )
+        leased = conn.scalar(
+            select(func.count())
+            .select_from(jobs.join(batches, batches.c.id == jobs.c.batch_id))
+            .where(batches.c.route.in_(routes), jobs.c.state == JobState.RUNNING.value)
+        )
+        room = min(limit, cap - int(leased or 0))
+        if room <= 0:
+            return []
+    # On PostgreSQL the rows found but not taken stay locked only until this transaction ends.
+    found = [row for query in queries for row in conn.execute(query.limit(room))]
+    rows = sorted(found, key=lambda row: int(row.id))[:room]
+    if rows:
+        conn.execute(update(jobs).where(jobs.c.id.in_([r.id for r in rows])).values(**values))
+    return [_job(r) for r in rows]
+
+
+async def _set_state(
+    conn: AsyncConnection,
+    job_ids: list[int],
+    state: JobState,
+    now: datetime,
+    *,
+    outcome: Outcome | None,
+) -> None:
+    if not job_ids:
+        return
+    values: dict[str, Any] = {
+        "state": state.value,
+        "lease_owner": None,
+        "lease_expires": None,
+        "updated_at": now,
+    }
+    if outcome is not None:
+        values["last_outcome"] = outcome.value
+    await conn.execute(update(jobs).where(jobs.c.id.in_(job_ids)).values(**values))
+
+
+def _job(row: Row[Any]) -> Job:
+    return Job(
+        id=row.id,
+        batch_id=row.batch_id,
+        route=row.route,
+        ext_id=row.ext_id,
+        prompt=row.prompt,
+        params=row.params,
+        images=tuple(SourceImage.from_json(i) for i in row.images),
+        mask=SourceImage.from_json(row.mask) if row.mask else None,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        first_attempt_at=row.first_attempt_at,
+    )
