@@ -88,11 +88,6 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[tuple[Hashable, Metric], TokenBucket] = {}
 
-    @property
-    def enabled(self) -> bool:
-        """Whether any limit is configured."""
-        return bool(self._limits)
-
     def _bucket(self, key: Hashable, metric: Metric, now: float) -> TokenBucket:
         bucket = self._buckets.get((key, metric))
         if bucket is None:

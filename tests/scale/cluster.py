@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner.demo import sandbox_environ
-from runner.sandbox import RequestRecord, SandboxHandle
+from runner.sandbox import Latency, RequestRecord, SandboxConfig, SandboxHandle, running_sandbox
 
 ROUTE = "sandbox-laozhang"
 KEY = "sk-default-scale-test"
@@ -158,6 +159,12 @@ class Cluster:
             if worker.process.poll() is None:
                 worker.process.kill()
                 worker.process.wait(timeout=10)
+
+
+def fast_sandbox(*, seed: int, rpm: int | None = None) -> AbstractContextManager[SandboxHandle]:
+    """The sandbox these tests use: 20–50 ms per request, tiny images, optionally rate limited."""
+    config = SandboxConfig(latency=Latency(mean=0.035, jitter=0.015), rpm=rpm, tiny=True, seed=seed)
+    return running_sandbox(config)
 
 
 def route_config(**fields: object) -> str:

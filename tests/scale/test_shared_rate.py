@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbox
-from tests.scale.cluster import Cluster, route_config, wait_until
+from runner.sandbox import SandboxHandle
+from tests.scale.cluster import Cluster, fast_sandbox, route_config, wait_until
 from tests.scale.ledger import (
     assert_each_job_once,
     check_outputs,
@@ -28,8 +28,7 @@ WORKERS = 4
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxHandle]:
-    config = SandboxConfig(latency=Latency(mean=0.035, jitter=0.015), rpm=RPM, tiny=True, seed=3)
-    with running_sandbox(config) as handle:
+    with fast_sandbox(seed=3, rpm=RPM) as handle:
         yield handle
 
 

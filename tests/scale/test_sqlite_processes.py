@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbox
-from tests.scale.cluster import Cluster
+from runner.sandbox import SandboxHandle
+from tests.scale.cluster import Cluster, fast_sandbox
 from tests.scale.ledger import assert_each_job_once, check_outputs, read_ledger, requests_by_worker
 
 JOBS = 400
@@ -23,8 +23,7 @@ RPM = 2400
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxHandle]:
-    config = SandboxConfig(latency=Latency(mean=0.035, jitter=0.015), tiny=True, seed=9)
-    with running_sandbox(config) as handle:
+    with fast_sandbox(seed=9) as handle:
         yield handle
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbox
+from runner.sandbox import SandboxHandle
 from tests.resume.invariants import Ledger
-from tests.scale.cluster import OTHER_HOST, Cluster, wait_until
+from tests.scale.cluster import OTHER_HOST, Cluster, fast_sandbox, wait_until
 from tests.scale.ledger import (
     Holdings,
     assert_no_unexplained_resend,
@@ -34,8 +34,7 @@ RUN = ("--concurrency", "4", "--rpm", "6000", "--lease", "3")
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxHandle]:
-    config = SandboxConfig(latency=Latency(mean=0.035, jitter=0.015), tiny=True, seed=5)
-    with running_sandbox(config) as handle:
+    with fast_sandbox(seed=5) as handle:
         yield handle
 
 
