@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
+from runner.api import ApiClient
 from runner.gate import Gate
 from runner.retry import RetryPolicy
 from runner.routes import Route
@@ -23,7 +24,7 @@ class Lane:
     gate: Gate
     adapter: ShapeAdapter
     #: Carries the route's credentials: only ever used for the provider's own endpoints.
-    client: httpx.AsyncClient
+    client: ApiClient
     #: No credentials: for source URLs and result URLs on other hosts.
     fetch: httpx.AsyncClient
     loader: SourceLoader

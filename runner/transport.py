@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from runner.api import ApiClient
 from runner.errors import TransportError
 from runner.membudget import ByteBudget
 from runner.models import Outcome, utcnow
@@ -80,7 +81,7 @@ class AttemptFailed(TransportError):
 
 
 async def send(
-    client: httpx.AsyncClient,
+    client: ApiClient,
     prepared: PreparedRequest,
     client_request_id: str,
     budget: ByteBudget | None = None,
@@ -91,19 +92,12 @@ async def send(
     reservation travels in :attr:`Exchange.held` and the caller releases it.
     """
     started = time.perf_counter()
-    request = client.build_request(
-        "POST",
-        prepared.endpoint,
-        json=prepared.json,
-        data=prepared.data,
-        files=prepared.files,
-        headers={"X-Client-Request-Id": client_request_id},
-    )
+    request = client.request(prepared, client_request_id)
     try:
         # Streamed, so that a body cut short is told apart from a request that got no answer:
         # once the status line and headers are in, the provider saw (and may bill) the call,
         # and its request ids are ours to record.
-        response = await client.send(request, stream=True)
+        response = await client.send(request)
     except httpx.HTTPError as exc:
         latency = (time.perf_counter() - started) * 1000
         raise AttemptFailed(

@@ -28,6 +28,7 @@ import httpx
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from runner.api import ApiClient
 from runner.attempt import JobRunner
 from runner.billing.policy import observed_route
 from runner.budget import Budget
@@ -213,13 +214,7 @@ class Runner:
             max_connections=concurrency + 4, max_keepalive_connections=concurrency
         )
         client = await stack.enter_async_context(
-            httpx.AsyncClient(
-                base_url=route.base_url,
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=timeout,
-                limits=limits,
-                verify=self._tls,
-            )
+            ApiClient(route.base_url, api_key=key, timeout=timeout, limits=limits, tls=self._tls)
         )
         fetch = await stack.enter_async_context(
             httpx.AsyncClient(timeout=timeout, limits=limits, verify=self._tls)

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import httpx
 
+from runner.api import ApiClient
 from runner.attempt import JobRunner
 from runner.billing.endpoints import (
     AccountEndpoints,
@@ -165,7 +166,7 @@ class _Prober:
     account: httpx.AsyncClient
     log_ok: bool
     jobs: JobRunner
-    clients: dict[float | None, httpx.AsyncClient] = field(default_factory=dict)
+    clients: dict[float | None, ApiClient] = field(default_factory=dict)
     fetch: httpx.AsyncClient | None = None
     seen: set[str] = field(default_factory=set)
 
@@ -175,9 +176,9 @@ class _Prober:
         timeouts = {None, self.options.timeout_after}
         for timeout in timeouts:
             self.clients[timeout] = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=self.route.base_url,
-                    headers={"Authorization": f"Bearer {key}"},
+                ApiClient(
+                    self.route.base_url,
+                    api_key=key,
                     timeout=httpx.Timeout(
                         timeout or self.route.timeout, connect=self.route.connect_timeout
                     ),

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import struct
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 Peer = tuple[str, int]
 
@@ -39,10 +39,10 @@ class ConnectionRegistry:
         return self._transports.get((str(peer[0]), int(peer[1])))
 
 
-def protocol_class(registry: ConnectionRegistry) -> type[H11Protocol]:
-    """An h11 protocol for uvicorn that records its transport in ``registry``."""
+def protocol_class(registry: ConnectionRegistry) -> type[HttpToolsProtocol]:
+    """uvicorn's llhttp protocol, recording its transport in ``registry``."""
 
-    class SandboxH11Protocol(H11Protocol):
+    class SandboxProtocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if self.client is not None:
@@ -53,7 +53,7 @@ def protocol_class(registry: ConnectionRegistry) -> type[H11Protocol]:
                 registry.discard(self.client, self.transport)
             super().connection_lost(exc)
 
-    return SandboxH11Protocol
+    return SandboxProtocol
 
 
 def reset(transport: asyncio.Transport) -> None:
