@@ -318,7 +318,7 @@ class JobRunner:
         info = inspect_image(data)
         check_expected(info, fmt=fmt, size=size)
         relative = f"{job.batch_id}/{job.id}-{k}.{info.format}"
-        digest = write_atomic(self.data_dir / relative, data, fsync=FSYNC)
+        digest = write_atomic(os.path.join(self.data_dir, relative), data, fsync=FSYNC)
         return OutputRecord(
             job_id=job.id,
             batch_id=job.batch_id,

@@ -7,7 +7,9 @@ import binascii
 import hashlib
 import io
 import os
+import struct
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from runner.routes.sizes import Size
 #: Our file extension for each Pillow format name.
 EXTENSIONS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
 TMP_PREFIX = ".tmp-"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,12 +54,14 @@ def inspect_image(data: bytes) -> ImageInfo:
     """Check that ``data`` is a complete image and report its format and size.
 
     PNGs are verified chunk by chunk (every CRC, through to ``IEND``) without expanding the
-    pixels, which would hold another full-size copy of the image in memory; other formats
-    are fully decoded.
+    pixels, which would hold another full-size copy of the image in memory (what Pillow's
+    ``verify`` does, in a fraction of its time); other formats are fully decoded.
 
     Raises:
         TransportError: ``bad_response`` when the bytes are not a complete image.
     """
+    if data.startswith(PNG_SIGNATURE):
+        return _inspect_png(data)
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt = EXTENSIONS.get(image.format or "", (image.format or "unknown").lower())
@@ -67,6 +73,33 @@ def inspect_image(data: bytes) -> ImageInfo:
             return info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise TransportError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
+
+
+def _inspect_png(data: bytes) -> ImageInfo:
+    view = memoryview(data)
+    at, size, first = len(PNG_SIGNATURE), len(data), True
+    width = height = 0
+    while True:
+        if at + 12 > size:
+            raise _bad("PNG truncated before IEND")
+        length, kind = struct.unpack_from(">I4s", view, at)
+        end = at + 8 + length
+        if end + 4 > size:
+            raise _bad(f"PNG truncated in its {kind!r} chunk")
+        if zlib.crc32(view[at + 4 : end]) != struct.unpack_from(">I", view, end)[0]:
+            raise _bad(f"PNG {kind!r} chunk fails its CRC")
+        if first:
+            if kind != b"IHDR" or length < 8:
+                raise _bad("PNG does not start with IHDR")
+            width, height = struct.unpack_from(">II", view, at + 8)
+            first = False
+        if kind == b"IEND":
+            return ImageInfo(format="png", width=width, height=height)
+        at = end + 4
+
+
+def _bad(reason: str) -> TransportError:
+    return TransportError(Outcome.BAD_RESPONSE, f"image does not decode: {reason}")
 
 
 def check_expected(info: ImageInfo, *, fmt: str | None, size: Size | None) -> None:
@@ -81,7 +114,7 @@ def check_expected(info: ImageInfo, *, fmt: str | None, size: Size | None) -> No
         )
 
 
-def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> str:
+def write_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> str:
     """Write ``data`` to ``path`` via a temporary file and a rename; return its sha256.
 
     A killed process leaves either no file or the whole file, never a partial one; stray
@@ -90,13 +123,21 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> str:
     off by default because the database itself commits with ``synchronous=NORMAL``, which is
     crash-safe but not power-loss durable either, and a per-file fsync costs milliseconds.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{name}")
+    try:
+        fd = os.open(tmp, _CREATE, 0o666)
+    except FileNotFoundError:  # the batch's first image (or its folder was removed)
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, _CREATE, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         if fsync:
-            handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
     return hashlib.sha256(data).hexdigest()
 

@@ -50,6 +50,8 @@ from runner.store.groupcommit import LedgerWriter
 
 #: How long an idle feeder waits before looking for due retries again.
 IDLE_POLL = 0.5
+#: Jobs a lane keeps leased ahead of its lanes' needs (at least twice its concurrency).
+CLAIM_AHEAD = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,8 +256,9 @@ class Runner:
                 wake = lane.wake
                 # Claim in batches, when half the buffer has drained: a claim is a write
                 # transaction, and one per finished job would crowd out the ledger's commits.
-                room = 2 * lane.concurrency - len(lane.held)
-                if len(lane.held) <= lane.concurrency:
+                buffer = _claim_buffer(lane)
+                room = buffer - len(lane.held)
+                if len(lane.held) <= buffer // 2:
                     jobs = await self.store.claim(
                         worker_id=self.worker_id,
                         batch_ids=lane.batch_ids,
@@ -329,3 +332,15 @@ class Runner:
     async def _cancel_after_grace(self) -> None:
         await anyio.sleep(self.options.grace_seconds)
         self._work_scope.cancel()
+
+
+def _claim_buffer(lane: Lane) -> int:
+    """How many jobs ``lane`` holds leased at most (queued in memory and in flight).
+
+    Leases held ahead cost nothing while this worker lives and go back to the queue when it
+    dies, but a route-wide ``max_in_flight`` counts them: under one, only twice the lane's
+    concurrency is held, so that other workers still get their share.
+    """
+    if lane.route.max_in_flight is not None:
+        return 2 * lane.concurrency
+    return max(2 * lane.concurrency, CLAIM_AHEAD)

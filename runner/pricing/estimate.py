@@ -139,9 +139,16 @@ def worst_case(book: PriceBook, route: Route, params: Mapping[str, Any]) -> floa
     """The most one attempt of this job could cost, for budget caps.
 
     One attempt produces all ``n`` images, and a charged failure costs no more than a
-    success, so this is the estimate's ``high``.
+    success, so this is the estimate's ``high`` (computed alone: it is asked once per attempt,
+    and the other levels and the wording are not needed for it).
     """
-    return estimate_job(book, route, params).high
+    job = job_shape(route, params)
+    if route.billing == "call":
+        return round(route.usd_per_call * job.n, 6)
+    book.check_table(route.price_table)
+    quality = _level_qualities(job.quality)[HIGH]
+    sizes = _level_sizes(book, job)[HIGH]
+    return _level_usd(book, route, job, HIGH, quality, sizes, job.n)
 
 
 def typical_attempt_usd(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -150,10 +152,27 @@ async def run_write(
             return fn(conn, *args, **kwargs)
 
     async with write_lock(engine):
-        return await anyio.to_thread.run_sync(in_thread)
+        done = asyncio.wrap_future(_writer_thread(engine).submit(in_thread))
+        with anyio.CancelScope(shield=True):  # a started transaction is always seen through
+            result = await done
+    return result
+
+
+_WRITER_THREADS: WeakKeyDictionary[AsyncEngine, ThreadPoolExecutor] = WeakKeyDictionary()
+
+
+def _writer_thread(engine: AsyncEngine) -> ThreadPoolExecutor:
+    """One thread per engine for :func:`run_write` (cheaper than anyio's pool for many hops:
+    the writes are serialised by the write lock anyway)."""
+    pool = _WRITER_THREADS.get(engine)
+    if pool is None:
+        pool = _WRITER_THREADS[engine] = ThreadPoolExecutor(1, "imagerun-sqlite-writer")
+    return pool
 
 
 def dispose_sync_twin(engine: AsyncEngine) -> None:
+    if (pool := _WRITER_THREADS.pop(engine, None)) is not None:
+        pool.shutdown(wait=True)
     if (twin := _SYNC_TWINS.pop(engine, None)) is not None:
         twin.dispose()
 

@@ -96,8 +96,14 @@ class LedgerWriter:
         pending = _Pending(item)
         self._queue.append(pending)
         self._wake.set()
-        with anyio.CancelScope(shield=True):
+        try:
             await pending.done.wait()
+        except anyio.get_cancelled_exc_class():
+            # The write may be committed already: the caller hears about the cancellation
+            # only once it is (a cancel scope per write would cost more than the write).
+            with anyio.CancelScope(shield=True):
+                await pending.done.wait()
+            raise
         if pending.error is not None:
             raise pending.error
 

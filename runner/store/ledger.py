@@ -6,12 +6,13 @@ and the queue never disagree about what happened.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, func, insert, select, update
+from sqlalchemy import Connection, Update, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.errors import StoreError
@@ -154,7 +155,7 @@ def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[Lease
         bumps.append({"b_id": start.job_id, "b_n": number, "b_at": start.started_at})
         inserts.append(
             {
-                **asdict(start),
+                **_shallow(start),
                 "number": number,
                 "state": AttemptState.SENDING.value,
                 "charge_status": ChargeStatus.UNKNOWN.value,
@@ -163,7 +164,7 @@ def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[Lease
         )
     if bumps:
         conn.execute(_BUMP, bumps)
-        conn.execute(insert(attempts), inserts)
+        conn.execute(_INSERT_ATTEMPT, inserts)
     return verdicts
 
 
@@ -177,6 +178,8 @@ _BUMP = (
     )
 )
 
+_INSERT_ATTEMPT = insert(attempts)
+_INSERT_OUTPUT = insert(outputs)
 _FINISH_ATTEMPT = update(attempts).where(attempts.c.id == bindparam("b_id"))
 _MOVE_JOB = update(jobs).where(jobs.c.id == bindparam("b_id"))
 
@@ -185,21 +188,38 @@ def apply_finishes(conn: Connection, finishes: Sequence[Finish]) -> None:
     """Close the attempts, record the outputs and move the jobs of ``finishes`` (executemany)."""
     closed = [_attempt_values(f.result) for f in finishes if f.result is not None]
     if closed:
-        conn.execute(_FINISH_ATTEMPT.values(_binds(closed[0])), closed)
-    files = [asdict(record) for f in finishes for record in f.files]
+        conn.execute(_setting(_FINISH_ATTEMPT, tuple(closed[0])), closed)
+    files = [_shallow(record) for f in finishes for record in f.files]
     if files:
-        conn.execute(insert(outputs), files)
+        conn.execute(_INSERT_OUTPUT, files)
     moves = [_job_values(f) for f in finishes]
-    conn.execute(_MOVE_JOB.values(_binds(moves[0])), moves)
+    conn.execute(_setting(_MOVE_JOB, tuple(moves[0])), moves)
 
 
-def _binds(row: dict[str, Any]) -> dict[str, Any]:
-    """SET column = :v_column for an executemany (bind names may not equal column names)."""
-    return {k.removeprefix("v_"): bindparam(k) for k in row if k != "b_id"}
+@functools.cache
+def _setting(statement: Update, keys: tuple[str, ...]) -> Update:
+    """``statement`` SET column = :v_column for an executemany (bind names may not equal
+    column names); built once per shape, so SQLAlchemy's statement cache hits every time."""
+    return statement.values({k.removeprefix("v_"): bindparam(k) for k in keys if k != "b_id"})
+
+
+def _shallow(record: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values not copied (``asdict`` deep-copies every one)."""
+    return {name: getattr(record, name) for name in _field_names(type(record))}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 def _attempt_values(result: AttemptResult) -> dict[str, Any]:
-    values = asdict(result)
+    values = _shallow(result)
     del values["id"], values["job_id"]
     values["state"] = AttemptState.DONE.value
     values["outcome"] = result.outcome.value

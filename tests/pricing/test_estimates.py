@@ -209,7 +209,12 @@ def test_unpublished_quality_is_flagged(book: PriceBook, catalog: Catalog) -> No
 def test_worst_case_is_the_high_end(book: PriceBook, catalog: Catalog, route_name: str) -> None:
     """Budget caps reserve the dearest plausible attempt, never less than the typical one."""
     route: Route = catalog.get(route_name)
-    for job in ({"prompt": PROMPT}, {"prompt": PROMPT, "images": ["a.png"]}):
+    jobs: list[dict[str, Any]] = [
+        {"prompt": PROMPT},
+        {"prompt": PROMPT, "images": ["a.png"]},
+        {"prompt": PROMPT, "size": "1024x1536", "quality": "medium", "n": 3, "mask": "m.png"},
+    ]
+    for job in jobs:
         estimate = estimate_job(book, route, job)
         assert estimate.low <= estimate.typical <= estimate.high
         assert worst_case(book, route, job) == estimate.high

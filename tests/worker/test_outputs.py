@@ -49,6 +49,31 @@ def test_truncated_png_does_not_pass_inspection() -> None:
     assert info.value.outcome is Outcome.BAD_RESPONSE
 
 
+@pytest.mark.parametrize("where", ["IHDR", "IDAT", "IEND"])
+def test_a_flipped_bit_in_any_png_chunk_is_caught(where: str) -> None:
+    """Every chunk's CRC is checked, as Pillow's verify does, header to IEND."""
+    raw = bytearray(_png(48, 40))
+    at = raw.index(where.encode()) + 4  # first byte of the chunk's data (or its CRC for IEND)
+    raw[at] ^= 0x01
+    with pytest.raises(TransportError, match="CRC") as info:
+        inspect_image(bytes(raw))
+    assert info.value.outcome is Outcome.BAD_RESPONSE
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_png_inspection_agrees_with_pillow(mode: str) -> None:
+    buffer = io.BytesIO()
+    Image.new(mode, (333, 77)).save(buffer, "PNG", compress_level=1)
+    info = inspect_image(buffer.getvalue())
+    assert (info.format, info.width, info.height) == ("png", 333, 77)
+
+
+def test_png_signature_followed_by_garbage_is_a_bad_response() -> None:
+    with pytest.raises(TransportError) as info:
+        inspect_image(b"\x89PNG\r\n\x1a\n" + b"not a chunk at all, nothing like IHDR")
+    assert info.value.outcome is Outcome.BAD_RESPONSE
+
+
 def test_size_and_format_mismatch_is_a_bad_response() -> None:
     info = inspect_image(_png(32, 16))
     assert (info.format, info.width, info.height) == ("png", 32, 16)
