@@ -35,6 +35,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def scratch(where: str | None) -> str | None:
+    """Where a benchmark keeps its database and outputs: ``where``, else tmpfs if there is one.
+
+    On ext4, creating files soon after many were deleted (the previous run's outputs) scans
+    past every recently freed inode: file creation then dominates the measurement, and punishes
+    whichever side runs first. tmpfs keeps the figures about the code under test; pass
+    ``--dir`` to measure a disk instead.
+    """
+    if where:
+        return where
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -39,12 +39,15 @@ class ApiClient:
         limits = limits or httpx.Limits()
         self._base = base_url.rstrip("/")
         self._timeout = timeout.as_dict()
-        self._headers = [
-            ("Authorization", f"Bearer {api_key}"),
-            ("Accept", "application/json"),
-            ("Accept-Encoding", ACCEPT_ENCODING),
-            ("User-Agent", f"imagerun/{__version__}"),
-        ]
+        self._headers = httpx.Headers(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "User-Agent": f"imagerun/{__version__}",
+            }
+        )
+        self._json_headers = httpx.Headers({**self._headers, "Content-Type": "application/json"})
         self._urls: dict[str, httpx.URL] = {}
         wire = api_transport(base_url, tls)
         #: Set when the calls go through httpx's client (proxies), else ``None``.
@@ -58,15 +61,17 @@ class ApiClient:
         url = self._urls.get(prepared.endpoint)
         if url is None:
             url = self._urls[prepared.endpoint] = httpx.URL(self._base + prepared.endpoint)
-        headers = [*self._headers, ("X-Client-Request-Id", client_request_id)]
         extensions = {"timeout": self._timeout}
         if prepared.json is not None:
             # Encoded here, compactly: httpx's own encoder is slower and pads separators.
             body = json.dumps(prepared.json, separators=(",", ":"), ensure_ascii=False)
-            headers.append(("Content-Type", "application/json"))
+            headers = httpx.Headers(self._json_headers)
+            headers["X-Client-Request-Id"] = client_request_id
             return httpx.Request(
                 "POST", url, content=body.encode(), headers=headers, extensions=extensions
             )
+        headers = httpx.Headers(self._headers)
+        headers["X-Client-Request-Id"] = client_request_id
         return httpx.Request(
             "POST",
             url,

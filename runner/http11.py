@@ -162,6 +162,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self._reading_paused = False
         self._error: httpx.TransportError | None = None
+        self._head_only = False
 
     # -- the exchange (called by the transport and the body stream) -----------------------
 
@@ -177,6 +178,7 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         self._busy = True
         self._new_message()
+        self._head_only = request.method == "HEAD"
         if body is not None:
             transport.write(head + body)
         else:
@@ -254,8 +256,9 @@ class _Connection(asyncio.Protocol):
             return False
         # Readable while idle means the server closed (or broke protocol) and the loop has
         # not noticed yet: sending on it would lose the request to a race, so it is dropped.
-        readable, _, _ = select.select([self._fileno], [], [], 0)
-        return not readable
+        poller = select.poll()  # not select(): it cannot watch descriptors above 1023
+        poller.register(self._fileno, select.POLLIN)
+        return not poller.poll(0)
 
     def close(self) -> None:
         self._closed = True
@@ -314,9 +317,17 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # an interim response (103 Early Hints…): the real one follows
         self._headers_done = True
         names = {name.lower() for name, _ in self._headers}
         self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
+        if self._head_only:
+            # The answer to HEAD has no body whatever its headers say, and llhttp cannot be
+            # told so: the exchange ends here, and the connection is not reused.
+            self._done = True
+            self._keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -326,8 +337,13 @@ class _Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def on_message_complete(self) -> None:
-        self._done = True
-        self._keep_alive = self._parser.should_keep_alive()
+        if not self._headers_done:  # the end of an interim response
+            self._reason = b""
+            self._headers = []
+            return
+        if not self._head_only:
+            self._done = True
+            self._keep_alive = self._parser.should_keep_alive()
 
     def _fail(self, error: httpx.TransportError) -> None:
         if self._error is None:

@@ -150,7 +150,11 @@ async def _read_body(response: httpx.Response) -> bytes:
     reference cycle with its stream: each multi-megabyte body then lingers until the garbage
     collector happens to run, and a run of large images balloons.
     """
-    chunks = [chunk async for chunk in response.aiter_bytes()]
+    if "content-encoding" in response.headers:
+        chunks = [chunk async for chunk in response.aiter_bytes()]
+    else:  # nothing to decode: the raw stream, without httpx's decoder and chunker per read
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        chunks = [chunk async for chunk in response.stream]
     return b"".join(chunks)
 
 

@@ -1,0 +1,852 @@
+"""The lean HTTP/1.1 transport (``runner.http11``) against real servers on 127.0.0.1.
+
+Each test starts a small asyncio server whose handler plays one server behaviour (keep-alive,
+hang-ups, cut bodies, garbage, TLS...) and records every request it read, so a test checks both
+sides: what the caller got, and what the server saw (a request is never sent twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runner import http11
+from runner.api import ApiClient
+from runner.http11 import HIGH_WATER, Http11Transport, _Body, api_transport
+from runner.shapes.base import PreparedRequest
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = httpx.Timeout(5.0)
+#: asyncio reads a socket at most this much at a time: how far a paused connection overshoots.
+READ_CHUNK = 256 * 1024
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "IMAGERUN_HTTP")
+
+
+# -- a small recording HTTP/1.1 server ------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One request as the server read it (header names lower-cased)."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Server:
+    scheme: str
+    port: int = 0
+    #: Connections accepted, and every request read, in order.
+    connections: int = 0
+    requests: list[Received] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def targets(self) -> list[str]:
+        return [request.target for request in self.requests]
+
+
+@dataclass
+class Peer:
+    """One accepted connection, as its handler sees it."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    server: Server
+
+    async def request(self) -> Received | None:
+        """The next request (recorded on the server), or ``None`` once the client hung up."""
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise
+            return None
+        line, *lines = head[:-4].decode("latin-1").split("\r\n")
+        method, target, _ = line.split(" ")
+        headers: dict[str, str] = {}
+        for header in lines:
+            name, _, value = header.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            body = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            body = await self._chunked()
+        else:
+            body = b""
+        received = Received(method, target, headers, body)
+        self.server.requests.append(received)
+        return received
+
+    async def _chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")  # no trailers: the closing empty line
+                return b"".join(parts)
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readexactly(2)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def until_hangup(self) -> None:
+        """Say nothing more; return once the client has closed the connection."""
+        await self.reader.read()
+
+
+Handler = Callable[[Peer], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+    """A server on 127.0.0.1 running ``handler`` for each connection (closed when it returns)."""
+    server = Server("https" if tls else "http")
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(Peer(reader, writer, server))
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client went away mid-exchange (some tests are about that), or teardown
+        finally:
+            writer.close()
+            tasks.discard(task)
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls)
+    server.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server
+    finally:
+        listener.close()
+        if tasks:
+            # Handlers end when their client hangs up; any still running are stopped.
+            _, pending = await asyncio.wait(set(tasks), timeout=2)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await listener.wait_closed()
+
+
+def response(
+    body: bytes = b"ok",
+    *,
+    status: int = 200,
+    reason: str = "OK",
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """A whole response with a ``Content-Length``."""
+    head = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}"]
+    head += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def replying(reply: Callable[[Received], bytes]) -> Handler:
+    """A keep-alive handler: answers each request with ``reply(request)`` until hang-up."""
+
+    async def handler(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            await peer.send(reply(request))
+
+    return handler
+
+
+def echo(request: Received) -> bytes:
+    return response(request.target.encode())
+
+
+def client(transport: Http11Transport, timeout: httpx.Timeout = TIMEOUT) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=transport, timeout=timeout)
+
+
+async def read_into(received: bytearray, streamed: httpx.Response) -> None:
+    """Append the body's bytes to ``received`` as they arrive (kept if reading fails)."""
+    async for chunk in streamed.aiter_bytes():
+        received += chunk
+
+
+async def fetch(transport: Http11Transport, url: str) -> httpx.Response:
+    """A GET straight through ``transport`` (as ``ApiClient`` sends), its body read."""
+    request = httpx.Request("GET", url, extensions={"timeout": TIMEOUT.as_dict()})
+    answer = await transport.handle_async_request(request)
+    try:
+        await answer.aread()
+    finally:
+        await answer.aclose()
+    return answer
+
+
+def free_port_refusing() -> socket.socket:
+    """A bound socket that never listens: connecting to its port is refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def multipart_fields(request: Received) -> dict[str, tuple[bytes, bytes]]:
+    """``name -> (part headers, part bytes)`` of a ``multipart/form-data`` body."""
+    boundary = request.headers["content-type"].split("boundary=")[1].encode()
+    fields = {}
+    for part in request.body.split(b"--" + boundary)[1:-1]:
+        head, _, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        assert name is not None
+        fields[name.group(1).decode()] = (head, value.removesuffix(b"\r\n"))
+    return fields
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxies (or ``IMAGERUN_HTTP``) from the environment running the tests do not apply."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context trusting it) for a fresh self-signed certificate."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl CLI is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    options = (
+        "req -x509 -nodes -days 1 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+        " -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost"
+    )
+    subprocess.run(
+        [openssl, *options.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    return server, ssl.create_default_context(cafile=str(cert))
+
+
+# -- requests and responses -----------------------------------------------------------------
+
+
+async def test_a_json_post_round_trips_through_an_httpx_client() -> None:
+    payload = {"model": "gpt-image-1", "prompt": "un café ☕", "n": 2}
+    reply = response(
+        b'{"id":"img-1"}',
+        status=201,
+        reason="Created Here",
+        headers=[("Content-Type", "application/json"), ("X-Multi", "a"), ("X-Multi", "b")],
+    )
+    transport = Http11Transport()
+    answer = replying(lambda request: reply if request.method == "POST" else response())
+    async with serve(answer) as server, client(transport) as http:
+        created = await http.post(
+            f"{server.url}/v1/images?size=1024x1024&n=2", json=payload, headers={"X-Trace": "t-1"}
+        )
+        # The same connection then frames a second request correctly: the first's
+        # Content-Length matched the bytes sent.
+        after = await http.get(f"{server.url}/after")
+
+    first, second = server.requests
+    assert first.method == "POST"
+    assert first.target == "/v1/images?size=1024x1024&n=2"
+    assert first.headers["host"] == f"127.0.0.1:{server.port}"
+    assert first.headers["content-length"] == str(len(first.body))
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["x-trace"] == "t-1"
+    assert json.loads(first.body) == payload
+    assert (second.method, second.target, second.body) == ("GET", "/after", b"")
+
+    assert created.status_code == 201
+    assert created.reason_phrase == "Created Here"
+    assert created.http_version == "HTTP/1.1"
+    assert created.headers["content-type"] == "application/json"
+    assert created.headers.get_list("x-multi") == ["a", "b"]
+    assert created.json() == {"id": "img-1"}
+    assert (after.status_code, after.text) == (200, "ok")
+    assert transport.opened == 1
+    assert server.connections == 1
+
+
+async def test_the_api_client_sends_a_prepared_request_with_its_headers() -> None:
+    payload = {"model": "gpt-image-1", "prompt": "un café ☕"}
+    reply = response(b'{"data":[]}', headers=[("Content-Type", "application/json")])
+    async with (
+        serve(replying(lambda _: reply)) as server,
+        ApiClient(f"{server.url}/v1/", api_key="sk-test", timeout=TIMEOUT) as api,
+    ):
+        assert isinstance(api._wire, Http11Transport)  # the lean wire carries these calls
+        prepared = PreparedRequest(endpoint="/images/generations", json=payload)
+        replies = []
+        for request_id in ("cr-1", "cr-2"):
+            answer = await api.send(api.request(prepared, request_id))
+            try:
+                replies.append((answer.status_code, await answer.aread()))
+            finally:
+                await answer.aclose()
+        opened = api._wire.opened
+
+    sent = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    assert replies == [(200, b'{"data":[]}')] * 2
+    assert [got.headers["x-client-request-id"] for got in server.requests] == ["cr-1", "cr-2"]
+    got = server.requests[0]
+    assert (got.method, got.target) == ("POST", "/v1/images/generations")
+    assert got.headers["authorization"] == "Bearer sk-test"
+    assert got.headers["host"] == f"127.0.0.1:{server.port}"
+    assert got.headers["content-type"] == "application/json"
+    assert got.headers["content-length"] == str(len(sent))
+    assert got.headers["accept-encoding"] == "gzip, deflate"
+    assert got.body == sent
+    assert opened == 1
+
+
+async def test_the_api_client_goes_through_an_http_proxy_when_one_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reply = response(b"{}", headers=[("Content-Type", "application/json")])
+    async with serve(replying(lambda _: reply)) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        async with ApiClient("http://api.invalid/v1", api_key="sk-p", timeout=TIMEOUT) as api:
+            assert api._wire is None  # httpx's own client, which honours the proxy
+            answer = await api.send(api.request(PreparedRequest(endpoint="/x", json={}), "cr"))
+            await answer.aread()
+            await answer.aclose()
+    [got] = proxy.requests
+    assert got.target == "http://api.invalid/v1/x"  # absolute form: a request to a proxy
+    assert got.headers["x-client-request-id"] == "cr"
+    assert answer.status_code == 200
+
+
+async def test_a_gzip_body_is_decoded() -> None:
+    payload = json.dumps({"data": [{"b64_json": "QUJD" * 50_000}]}).encode()
+    reply = response(
+        gzip.compress(payload),
+        headers=[("Content-Encoding", "gzip"), ("Content-Type", "application/json")],
+    )
+    transport = Http11Transport()
+    async with serve(replying(lambda _: reply)) as server:
+        async with client(transport) as http, http.stream("GET", server.url) as streamed:
+            pieces = [piece async for piece in streamed.aiter_bytes()]
+        async with ApiClient(server.url, api_key="k", timeout=TIMEOUT) as api:
+            answer = await api.send(api.request(PreparedRequest(endpoint="/g", json={}), "cr"))
+            try:
+                via_api = await answer.aread()
+            finally:
+                await answer.aclose()
+    assert b"".join(pieces) == payload
+    assert via_api == payload
+
+
+async def test_a_chunked_body_is_decoded_and_the_connection_reused() -> None:
+    chunks = [b"hello ", b"chunked " * 5000, b"world"]
+
+    async def handler(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for chunk in chunks:
+                await peer.send(b"%x;ext=1\r\n%b\r\n" % (len(chunk), chunk))
+            await peer.send(b"0\r\nX-Trailer: t\r\n\r\n")
+
+    transport = Http11Transport()
+    async with serve(handler) as server, client(transport) as http:
+        bodies = [(await http.get(f"{server.url}/{i}")).content for i in range(2)]
+    assert bodies == [b"".join(chunks)] * 2
+    assert transport.opened == 1
+    assert server.connections == 1
+
+
+async def test_a_body_delimited_by_the_end_of_the_connection_is_read_whole() -> None:
+    parts = [os.urandom(100_000) for _ in range(3)]
+
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for part in parts:
+            await peer.send(part)
+
+    transport = Http11Transport()
+    async with serve(handler) as server, client(transport) as http:
+        first = await http.get(f"{server.url}/one")
+        second = await http.get(f"{server.url}/two")
+    assert first.content == second.content == b"".join(parts)
+    assert transport.opened == 2
+    assert server.targets() == ["/one", "/two"]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\n\r\n",
+    ],
+    ids=["204", "304"],
+)
+async def test_a_bodyless_response_leaves_the_connection_reusable(head: bytes) -> None:
+    transport = Http11Transport()
+    async with serve(replying(lambda _: head)) as server, client(transport) as http:
+        answers = [await http.get(f"{server.url}/{i}") for i in range(3)]
+    assert [(answer.status_code, answer.content) for answer in answers] == [
+        (int(head[9:12]), b"")
+    ] * 3
+    assert transport.opened == 1
+
+
+async def test_a_large_body_arrives_intact_and_an_unread_one_stays_out_of_memory() -> None:
+    body = os.urandom(20 * 1024 * 1024)
+    transport = Http11Transport()
+    size, digest = 0, hashlib.sha256()
+    async with serve(replying(lambda _: response(body))) as server:
+        request = httpx.Request(
+            "GET", f"{server.url}/big", extensions={"timeout": TIMEOUT.as_dict()}
+        )
+        big = await transport.handle_async_request(request)
+        try:
+            stream = big.stream
+            assert isinstance(stream, _Body)
+            async with asyncio.timeout(5):
+                while stream._conn._buffered <= HIGH_WATER:
+                    await asyncio.sleep(0.001)
+            await asyncio.sleep(0.1)  # unpaused, the socket would deliver megabytes meanwhile
+            assert HIGH_WATER < stream._conn._buffered <= HIGH_WATER + READ_CHUNK
+            async for chunk in big.aiter_bytes():
+                size += len(chunk)
+                digest.update(chunk)
+        finally:
+            await big.aclose()
+            await transport.aclose()
+    assert size == len(body)
+    assert digest.hexdigest() == hashlib.sha256(body).hexdigest()
+
+
+async def test_a_streamed_multipart_upload_arrives_intact() -> None:
+    image = os.urandom(3 * 1024 * 1024)
+    transport = Http11Transport()
+    async with serve(replying(lambda _: response(b"{}"))) as server, client(transport) as http:
+        answer = await http.post(
+            f"{server.url}/v1/images/edits",
+            data={"prompt": "a cat"},
+            files={"image": ("cat.png", image, "image/png")},
+        )
+    assert answer.status_code == 200
+    [got] = server.requests
+    assert got.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert "transfer-encoding" not in got.headers  # the length was known: sent up front
+    fields = multipart_fields(got)
+    assert set(fields) == {"prompt", "image"}
+    assert fields["prompt"][1] == b"a cat"
+    head, sent = fields["image"]
+    assert b'filename="cat.png"' in head
+    assert b"Content-Type: image/png" in head
+    assert len(sent) == len(image)
+    assert sent == image
+
+
+async def test_a_streamed_body_of_unknown_length_is_sent_chunked() -> None:
+    parts = [os.urandom(100_000) for _ in range(5)]
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    transport = Http11Transport()
+    async with serve(replying(echo)) as server, client(transport) as http:
+        answer = await http.post(f"{server.url}/upload", content=body())
+        after = await http.get(f"{server.url}/after")  # the chunked body was terminated
+    assert (answer.text, after.text) == ("/upload", "/after")
+    got = server.requests[0]
+    assert got.headers["transfer-encoding"] == "chunked"
+    assert got.body == b"".join(parts)
+    assert transport.opened == 1
+
+
+# -- keep-alive -----------------------------------------------------------------------------
+
+
+async def test_sequential_requests_reuse_one_connection() -> None:
+    transport = Http11Transport()
+    async with serve(replying(echo)) as server, client(transport) as http:
+        texts = [(await http.get(f"{server.url}/n/{i}")).text for i in range(20)]
+    assert texts == [f"/n/{i}" for i in range(20)]
+    assert transport.opened == 1
+    assert server.connections == 1
+    assert server.targets() == texts
+
+
+async def test_concurrent_requests_open_a_connection_each_then_reuse_them() -> None:
+    # The server answers only once 8 requests are in flight at once: the transport must
+    # carry them concurrently (8 connections), and a second burst must reuse those 8.
+    barrier = asyncio.Barrier(8)
+
+    async def handler(peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            await barrier.wait()
+            await peer.send(echo(request))
+
+    transport = Http11Transport()
+    async with serve(handler) as server, client(transport) as http:
+        for burst in ("a", "b"):
+            paths = [f"/{burst}/{i}" for i in range(8)]
+            answers = await asyncio.gather(*(http.get(server.url + path) for path in paths))
+            assert [answer.text for answer in answers] == paths
+    assert transport.opened == 8
+    assert server.connections == 8
+    assert sorted(server.targets()) == sorted(f"/{b}/{i}" for b in "ab" for i in range(8))
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+    hung_up = asyncio.Event()
+
+    async def handler(peer: Peer) -> None:
+        # Advertises keep-alive, then closes the idle connection anyway.
+        request = await peer.request()
+        assert request is not None
+        await peer.send(response(request.target.encode(), headers=[("Connection", "keep-alive")]))
+        peer.writer.close()
+        await peer.writer.wait_closed()
+        hung_up.set()
+
+    transport = Http11Transport()
+    async with serve(handler) as server, client(transport) as http:
+        first = await http.get(f"{server.url}/first")
+        await asyncio.wait_for(hung_up.wait(), 5)
+        second = await http.get(f"{server.url}/second")
+    assert (first.text, second.text) == ("/first", "/second")
+    assert transport.opened == 2
+    assert server.connections == 2
+    assert server.targets() == ["/first", "/second"]  # each seen once
+
+
+async def test_a_connection_closed_just_before_the_next_request_is_not_used() -> None:
+    # The server's FIN has arrived but the loop has not run since (the close and the next
+    # request happen in one step): the request must go out on a new connection, not be lost.
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handler(peer: Peer) -> None:
+        writers.append(peer.writer)
+        request = await peer.request()
+        assert request is not None
+        await peer.send(echo(request))
+        await peer.until_hangup()
+
+    transport = Http11Transport()
+    async with serve(handler) as server:
+        try:
+            first = await fetch(transport, f"{server.url}/first")
+            writers[0].get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+            second = await fetch(transport, f"{server.url}/second")
+        finally:
+            await transport.aclose()
+    assert (first.text, second.text) == ("/first", "/second")
+    assert transport.opened == 2
+    assert server.targets() == ["/first", "/second"]
+
+
+async def test_a_response_marked_connection_close_is_not_reused() -> None:
+    reply = response(headers=[("Connection", "close")])
+    transport = Http11Transport()
+    async with serve(replying(lambda _: reply)) as server, client(transport) as http:
+        answers = [await http.get(f"{server.url}/{i}") for i in range(2)]
+    assert [answer.text for answer in answers] == ["ok", "ok"]
+    assert transport.opened == 2
+    assert server.targets() == ["/0", "/1"]
+
+
+async def test_a_response_closed_before_its_body_was_read_is_not_reused() -> None:
+    big = b"x" * 1_000_000
+    transport = Http11Transport()
+    async with (
+        serve(replying(lambda r: response(big if r.target == "/big" else b"small"))) as server,
+        client(transport) as http,
+    ):
+        async with http.stream("GET", f"{server.url}/big") as unread:
+            assert unread.status_code == 200
+        after = await http.get(f"{server.url}/small")
+    assert after.text == "small"
+    assert transport.opened == 2
+    assert server.targets() == ["/big", "/small"]
+
+
+async def test_an_expired_idle_connection_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http11, "KEEPALIVE_EXPIRY_S", 0.0)
+    transport = Http11Transport()
+    async with serve(replying(echo)) as server, client(transport) as http:
+        texts = [(await http.get(f"{server.url}/{i}")).text for i in range(2)]
+    assert texts == ["/0", "/1"]
+    assert transport.opened == 2
+    assert server.targets() == ["/0", "/1"]
+
+
+async def test_keep_alive_works_with_file_descriptors_above_1024() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        pytest.skip(f"RLIMIT_NOFILE is {soft}: cannot hold 1100 descriptors open")
+    transport = Http11Transport()
+    fillers: list[int] = []
+    try:
+        async with serve(replying(echo)) as server, client(transport) as http:
+            # Every descriptor below 1100 taken: the connection's socket gets a higher one.
+            while not fillers or fillers[-1] < 1100:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            first = await http.get(f"{server.url}/one")
+            second = await http.get(f"{server.url}/two")
+    finally:
+        for fd in fillers:
+            os.close(fd)
+    assert (first.text, second.text) == ("/one", "/two")
+    assert transport.opened == 1
+
+
+# -- failures: never re-sent ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["fresh", "reused"])
+async def test_a_request_dropped_unanswered_raises_and_is_not_resent(reused: bool) -> None:
+    async def handler(peer: Peer) -> None:
+        if reused:
+            await peer.request()
+            await peer.send(response())
+        await peer.request()  # ... and hang up without a word
+
+    transport = Http11Transport()
+    async with serve(handler) as server, client(transport) as http:
+        if reused:
+            assert (await http.get(f"{server.url}/warm")).text == "ok"
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await http.post(f"{server.url}/dropped", content=b"pay once")
+    assert server.targets() == (["/warm", "/dropped"] if reused else ["/dropped"])
+    assert server.requests[-1].body == b"pay once"
+    assert server.connections == 1
+    assert transport.opened == 1
+
+
+async def test_a_body_cut_short_raises_a_read_error() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+
+    transport = Http11Transport()
+    received = bytearray()
+    async with (
+        serve(handler) as server,
+        client(transport) as http,
+        http.stream("GET", server.url) as cut,
+    ):
+        assert cut.status_code == 200
+        with pytest.raises(httpx.ReadError, match="mid-response"):
+            await read_into(received, cut)
+    assert received == b"x" * 100
+    assert server.connections == 1
+
+
+async def test_a_server_silent_after_the_request_times_out() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.until_hangup()
+
+    transport = Http11Transport()
+    timeout = httpx.Timeout(5.0, read=0.3)
+    async with serve(handler) as server, client(transport, timeout) as http:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            await http.get(server.url)
+        waited = time.monotonic() - started
+    assert 0.25 <= waited < 2.0
+    assert len(server.requests) == 1
+
+
+async def test_a_server_silent_mid_body_times_out_while_reading() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"y" * 100)
+        await peer.until_hangup()
+
+    transport = Http11Transport()
+    received = bytearray()
+    timeout = httpx.Timeout(5.0, read=0.3)
+    async with (
+        serve(handler) as server,
+        client(transport, timeout) as http,
+        http.stream("GET", server.url) as stalled,
+    ):
+        assert stalled.status_code == 200
+        with pytest.raises(httpx.ReadTimeout):
+            await read_into(received, stalled)
+    assert received == b"y" * 100
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"HELLO WORLD\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n",
+    ],
+    ids=["status-line", "status-code", "content-length"],
+)
+async def test_a_malformed_response_raises_a_protocol_error(garbage: bytes) -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(garbage)
+        await peer.until_hangup()  # the client must not wait for the connection to close
+
+    transport = Http11Transport()
+    async with serve(handler) as server, client(transport) as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
+            await http.get(server.url)
+    assert len(server.requests) == 1
+
+
+async def test_a_refused_connection_raises_a_connect_error() -> None:
+    transport = Http11Transport()
+    with free_port_refusing() as sock:
+        port = sock.getsockname()[1]
+        async with client(transport) as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.get(f"http://127.0.0.1:{port}/")
+    assert transport.opened == 0
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -> None:
+    transport = Http11Transport()
+    async with serve(replying(echo)) as server, client(transport) as http:
+        assert (await http.get(f"{server.url}/a")).text == "/a"
+        with pytest.raises(httpx.LocalProtocolError):
+            await http.get(f"{server.url}/b", headers={"X-Note": "hi\r\nX-Injected: 1"})
+        assert (await http.get(f"{server.url}/c")).text == "/c"
+    assert server.targets() == ["/a", "/c"]
+    assert all("x-injected" not in got.headers for got in server.requests)
+    assert transport.opened == 1  # the refused request did not even spoil the connection
+
+
+# -- HTTP corners -----------------------------------------------------------------------------
+
+
+async def test_a_head_response_has_no_body_whatever_its_content_length() -> None:
+    def reply(request: Received) -> bytes:
+        whole = response(b"z" * 100)
+        return whole[:-100] if request.method == "HEAD" else whole
+
+    transport = Http11Transport()
+    timeout = httpx.Timeout(5.0, read=0.3)
+    async with serve(replying(reply)) as server, client(transport, timeout) as http:
+        head = await http.head(server.url)
+        body = await http.get(server.url)
+    assert (head.headers["content-length"], head.content) == ("100", b"")
+    assert body.content == b"z" * 100
+    assert transport.opened == 2  # llhttp cannot skip a HEAD body: that connection is closed
+
+
+async def test_an_interim_response_is_skipped() -> None:
+    async def handler(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await asyncio.sleep(0.02)  # a separate packet, as a real server would send it
+            await peer.send(response(b"final"))
+
+    transport = Http11Transport()
+    async with serve(handler) as server, client(transport) as http:
+        answer = await http.post(server.url, content=b"data")
+        assert (answer.status_code, answer.reason_phrase, answer.text) == (200, "OK", "final")
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+async def test_https_with_a_trusted_certificate_keeps_its_connection_alive(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_tls, client_tls = tls_pair
+    transport = Http11Transport(ssl_context=client_tls)
+    async with serve(replying(echo), tls=server_tls) as server, client(transport) as http:
+        assert server.url.startswith("https://")
+        texts = [(await http.get(f"{server.url}/{i}")).text for i in range(3)]
+    assert texts == ["/0", "/1", "/2"]
+    assert transport.opened == 1
+    assert server.connections == 1
+
+
+async def test_https_refuses_a_certificate_it_does_not_trust(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_tls, _ = tls_pair
+    transport = Http11Transport(ssl_context=ssl.create_default_context())
+    async with serve(replying(echo), tls=server_tls) as server, client(transport) as http:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await http.get(server.url)
+    assert server.requests == []
+
+
+# -- api_transport ----------------------------------------------------------------------------
+
+PROXY = "http://proxy.invalid:3128"
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "lean"),
+    [
+        pytest.param({}, "https://api.example.com/v1", True, id="no-proxy"),
+        pytest.param({"HTTPS_PROXY": PROXY}, "https://api.example.com/v1", False, id="https"),
+        pytest.param({"https_proxy": PROXY}, "https://api.example.com/v1", False, id="lower"),
+        pytest.param({"HTTPS_PROXY": PROXY}, "http://api.example.com/v1", True, id="other-scheme"),
+        pytest.param({"HTTP_PROXY": PROXY}, "http://127.0.0.1:8000/v1", False, id="http"),
+        pytest.param({"ALL_PROXY": PROXY}, "https://api.example.com/v1", False, id="all"),
+        pytest.param(
+            {"HTTPS_PROXY": PROXY, "NO_PROXY": "localhost,api.example.com"},
+            "https://api.example.com/v1",
+            True,
+            id="no_proxy-host",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": PROXY, "NO_PROXY": ".example.com"},
+            "https://api.example.com/v1",
+            True,
+            id="no_proxy-domain",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": PROXY, "NO_PROXY": "other.example.org"},
+            "https://api.example.com/v1",
+            False,
+            id="no_proxy-elsewhere",
+        ),
+        pytest.param({"IMAGERUN_HTTP": "httpx"}, "https://api.example.com/v1", False, id="httpx"),
+        pytest.param({"IMAGERUN_HTTP": "HTTPX"}, "http://127.0.0.1/v1", False, id="httpx-case"),
+    ],
+)
+def test_api_transport_steps_aside_for_proxies_and_on_request(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, lean: bool
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    wire = api_transport(url, ssl.create_default_context())
+    if lean:
+        assert isinstance(wire, Http11Transport)
+    else:
+        assert wire is None
