@@ -150,6 +150,7 @@ class Runner:
                     if self.options.handle_signals:
                         await services.start(self._signals, services)
                     await self._work(lanes)
+                    await self._ledger.flush()
                     services.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -271,8 +272,11 @@ class Runner:
                         await send.send(job)
                     if jobs:
                         continue
-                    if not lane.held and await self._nothing_left(lane):
-                        return
+                    if not lane.held:
+                        # Jobs just finished look live until their writes are committed.
+                        await self._ledger.flush()
+                        if await self._nothing_left(lane):
+                            return
                 with anyio.move_on_after(IDLE_POLL):
                     await wake.wait()
 

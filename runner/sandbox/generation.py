@@ -118,6 +118,17 @@ def _draw(ex: Exchange, sources: list[bytes], mask: bytes | None, grain: bool) -
     return [render_generation(spec) for spec in specs]
 
 
+def instant(config: SandboxConfig, ex: Exchange, sources: list[bytes]) -> bool:
+    """Whether :func:`produce` answers without waiting: no latency, no hang, a tiny image
+    drawn inline. The client then has no time to leave, and there is nothing to watch for."""
+    return (
+        config.tiny
+        and not sources
+        and ex.fault is not FaultKind.HANG
+        and latency_s(config, ex.seq) == 0
+    )
+
+
 async def produce(
     sandbox: Sandbox, ex: Exchange, sources: list[bytes], mask: bytes | None
 ) -> list[bytes]:

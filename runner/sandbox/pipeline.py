@@ -24,7 +24,7 @@ from runner.sandbox.charging import hold_price, quote, settle
 from runner.sandbox.config import FaultKind, Profile
 from runner.sandbox.disconnect import ClientGone, unless_client_leaves
 from runner.sandbox.exchange import Exchange
-from runner.sandbox.generation import load_sources, produce
+from runner.sandbox.generation import instant, load_sources, produce
 from runner.sandbox.groups import OPENAI_GROUP, group_for_key, is_rejected_key
 from runner.sandbox.headers import base_headers, retry_headers
 from runner.sandbox.ids import oneapi_request_id, openai_request_id
@@ -122,6 +122,8 @@ async def _run(sandbox: Sandbox, ex: Exchange) -> Response:
         assert ex.account is not None
         status = sandbox.config.quota_status
         raise errors.insufficient_quota(ex.profile, status, ex.account.available, price.quota)
+    if instant(sandbox.config, ex, sources):
+        return answer(sandbox, ex, await produce(sandbox, ex, sources, mask))
     work = functools.partial(produce, sandbox, ex, sources, mask)
     with sandbox.interruptible() as scope:
         images = await unless_client_leaves(ex.request.receive, work)

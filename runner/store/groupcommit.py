@@ -5,15 +5,20 @@ one by one, those writes queue behind each other on SQLite's single writer and c
 few hundred jobs per second. :class:`LedgerWriter` offers the same verbs as the store, but a
 background task commits whatever has accumulated in one transaction, as ``executemany``.
 
-The contract is unchanged: a verb returns only after its write is committed, so a request
-still never leaves before its ledger row exists. Callers wait shielded from cancellation, so a
-stopping run never abandons a write that may already be committed.
+``start_attempt`` returns only after its row is committed, so a request never leaves before
+its ledger row exists; its caller waits shielded from cancellation, so a stopping run never
+abandons a write that may already be committed. The finishing verbs return once their write is
+queued: it rides in the same transaction as other lanes' next starts, which halves the commits
+per job, and a lane moves on to its next job without waiting a commit for the last one. A
+crash in that window leaves the attempt ``sending``, exactly as a crash just before the write
+would (recovery judges it; its image on disk is adopted). :meth:`LedgerWriter.flush` waits for
+every queued write, and :meth:`LedgerWriter.run` commits what is queued before it exits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -38,6 +43,7 @@ class Ledger(Protocol):
     """
 
     async def start_attempt(self, start: AttemptStart) -> None: ...
+    async def flush(self) -> None: ...
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None: ...
     async def retry_later(self, result: AttemptResult, at: datetime) -> None: ...
     async def fail(self, result: AttemptResult) -> None: ...
@@ -47,7 +53,8 @@ class Ledger(Protocol):
 @dataclass(slots=True, eq=False)
 class _Pending:
     item: AttemptStart | Finish
-    done: anyio.Event = field(default_factory=anyio.Event)
+    #: Set once committed (only for the writes a caller waits for).
+    done: anyio.Event | None = None
     error: BaseException | None = None
 
 
@@ -72,20 +79,39 @@ class LedgerWriter:
         self._engine = engine
         self._queue: list[_Pending] = []
         self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        #: The first failed commit of a write nobody waited for; raised by every later verb.
+        self._failure: BaseException | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit queued writes until cancelled (cancel only once no verb is waiting)."""
+        """Commit queued writes until cancelled; what is queued then is committed first."""
         task_status.started()
-        while True:
-            await self._wake.wait()
-            # One more turn of the event loop lets every job that is ready to write join
-            # this group: fewer, larger commits cost less CPU per job than prompt small ones.
-            await anyio.lowlevel.checkpoint()
-            self._wake = anyio.Event()
+        try:
+            while True:
+                await self._wake.wait()
+                # One more turn of the event loop lets every job that is ready to write join
+                # this group: fewer, larger commits cost less CPU per job than prompt small ones.
+                await anyio.lowlevel.checkpoint()
+                self._wake = anyio.Event()
+                await self._commit_queued()
+        finally:
+            await self._commit_queued()
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed (raises a failed one's error)."""
+        if not self._idle.is_set():
+            with anyio.CancelScope(shield=True):
+                await self._idle.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _commit_queued(self) -> None:
+        with anyio.CancelScope(shield=True):
             while self._queue:
                 group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                with anyio.CancelScope(shield=True):
-                    await self._commit(group)
+                await self._commit(group)
+            self._idle.set()
 
     async def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -93,13 +119,24 @@ class LedgerWriter:
         except Exception as exc:  # every caller in the group sees the store's failure
             for pending in group:
                 pending.error = exc
+            self._failure = self._failure or exc
         for pending in group:
-            pending.done.set()
+            if pending.done is not None:
+                pending.done.set()
 
-    async def _submit(self, item: AttemptStart | Finish) -> None:
-        pending = _Pending(item)
+    def _enqueue(self, item: AttemptStart | Finish, done: anyio.Event | None) -> _Pending:
+        if self._failure is not None:
+            raise self._failure
+        pending = _Pending(item, done)
         self._queue.append(pending)
+        if self._idle.is_set():
+            self._idle = anyio.Event()
         self._wake.set()
+        return pending
+
+    async def _submit(self, item: AttemptStart) -> None:
+        pending = self._enqueue(item, anyio.Event())
+        assert pending.done is not None
         try:
             await pending.done.wait()
         except anyio.get_cancelled_exc_class():
@@ -115,18 +152,21 @@ class LedgerWriter:
         """See :meth:`runner.store.Store.start_attempt` (raises :class:`LeaseLost`)."""
         await self._submit(start)
 
+    # The finishing verbs queue their write and return (see the module docstring).
+
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
-        await self._submit(
-            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files)
+        self._enqueue(
+            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files),
+            None,
         )
 
     async def retry_later(self, result: AttemptResult, at: datetime) -> None:
-        await self._submit(
-            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at)
+        self._enqueue(
+            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at), None
         )
 
     async def fail(self, result: AttemptResult) -> None:
-        await self._submit(Finish(job_id=result.job_id, state=JobState.FAILED, result=result))
+        self._enqueue(Finish(job_id=result.job_id, state=JobState.FAILED, result=result), None)
 
     async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
-        await self._submit(Finish(job_id=job_id, state=state, result=result))
+        self._enqueue(Finish(job_id=job_id, state=state, result=result), None)

@@ -50,6 +50,9 @@ class LedgerOps:
 
     engine: AsyncEngine
 
+    async def flush(self) -> None:
+        """Nothing to wait for: every verb here is committed before it returns."""
+
     async def start_attempt(self, start: AttemptStart) -> None:
         """Record that a request is about to leave. Commits before returning.
 

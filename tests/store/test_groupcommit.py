@@ -1,0 +1,128 @@
+"""The group-committing ledger writer: what is committed when, and what survives a stop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from runner.models import AttemptState, Job, JobState, Outcome
+from runner.store import AttemptStart, LeaseLost, Store
+from runner.store.groupcommit import LedgerWriter
+
+from .factories import attempt_rows, claim_all, job_row, output_of, result_of, specs, start_of
+from .factories import submit as submit_batch
+
+pytestmark = pytest.mark.anyio
+
+
+async def claimed(store: Store, n: int) -> list[Job]:
+    batch = (await submit_batch(store, "group", specs(n))).batch
+    return await claim_all(store, batch.id, "w1")
+
+
+@pytest.fixture
+async def writer(store: Store) -> AsyncIterator[LedgerWriter]:
+    ledger = LedgerWriter(store.engine)
+    async with anyio.create_task_group() as tg:
+        await tg.start(ledger.run)
+        yield ledger
+        tg.cancel_scope.cancel()
+
+
+async def test_a_start_is_visible_to_another_process_when_the_verb_returns(
+    store: Store, db_url: str, writer: LedgerWriter
+) -> None:
+    [job] = await claimed(store, 1)
+    await writer.start_attempt(start_of(job, "w1"))
+
+    observer = await Store.open(db_url, migrate=False)
+    try:
+        [attempt] = await attempt_rows(observer, job.id)
+        assert attempt.state == AttemptState.SENDING
+    finally:
+        await observer.close()
+
+
+async def test_finishes_queue_and_flush_commits_them(store: Store, writer: LedgerWriter) -> None:
+    jobs = await claimed(store, 3)
+    starts = [start_of(job, "w1") for job in jobs]
+    for start in starts:
+        await writer.start_attempt(start)
+    for start in starts:
+        await writer.complete(result_of(start, Outcome.OK), [output_of(start, 0)])
+
+    await writer.flush()
+
+    for job in jobs:
+        assert (await job_row(store, job.id)).state == JobState.SUCCEEDED
+        [attempt] = await attempt_rows(store, job.id)
+        assert (attempt.state, attempt.outcome) == (AttemptState.DONE, Outcome.OK)
+
+
+async def test_concurrent_starts_share_commits_and_each_lost_lease_is_told_apart(
+    store: Store,
+) -> None:
+    jobs = await claimed(store, 40)
+    foreign = start_of(jobs[0], "someone-else")  # not the lease holder: must not be written
+    ledger = LedgerWriter(store.engine)
+    verdicts: dict[str, str] = {}
+
+    async def start(job_start: AttemptStart) -> None:
+        try:
+            await ledger.start_attempt(job_start)
+            verdicts[job_start.id] = "written"
+        except LeaseLost:
+            verdicts[job_start.id] = "lease lost"
+
+    mine = [start_of(job, "w1") for job in jobs[1:]]
+    async with anyio.create_task_group() as tg:
+        await tg.start(ledger.run)
+        async with anyio.create_task_group() as starters:
+            for item in [foreign, *mine]:
+                starters.start_soon(start, item)
+        tg.cancel_scope.cancel()
+
+    assert verdicts[foreign.id] == "lease lost"
+    assert all(verdicts[s.id] == "written" for s in mine)
+    assert await attempt_rows(store, jobs[0].id) == []
+    for job in jobs[1:]:
+        assert len(await attempt_rows(store, job.id)) == 1
+
+
+async def test_writes_queued_when_the_writer_is_stopped_are_committed(store: Store) -> None:
+    """A run that stops (Ctrl-C, the end of the work) never drops a queued ledger write."""
+    jobs = await claimed(store, 5)
+    ledger = LedgerWriter(store.engine)
+    starts = [start_of(job, "w1") for job in jobs]
+    async with anyio.create_task_group() as tg:
+        await tg.start(ledger.run)
+        for start in starts:
+            await ledger.start_attempt(start)
+        for start in starts:
+            await ledger.fail(result_of(start, Outcome.INVALID_REQUEST))
+        tg.cancel_scope.cancel()  # before the writer had a turn to commit the failures
+
+    for job in jobs:
+        assert (await job_row(store, job.id)).state == JobState.FAILED
+
+
+async def test_a_failed_commit_is_raised_by_flush_and_by_every_later_verb(
+    store: Store, writer: LedgerWriter
+) -> None:
+    [job] = await claimed(store, 1)
+    start = start_of(job, "w1")
+    await writer.start_attempt(start)
+    # The same output twice violates the outputs table's unique (job, k): the whole
+    # group is rolled back, and nobody waits on a finish to hear it, so the writer keeps it.
+    await writer.complete(result_of(start, Outcome.OK), [output_of(start, 0), output_of(start, 0)])
+
+    with pytest.raises(IntegrityError):
+        await writer.flush()
+    with pytest.raises(IntegrityError):
+        await writer.fail(result_of(start, Outcome.INVALID_REQUEST))
+    assert (await job_row(store, job.id)).state == JobState.RUNNING
+    [attempt] = await attempt_rows(store, job.id)
+    assert attempt.state == AttemptState.SENDING  # left for recovery to judge, never lost
