@@ -4,23 +4,44 @@ Calls are handed straight to a transport. ``httpx.AsyncClient.send`` would add a
 redirect and auth flows and URL merging on every call: a provider's API needs none of them,
 and on a fast route they cost more CPU than the request itself. Where a proxy applies (or
 ``IMAGERUN_HTTP=httpx``), the wire is a full ``httpx.AsyncClient``, which honours the
-``HTTP(S)_PROXY`` variables (see :func:`runner.http11.api_transport`).
+``HTTP(S)_PROXY`` variables (see :func:`api_transport`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import ssl
+import urllib.request
 from typing import Any
 
 import httpx
 
 from runner import __version__
-from runner.http11 import api_transport
+from runner.http11 import Http11Transport
 from runner.shapes.base import PreparedRequest
 
 #: Response encodings httpx decodes.
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+def api_transport(
+    url: str | httpx.URL, ssl_context: ssl.SSLContext
+) -> httpx.AsyncBaseTransport | None:
+    """This transport for ``url``, or ``None`` where httpx's own should carry the calls.
+
+    httpx honours ``HTTP(S)_PROXY`` only with its own transport, so a proxied origin keeps it;
+    ``IMAGERUN_HTTP=httpx`` asks for httpx's transport everywhere.
+    """
+    if os.environ.get("IMAGERUN_HTTP", "").lower() == "httpx":
+        return None
+    url = httpx.URL(url)
+    proxies = urllib.request.getproxies_environment()
+    if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(
+        url.host
+    ):
+        return None
+    return Http11Transport(ssl_context=ssl_context)
 
 
 class ApiClient:

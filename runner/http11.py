@@ -10,18 +10,16 @@ request with a buffered body.
 What it is not: a retrying client. A connection that dies after a request was written raises
 (``RemoteProtocolError`` or ``ReadError``) and is never silently re-sent: whether the provider
 saw, and billed, that request is the caller's question (design.md §6). Only a connection found
-dead *before* a byte of the request was written is replaced. Proxies are httpx's job:
-:func:`api_transport` returns ``None`` when one applies, and the client keeps its own transport.
+dead *before* a byte of the request was written is replaced. Proxies are httpx's job
+(see :func:`runner.api.api_transport`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import select
 import ssl
 import time
-import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -38,25 +36,6 @@ KEEPALIVE_EXPIRY_S = 4.0
 MAX_IDLE = 256
 
 Origin = tuple[str, str, int]
-
-
-def api_transport(
-    url: str | httpx.URL, ssl_context: ssl.SSLContext
-) -> httpx.AsyncBaseTransport | None:
-    """This transport for ``url``, or ``None`` where httpx's own should carry the calls.
-
-    httpx honours ``HTTP(S)_PROXY`` only with its own transport, so a proxied origin keeps it;
-    ``IMAGERUN_HTTP=httpx`` asks for httpx's transport everywhere.
-    """
-    if os.environ.get("IMAGERUN_HTTP", "").lower() == "httpx":
-        return None
-    url = httpx.URL(url)
-    proxies = urllib.request.getproxies_environment()
-    if (proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(
-        url.host
-    ):
-        return None
-    return Http11Transport(ssl_context=ssl_context)
 
 
 class Http11Transport(httpx.AsyncBaseTransport):

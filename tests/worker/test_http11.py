@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from runner import http11
-from runner.api import ApiClient
-from runner.http11 import HIGH_WATER, Http11Transport, _Body, api_transport
+from runner.api import ApiClient, api_transport
+from runner.http11 import HIGH_WATER, Http11Transport, _Body
 from runner.shapes.base import PreparedRequest
 
 pytestmark = pytest.mark.anyio
