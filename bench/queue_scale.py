@@ -44,6 +44,7 @@ from sqlalchemy import Engine, event
 
 import runner.worker
 from runner import app
+from runner.api import ApiClient
 from runner.config import load_settings
 from runner.store import Store
 from runner.worker import RunOptions
@@ -248,15 +249,15 @@ class Timeline:
         patch(Store, "open", classmethod(self.wrap("store.open", vars(Store)["open"].__func__)))
         for attr in ("reconcile_files", "sweep_temporaries"):
             patch(runner.worker, attr, self.wrap(attr, getattr(runner.worker, attr)))
-        send = httpx.AsyncClient.send
+        send = ApiClient.send
 
-        async def first_send(client: httpx.AsyncClient, *args: Any, **kwargs: Any) -> Any:
+        async def first_send(client: ApiClient, *args: Any, **kwargs: Any) -> Any:
             if self.first_send is None:
                 self.first_send = self.now()
                 self.sent.set()
             return await send(client, *args, **kwargs)
 
-        patch(httpx.AsyncClient, "send", first_send)
+        patch(ApiClient, "send", first_send)
         starts: dict[Any, float] = {}
 
         def before(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
