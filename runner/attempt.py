@@ -28,7 +28,7 @@ from runner.shapes.base import effective_model
 from runner.sources import download
 from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord, Store
 from runner.store.groupcommit import Ledger
-from runner.transport import AttemptFailed, Exchange, send
+from runner.transport import MODEL_NOT_FOUND, AttemptFailed, Exchange, send
 
 MAX_OUTPUT_BYTES = 200 * 1024 * 1024
 #: Images up to this size are verified and written on the event loop (see ``_save``).
@@ -218,8 +218,15 @@ class JobRunner:
         attempts = job.attempts + 1
         if outcome is Outcome.RATE_LIMITED:
             await lane.gate.pause(exc.retry_after or lane.policy.backoff(attempts))
-        if outcome.stops_route:
-            lane.gate.stop(f"{outcome.value}: {exc.message}")
+        stop = outcome.value if outcome.stops_route else None
+        if (
+            exc.error_code == MODEL_NOT_FOUND
+            and effective_model(lane.route, job) == lane.route.model
+        ):
+            # The route's own model is out of reach of its key: every job would fail alike.
+            stop = MODEL_NOT_FOUND
+        if stop is not None:
+            lane.gate.stop(f"{stop}: {exc.message}")
             self.stats.stopped_routes.setdefault(lane.route.name, lane.gate.stopped or "")
             await self.ledger.release(result, job.id, JobState.QUEUED)
             self.stats.released += 1

@@ -36,6 +36,8 @@ QUOTA_CODES = frozenset(
 MODERATION_CODES = frozenset(
     {"moderation_blocked", "content_policy_violation", "image_content_policy_violation"}
 )
+#: The key (or its gateway token group) cannot use the model asked for.
+MODEL_NOT_FOUND = "model_not_found"
 _REQUEST_ID_IN_TEXT = re.compile(r"\(request id: ([^)\s]+)\)")
 GATEWAY_ID_HEADERS = ("x-oneapi-request-id", "x-api-request-id")
 
@@ -226,6 +228,10 @@ def classify_error(status: int, headers: httpx.Headers, content: bytes) -> Trans
         return TransportError(Outcome.QUOTA_EXHAUSTED, message, **kwargs)
     if code in MODERATION_CODES or error_type == "image_generation_user_error":
         return TransportError(Outcome.MODERATION_BLOCKED, message, **kwargs)
+    if code == MODEL_NOT_FOUND:
+        # OpenAI's 404, and a gateway's 503 "no available channel for model M under group G":
+        # the same request will not do better later, whatever the status says.
+        return TransportError(Outcome.INVALID_REQUEST, message, **kwargs)
     if status == 429:
         return TransportError(Outcome.RATE_LIMITED, message, retry_after=hint, **kwargs)
     if status in (401, 403):

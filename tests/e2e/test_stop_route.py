@@ -128,3 +128,45 @@ def test_cli_run_with_a_bad_key_exits_1_and_says_why(
         assert_log_matches_ledger(ledger, server.sandbox.requests())
 
     anyio.run(check)
+
+
+@pytest.mark.anyio
+async def test_a_route_model_its_key_cannot_use_stops_the_route(world: MakeWorld) -> None:
+    """The gateway's 503 `model_not_found` for the route's own model: one request, then stop
+    (every other job would get the same answer), and the jobs wait for a fixed route."""
+    config = '[routes.sandbox-laozhang]\nmodel = "gpt-image-1"\n'  # not in the default group
+    w = world(SandboxConfig(tiny=True), config_text=config)
+    batch = await w.submit(lines(), "sandbox-laozhang")
+
+    with anyio.fail_after(RUN_DEADLINE):
+        result = await w.run([batch.id], concurrency=1)
+
+    assert result.report is not None
+    assert result.report.stopped_routes["sandbox-laozhang"].startswith(
+        "model_not_found: No available channel for model gpt-image-1"
+    )
+    ledger = await w.rows(batch)
+    assert ledger.states() == {"queued": JOBS}
+    seen = w.requests()
+    assert [r.status for r in seen] == [503]
+    assert_log_matches_ledger(ledger, seen)
+
+
+@pytest.mark.anyio
+async def test_a_job_asking_for_a_model_out_of_reach_fails_alone(world: MakeWorld) -> None:
+    """The same answer to one job's own `model` fails that job at once, unretried; the route
+    and its other jobs go on."""
+    w = world(SandboxConfig(tiny=True))
+    jobs = [{"id": "other-model", "prompt": "a kite", "model": "gpt-image-1"}, *lines(3)]
+    batch = await w.submit(jobs, "sandbox-laozhang")
+
+    with anyio.fail_after(RUN_DEADLINE):
+        result = await w.run([batch.id], concurrency=1)
+
+    assert result.report is not None
+    assert result.report.stopped_routes == {}
+    ledger = await w.rows(batch)
+    assert ledger.states() == {"failed": 1, "succeeded": 3}
+    assert ledger.job("other-model")["state"] == "failed"
+    assert [a["outcome"] for a in ledger.attempts_of("other-model")] == ["invalid_request"]
+    assert_log_matches_ledger(ledger, w.requests())

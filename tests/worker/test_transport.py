@@ -31,6 +31,8 @@ def _error(status: int, type_: str | None, code: str | None, message: str = "x")
         (500, "server_error", None, Outcome.SERVER_ERROR),
         (503, "service_unavailable_error", "server_is_overloaded", Outcome.SERVER_ERROR),
         (404, "invalid_request_error", "model_not_found", Outcome.INVALID_REQUEST),
+        # new-api: "No available channel for model M under group G": retrying will not help.
+        (503, "new_api_error", "model_not_found", Outcome.INVALID_REQUEST),
     ],
 )
 def test_error_bodies_map_to_outcome_classes(
