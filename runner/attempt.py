@@ -33,6 +33,10 @@ from runner.transport import MODEL_NOT_FOUND, AttemptFailed, Exchange, send
 MAX_OUTPUT_BYTES = 200 * 1024 * 1024
 #: Images up to this size are verified and written on the event loop (see ``_save``).
 INLINE_WRITE_BYTES = 32 * 1024
+#: A batch budget is granted to a worker in shares of at least this many worst-case attempts…
+GRANT_ATTEMPTS = 2
+#: …or this fraction of the budget, whichever is more (fewer grants, still a fair share).
+GRANT_SHARE = 0.02
 #: Make every image durable against power loss before recording it (slower; see write_atomic).
 FSYNC = os.environ.get("IMAGERUN_FSYNC", "") not in ("", "0")
 
@@ -61,6 +65,8 @@ class JobRunner:
     budgets: dict[str, Budget]
     #: Bounds the memory held by large responses across all in-flight attempts.
     memory: ByteBudget | None = None
+    #: A worker silent this long holds no share of a batch budget (see runner.store.budgets).
+    grant_live_s: float = 120.0
 
     async def run_job(self, lane: Lane, job: Job) -> None:
         """Take ``job`` through one attempt and leave it in its next state."""
@@ -79,7 +85,7 @@ class JobRunner:
             self.stats.failed += 1
             return
         scopes = [b for key in ("run", job.batch_id) if (b := self.budgets.get(key))]
-        if not self._reserve(scopes, worst):
+        if not await self._reserve(scopes, worst):
             await self.store.release_unstarted(self.worker_id, [job.id])
             self.stats.released += 1
             return
@@ -99,18 +105,27 @@ class JobRunner:
         for scope in scopes:
             scope.settle(worst, _exposure(result))
 
-    def _reserve(self, scopes: list[Budget], worst: float) -> bool:
+    async def _reserve(self, scopes: list[Budget], worst: float) -> bool:
         reserved: list[Budget] = []
         for scope in scopes:
-            if not scope.reserve(worst):
+            if not scope.reserve(worst) and not await self._grow(scope, worst):
                 _cancel(reserved, worst)
-                self.stats.budget_stop = (
-                    f"budget reached: ${scope.committed_usd + scope.reserved_usd:.4f} committed "
-                    f"of ${scope.limit_usd:.2f}; the next job could cost up to ${worst:.4f}"
-                )
+                self.stats.budget_stop = _budget_reached(scope, worst)
                 return False
             reserved.append(scope)
         return True
+
+    async def _grow(self, scope: Budget, worst: float) -> bool:
+        """Ask the database for more of a batch's shared budget, then reserve again."""
+        if scope.batch_id is None:
+            return False
+        want = max(worst * GRANT_ATTEMPTS, (scope.cap_usd or 0.0) * GRANT_SHARE)
+        granted = await self.store.grant_budget(
+            scope.batch_id, self.worker_id, want, live_within_s=self.grant_live_s
+        )
+        if granted > 0:
+            scope.extend(granted)
+        return scope.reserve(worst)
 
     async def _prepare(self, lane: Lane, job: Job) -> PreparedRequest:
         need_bytes = lane.route.shape == "images"
@@ -344,6 +359,18 @@ class JobRunner:
 
 #: Stands in for a payload once its image has been written (so its base64 text can be freed).
 _SPENT = ImagePayload()
+
+
+def _budget_reached(scope: Budget, worst: float) -> str:
+    if scope.batch_id is None:
+        return (
+            f"budget reached: ${scope.committed_usd + scope.reserved_usd:.4f} committed "
+            f"of ${scope.limit_usd:.2f}; the next job could cost up to ${worst:.4f}"
+        )
+    return (
+        f"budget reached: batch {scope.batch_id}'s ${scope.cap_usd or 0.0:.2f} is spent, in "
+        f"flight or granted to other live workers; the next job could cost up to ${worst:.4f}"
+    )
 
 
 def _cancel(scopes: list[Budget], worst: float) -> None:

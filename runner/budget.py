@@ -9,15 +9,31 @@ from dataclasses import dataclass
 class Budget:
     """A spending cap over a scope (a run, or one batch), tracked in this process.
 
-    ``committed`` starts at what the database already counts against the scope (charged, or
-    possibly charged, attempts); every attempt reserves its worst case before it starts and
-    settles to its expected cost when it ends.
+    For a run, ``limit`` is the cap and ``committed`` starts at what the database already
+    counts against the batches (charged, or possibly charged, attempts). For a batch, which
+    other processes may be spending too, ``limit`` is what the database granted this process
+    (:meth:`extend` adds a grant; see ``runner.store.budgets``) and ``committed`` this
+    process's own spending. Either way every attempt reserves its worst case before it starts
+    and settles to its expected cost when it ends.
     """
 
     limit_usd: float
     committed_usd: float = 0.0
     reserved_usd: float = 0.0
     exhausted: bool = False
+    #: Set for a batch's budget, which is shared through grants.
+    batch_id: str | None = None
+    #: The batch's whole budget (for messages; ``limit_usd`` is this process's share).
+    cap_usd: float | None = None
+
+    def room(self) -> float:
+        """What is left to reserve."""
+        return self.limit_usd - self.committed_usd - self.reserved_usd
+
+    def extend(self, grant_usd: float) -> None:
+        """Raise the limit by a grant (which may let the next reservation fit again)."""
+        self.limit_usd += grant_usd
+        self.exhausted = False
 
     def reserve(self, worst_case_usd: float) -> bool:
         """Reserve room for one attempt; ``False`` (and ``exhausted``) when it would not fit."""

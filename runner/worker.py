@@ -119,6 +119,7 @@ class Runner:
             stats=self.stats,
             budgets={},
             memory=ByteBudget(options.memory_mb * 1024 * 1024),
+            grant_live_s=2 * options.lease_seconds,
         )
 
     def request_stop(self) -> None:
@@ -181,8 +182,8 @@ class Runner:
             budgets["run"] = Budget(self.options.budget_usd, committed_usd=spent)
         for batch in self.batches:
             if batch.budget_usd is not None:
-                spent = await self.store.exposure_usd([batch.id])
-                budgets[batch.id] = Budget(batch.budget_usd, committed_usd=spent)
+                # Shared with any other worker on the batch: spent as the database grants it.
+                budgets[batch.id] = Budget(0.0, batch_id=batch.id, cap_usd=batch.budget_usd)
 
     @functools.cached_property
     def _tls(self) -> ssl.SSLContext:

@@ -32,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import StoreError
+from runner.store.budgets import BudgetOps
 from runner.store.charges import ChargeOps
 from runner.store.engine import (
     DEFAULT_DB,
@@ -70,6 +71,7 @@ class Store(
     RecoveryOps,
     RouteStateOps,
     ChargeOps,
+    BudgetOps,
 ):
     """imagerun's database. Open with :meth:`open`; close with :meth:`close`."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome
@@ -18,6 +18,16 @@ _COST = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0)
 #: What an attempt of unknown charge may have cost. A ``lost`` attempt (closed by recovery) has
 #: no expected cost; it may have been charged in full, so it keeps its worst case.
 _MAYBE = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, attempts.c.worst_case_usd)
+
+
+def exposure() -> ColumnElement[float]:
+    """What one attempt counts against a budget (see :meth:`ReportOps.exposure_usd`)."""
+    return case(
+        (attempts.c.state == AttemptState.SENDING.value, attempts.c.worst_case_usd),
+        (attempts.c.charge_status == ChargeStatus.NOT_CHARGED.value, 0.0),
+        (attempts.c.charge_status == ChargeStatus.UNKNOWN.value, _MAYBE),
+        else_=_COST,
+    )
 
 
 class ReportOps:
@@ -107,14 +117,8 @@ class ReportOps:
         worst case: a budget is a promise not to exceed, so we assume the worst until the
         provider's records say otherwise.
         """
-        possible = case(
-            (attempts.c.state == AttemptState.SENDING.value, attempts.c.worst_case_usd),
-            (attempts.c.charge_status == ChargeStatus.NOT_CHARGED.value, 0.0),
-            (attempts.c.charge_status == ChargeStatus.UNKNOWN.value, _MAYBE),
-            else_=_COST,
-        )
         async with reading(self.engine) as conn:
             value = await conn.scalar(
-                select(func.sum(possible)).where(attempts.c.batch_id.in_(list(batch_ids)))
+                select(func.sum(exposure())).where(attempts.c.batch_id.in_(list(batch_ids)))
             )
         return float(value or 0.0)

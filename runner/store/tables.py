@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -220,4 +220,14 @@ balance_snapshots = Table(
     Column("detail", JSON, nullable=False),
     Column("taken_at", UTCDateTime, nullable=False),
     Index(None, "account", "taken_at"),
+)
+
+budget_grants = Table(
+    "budget_grants",
+    metadata,
+    # How much of a batch's budget one worker (one `imagerun run` process) may spend.
+    Column("batch_id", String(32), ForeignKey("batches.id"), primary_key=True),
+    Column("worker_id", String(64), primary_key=True),
+    Column("granted_usd", Float, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
