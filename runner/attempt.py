@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,9 @@ class JobRunner:
     budgets: dict[str, Budget]
     #: Bounds the memory held by large responses across all in-flight attempts.
     memory: ByteBudget | None = None
-    #: A worker silent this long holds no share of a batch budget (see runner.store.budgets).
-    grant_live_s: float = 120.0
+    #: How long a share of a batch budget is held without renewal (see runner.store.budgets).
+    grant_hold_s: float = 120.0
+    _grant_locks: dict[str, anyio.Lock] = field(default_factory=dict)
 
     async def run_job(self, lane: Lane, job: Job) -> None:
         """Take ``job`` through one attempt and leave it in its next state."""
@@ -116,16 +117,25 @@ class JobRunner:
         return True
 
     async def _grow(self, scope: Budget, worst: float) -> bool:
-        """Ask the database for more of a batch's shared budget, then reserve again."""
+        """Ask the database for more of a batch's shared budget, then reserve again.
+
+        One request at a time per batch: the lanes that ran out meanwhile first look whether
+        the last grant made room, instead of each taking a share of their own.
+        """
         if scope.batch_id is None:
             return False
-        want = max(worst * GRANT_ATTEMPTS, (scope.cap_usd or 0.0) * GRANT_SHARE)
-        granted = await self.store.grant_budget(
-            scope.batch_id, self.worker_id, want, live_within_s=self.grant_live_s
-        )
-        if granted > 0:
-            scope.extend(granted)
-        return scope.reserve(worst)
+        lock = self._grant_locks.setdefault(scope.batch_id, anyio.Lock())
+        async with lock:
+            if scope.reserve(worst):
+                return True
+            need = worst - scope.room()
+            want = max(worst * GRANT_ATTEMPTS, (scope.cap_usd or 0.0) * GRANT_SHARE, need)
+            granted = await self.store.grant_budget(
+                scope.batch_id, self.worker_id, want, at_least=need, hold_s=self.grant_hold_s
+            )
+            if granted > 0:
+                scope.extend(granted)
+            return scope.reserve(worst)
 
     async def _prepare(self, lane: Lane, job: Job) -> PreparedRequest:
         need_bytes = lane.route.shape == "images"

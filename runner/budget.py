@@ -30,6 +30,10 @@ class Budget:
         """What is left to reserve."""
         return self.limit_usd - self.committed_usd - self.reserved_usd
 
+    def forfeit(self) -> None:
+        """Drop the unspent part of the limit (a lapsed grant may have gone to others)."""
+        self.limit_usd = self.committed_usd + self.reserved_usd
+
     def extend(self, grant_usd: float) -> None:
         """Raise the limit by a grant (which may let the next reservation fit again)."""
         self.limit_usd += grant_usd

@@ -261,7 +261,8 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {exc}"))
+            if not self._done:  # else the answer is whole: only the connection is spoilt
+                self._fail(httpx.RemoteProtocolError(f"malformed HTTP response: {exc}"))
             self.close()
         self._wake(True)
 
@@ -288,6 +289,13 @@ class _Connection(asyncio.Protocol):
         self._wake(True)
 
     # -- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._done:
+            # A second message in the same read: the answer is whole, the rest is not ours
+            # to parse (it would be merged into it). Stop here; the connection is dropped.
+            self._keep_alive = False
+            raise ValueError("a second response in one exchange")
 
     def on_status(self, status: bytes) -> None:
         self._reason += status

@@ -119,7 +119,7 @@ class Runner:
             stats=self.stats,
             budgets={},
             memory=ByteBudget(options.memory_mb * 1024 * 1024),
-            grant_live_s=2 * options.lease_seconds,
+            grant_hold_s=2 * options.lease_seconds,
         )
 
     def request_stop(self) -> None:
@@ -318,6 +318,9 @@ class Runner:
             held = [job_id for lane in lanes for job_id in lane.held]
             await self.store.heartbeat(self.worker_id, held, lease)
             await self.store.worker_heartbeat(self.worker_id)
+            for batch_id in await self.store.renew_budget_grants(self.worker_id, 2 * lease):
+                if (budget := self._jobs.budgets.get(batch_id)) is not None:
+                    budget.forfeit()
             await self._recover()
 
     async def _signals(

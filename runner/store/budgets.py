@@ -4,11 +4,14 @@ A batch's budget is one promise, however many ``imagerun run`` processes work on
 Each process keeps its own :class:`runner.budget.Budget` for the batch, whose limit is the sum
 of its grants, and asks for more only when an attempt would not fit. A grant comes out of what
 is left: the budget, less everything spent or possibly spent on the batch (attempts in flight
-at their worst case), less the unspent part of every live worker's grants. Each worker stays
-within its grants, so together they stay within the budget.
+at their worst case), less the unspent part of every live grant. Each worker stays within its
+grants, so together they stay within the budget.
 
-A worker that stopped, or whose heartbeat is older than ``live_within_s``, holds nothing: what
-it spent stays counted, its unspent grant goes back.
+A grant lives for ``hold_s`` seconds from its holder's last renewal (its heartbeat renews it,
+with its own lease as the measure, so workers with different leases judge each other fairly).
+A grant that lapsed, or whose holder stopped, holds nothing more: what was spent stays counted,
+the rest goes back. A holder that finds its grant lapsed on renewal keeps only what it spent
+(see :meth:`BudgetOps.renew_budget_grants`).
 """
 
 from __future__ import annotations
@@ -31,12 +34,18 @@ class BudgetOps:
     dialect: str
 
     async def grant_budget(
-        self, batch_id: str, worker_id: str, want_usd: float, *, live_within_s: float
+        self,
+        batch_id: str,
+        worker_id: str,
+        want_usd: float,
+        *,
+        at_least: float = 0.0,
+        hold_s: float,
     ) -> float:
         """Grant ``worker_id`` up to ``want_usd`` more of ``batch_id``'s budget.
 
-        Returns what was granted: less than asked (down to 0) when the budget is nearly gone,
-        and ``want_usd`` for a batch without a budget.
+        Returns what was granted: less than asked when the budget is nearly gone, 0 when
+        less than ``at_least`` is left, and ``want_usd`` for a batch without a budget.
         """
         return await run_write(
             self.engine,
@@ -44,9 +53,29 @@ class BudgetOps:
             batch_id,
             worker_id,
             want_usd,
-            live_within_s,
+            at_least,
+            hold_s,
             self.dialect == "postgresql",
         )
+
+    async def renew_budget_grants(self, worker_id: str, hold_s: float) -> list[str]:
+        """Extend ``worker_id``'s grants by ``hold_s``; return the batches whose grant had lapsed.
+
+        A lapsed grant may have been handed to others meanwhile: it is cut down to what this
+        worker has spent, and the worker must drop its unspent share (``Budget.forfeit``).
+        """
+        return await run_write(self.engine, _renew, worker_id, hold_s)
+
+
+def _spent_by(conn: Connection, batch_id: str) -> dict[str | None, float]:
+    return {
+        row.worker_id: float(row.spent or 0.0)
+        for row in conn.execute(
+            select(attempts.c.worker_id, func.sum(exposure()).label("spent"))
+            .where(attempts.c.batch_id == batch_id)
+            .group_by(attempts.c.worker_id)
+        )
+    }
 
 
 def _grant(
@@ -54,7 +83,8 @@ def _grant(
     batch_id: str,
     worker_id: str,
     want_usd: float,
-    live_within_s: float,
+    at_least: float,
+    hold_s: float,
     lock_rows: bool,
 ) -> float:
     query = select(batches.c.budget_usd).where(batches.c.id == batch_id)
@@ -63,41 +93,67 @@ def _grant(
     budget = conn.scalar(query)
     if budget is None:
         return want_usd
-    spent_by = {
-        row.worker_id: float(row.spent or 0.0)
-        for row in conn.execute(
-            select(attempts.c.worker_id, func.sum(exposure()).label("spent"))
-            .where(attempts.c.batch_id == batch_id)
-            .group_by(attempts.c.worker_id)
-        )
-    }
+    spent_by = _spent_by(conn, batch_id)
     now = utcnow()
-    live = (workers.c.stopped_at.is_(None)) & (
-        workers.c.heartbeat_at >= now - timedelta(seconds=live_within_s)
-    )
     others = conn.execute(
         select(budget_grants.c.worker_id, budget_grants.c.granted_usd)
         .join(workers, workers.c.id == budget_grants.c.worker_id)
-        .where(budget_grants.c.batch_id == batch_id, budget_grants.c.worker_id != worker_id, live)
+        .where(
+            budget_grants.c.batch_id == batch_id,
+            budget_grants.c.worker_id != worker_id,
+            budget_grants.c.expires_at >= now,
+            workers.c.stopped_at.is_(None),
+        )
     )
     mine = (budget_grants.c.batch_id == batch_id) & (budget_grants.c.worker_id == worker_id)
     granted = conn.scalar(select(budget_grants.c.granted_usd).where(mine))
     unspent = sum(max(0.0, float(r.granted_usd) - spent_by.get(r.worker_id, 0.0)) for r in others)
     unspent += max(0.0, float(granted or 0.0) - spent_by.get(worker_id, 0.0))
     left = float(budget) - sum(spent_by.values()) - unspent
-    grant = max(0.0, min(want_usd, left))
-    if grant <= 0.0:
+    if left < max(at_least, 1e-12):
         return 0.0
+    grant = min(want_usd, left)
+    expires = now + timedelta(seconds=hold_s)
     if granted is not None:
         conn.execute(
             update(budget_grants)
             .where(mine)
-            .values(granted_usd=budget_grants.c.granted_usd + grant, updated_at=now)
+            .values(
+                granted_usd=budget_grants.c.granted_usd + grant, expires_at=expires, updated_at=now
+            )
         )
     else:
         conn.execute(
             insert(budget_grants).values(
-                batch_id=batch_id, worker_id=worker_id, granted_usd=grant, updated_at=now
+                batch_id=batch_id,
+                worker_id=worker_id,
+                granted_usd=grant,
+                expires_at=expires,
+                updated_at=now,
             )
         )
     return grant
+
+
+def _renew(conn: Connection, worker_id: str, hold_s: float) -> list[str]:
+    now = utcnow()
+    rows = conn.execute(
+        select(budget_grants.c.batch_id, budget_grants.c.expires_at).where(
+            budget_grants.c.worker_id == worker_id
+        )
+    ).all()
+    lapsed = [r.batch_id for r in rows if r.expires_at < now]
+    for batch_id in lapsed:
+        spent = _spent_by(conn, batch_id).get(worker_id, 0.0)
+        conn.execute(
+            update(budget_grants)
+            .where(budget_grants.c.batch_id == batch_id, budget_grants.c.worker_id == worker_id)
+            .values(granted_usd=spent, updated_at=now)
+        )
+    if rows:
+        conn.execute(
+            update(budget_grants)
+            .where(budget_grants.c.worker_id == worker_id)
+            .values(expires_at=now + timedelta(seconds=hold_s))
+        )
+    return lapsed

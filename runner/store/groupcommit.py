@@ -6,13 +6,16 @@ few hundred jobs per second. :class:`LedgerWriter` offers the same verbs as the 
 background task commits whatever has accumulated in one transaction, as ``executemany``.
 
 ``start_attempt`` returns only after its row is committed, so a request never leaves before
-its ledger row exists; its caller waits shielded from cancellation, so a stopping run never
-abandons a write that may already be committed. The finishing verbs return once their write is
-queued: it rides in the same transaction as other lanes' next starts, which halves the commits
-per job, and a lane moves on to its next job without waiting a commit for the last one. A
-crash in that window leaves the attempt ``sending``, exactly as a crash just before the write
-would (recovery judges it; its image on disk is adopted). :meth:`LedgerWriter.flush` waits for
-every queued write, and :meth:`LedgerWriter.run` commits what is queued before it exits.
+its ledger row exists. Its caller waits shielded from cancellation: a stopping run never
+abandons a write that may already be committed, and always finishes the attempt it started.
+
+The finishing verbs return once their write is queued: it rides in the same transaction as
+other lanes' next starts, which halves the commits per job, and a lane moves on to its next
+job without waiting a commit for the last one. A crash in that window leaves the attempt
+``sending``, exactly as a crash just before the write would (recovery judges it; its image on
+disk is adopted). :meth:`LedgerWriter.flush` waits for every queued write, and
+:meth:`LedgerWriter.run` commits what is queued before it exits; a write that comes later is
+committed by its caller.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class LedgerWriter:
         self._idle.set()
         #: The first failed commit of a write nobody waited for; raised by every later verb.
         self._failure: BaseException | None = None
+        #: Set once :meth:`run` has ended: later writes are committed by their callers.
+        self._closed = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit queued writes until cancelled; what is queued then is committed first."""
@@ -97,6 +102,7 @@ class LedgerWriter:
                 await self._commit_queued()
         finally:
             await self._commit_queued()
+            self._closed = True
 
     async def flush(self) -> None:
         """Wait until every write queued so far is committed (raises a failed one's error)."""
@@ -128,6 +134,8 @@ class LedgerWriter:
         if self._failure is not None:
             raise self._failure
         pending = _Pending(item, done)
+        if self._closed:
+            return pending  # committed by the caller
         self._queue.append(pending)
         if self._idle.is_set():
             self._idle = anyio.Event()
@@ -137,16 +145,23 @@ class LedgerWriter:
     async def _submit(self, item: AttemptStart) -> None:
         pending = self._enqueue(item, anyio.Event())
         assert pending.done is not None
-        try:
-            await pending.done.wait()
-        except anyio.get_cancelled_exc_class():
-            # The write may be committed already: the caller hears about the cancellation
-            # only once it is (a cancel scope per write would cost more than the write).
-            with anyio.CancelScope(shield=True):
+        # Shielded: once the row may be committed, the caller must hear how it went (and
+        # finish the attempt), not be cancelled out of it with a `sending` row left behind.
+        with anyio.CancelScope(shield=True):
+            if self._closed:
+                await self._commit([pending])
+            else:
                 await pending.done.wait()
-            raise
         if pending.error is not None:
             raise pending.error
+
+    async def _finish(self, item: Finish) -> None:
+        pending = self._enqueue(item, None)
+        if self._closed:  # the writer has stopped: commit here, and now
+            with anyio.CancelScope(shield=True):
+                await self._commit([pending])
+            if pending.error is not None:
+                raise pending.error
 
     async def start_attempt(self, start: AttemptStart) -> None:
         """See :meth:`runner.store.Store.start_attempt` (raises :class:`LeaseLost`)."""
@@ -155,18 +170,17 @@ class LedgerWriter:
     # The finishing verbs queue their write and return (see the module docstring).
 
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
-        self._enqueue(
-            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files),
-            None,
+        await self._finish(
+            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files)
         )
 
     async def retry_later(self, result: AttemptResult, at: datetime) -> None:
-        self._enqueue(
-            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at), None
+        await self._finish(
+            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at)
         )
 
     async def fail(self, result: AttemptResult) -> None:
-        self._enqueue(Finish(job_id=result.job_id, state=JobState.FAILED, result=result), None)
+        await self._finish(Finish(job_id=result.job_id, state=JobState.FAILED, result=result))
 
     async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
-        self._enqueue(Finish(job_id=job_id, state=state, result=result), None)
+        await self._finish(Finish(job_id=job_id, state=state, result=result))

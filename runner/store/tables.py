@@ -229,5 +229,7 @@ budget_grants = Table(
     Column("batch_id", String(32), ForeignKey("batches.id"), primary_key=True),
     Column("worker_id", String(64), primary_key=True),
     Column("granted_usd", Float, nullable=False),
+    # Renewed by the holder's heartbeat; a lapsed grant's unspent part goes back.
+    Column("expires_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

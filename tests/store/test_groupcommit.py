@@ -126,3 +126,39 @@ async def test_a_failed_commit_is_raised_by_flush_and_by_every_later_verb(
     assert (await job_row(store, job.id)).state == JobState.RUNNING
     [attempt] = await attempt_rows(store, job.id)
     assert attempt.state == AttemptState.SENDING  # left for recovery to judge, never lost
+
+
+async def test_a_start_cancelled_while_committing_still_returns_to_its_caller(
+    store: Store, writer: LedgerWriter
+) -> None:
+    """Whoever started an attempt gets to finish it: a cancellation waits until the start
+    is settled, so no `sending` row is left behind for a request that never left."""
+    [job] = await claimed(store, 1)
+    start = start_of(job, "w1")
+    returned = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await writer.start_attempt(start)
+        returned = True
+    assert returned
+    await writer.fail(result_of(start, Outcome.INTERRUPTED))
+    await writer.flush()
+    [attempt] = await attempt_rows(store, job.id)
+    assert (attempt.state, attempt.outcome) == (AttemptState.DONE, Outcome.INTERRUPTED)
+
+
+async def test_writes_after_the_writer_stopped_are_committed_by_their_callers(
+    store: Store,
+) -> None:
+    jobs = await claimed(store, 2)
+    ledger = LedgerWriter(store.engine)
+    async with anyio.create_task_group() as tg:
+        await tg.start(ledger.run)
+        tg.cancel_scope.cancel()
+
+    late = start_of(jobs[0], "w1")
+    await ledger.start_attempt(late)
+    await ledger.complete(result_of(late, Outcome.OK), [output_of(late, 0)])
+    await ledger.flush()
+
+    assert (await job_row(store, jobs[0].id)).state == JobState.SUCCEEDED

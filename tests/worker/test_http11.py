@@ -579,6 +579,21 @@ async def test_a_response_marked_connection_close_is_not_reused() -> None:
     assert server.targets() == ["/0", "/1"]
 
 
+async def test_bytes_after_a_whole_response_do_not_leak_into_it() -> None:
+    """A second message in the same packet: the first answer comes back whole and alone, and
+    the connection, whose stream is no longer trustworthy, is not reused."""
+    extra = response(b"stray", headers=[("X-Stray", "1")])
+    transport = Http11Transport()
+    async with (
+        serve(replying(lambda r: response(r.target.encode()) + extra)) as server,
+        client(transport) as http,
+    ):
+        answers = [await http.get(f"{server.url}/{i}") for i in range(2)]
+    assert [(a.text, a.headers.get("x-stray")) for a in answers] == [("/0", None), ("/1", None)]
+    assert transport.opened == 2
+    assert server.targets() == ["/0", "/1"]
+
+
 async def test_a_response_closed_before_its_body_was_read_is_not_reused() -> None:
     big = b"x" * 1_000_000
     transport = Http11Transport()
