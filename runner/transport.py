@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import anyio
 import httpx
 
 from runner.api import ApiClient
@@ -112,10 +113,10 @@ async def send(
         (response.headers[h] for h in GATEWAY_ID_HEADERS if h in response.headers), None
     )
     held = 0
-    if budget is not None and response.status_code == 200:
-        length = response.headers.get("content-length")
-        held = await budget.acquire(budget.cost(int(length) if length else None))
     try:
+        if budget is not None and response.status_code == 200:
+            length = response.headers.get("content-length")
+            held = await budget.acquire(budget.cost(int(length) if length else None))
         content = await _read_body(response)
     except httpx.HTTPError as exc:
         if budget is not None:
@@ -126,8 +127,13 @@ async def send(
             gateway_request_id=gateway_id,
             latency_ms=(time.perf_counter() - started) * 1000,
         ) from exc
+    except BaseException:  # cancelled while waiting for memory or reading: give it all back
+        if budget is not None:
+            await budget.release(held)
+        raise
     finally:
-        await response.aclose()
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
     latency = (time.perf_counter() - started) * 1000
     try:
         body = _decode(response, content, provider_id, gateway_id, latency)
