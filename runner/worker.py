@@ -318,9 +318,10 @@ class Runner:
             held = [job_id for lane in lanes for job_id in lane.held]
             await self.store.heartbeat(self.worker_id, held, lease)
             await self.store.worker_heartbeat(self.worker_id)
-            for batch_id in await self.store.renew_budget_grants(self.worker_id, 2 * lease):
-                if (budget := self._jobs.budgets.get(batch_id)) is not None:
-                    budget.forfeit()
+            if any(b.batch_id for b in self._jobs.budgets.values()):  # shares to keep
+                for batch_id in await self.store.renew_budget_grants(self.worker_id, 2 * lease):
+                    if (budget := self._jobs.budgets.get(batch_id)) is not None:
+                        budget.forfeit()
             await self._recover()
 
     async def _signals(

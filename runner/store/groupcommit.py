@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import JobState
 from runner.store.engine import run_write
-from runner.store.ledger import Finish, apply_finishes, apply_starts
+from runner.store.ledger import Finish, FinishVerbs, apply_finishes, apply_starts
 from runner.store.records import AttemptResult, AttemptStart, OutputRecord
 
 #: Most writes committed in one transaction (bounds a transaction's size and latency).
@@ -72,7 +72,7 @@ def _apply(conn: Connection, group: list[_Pending]) -> None:
         apply_finishes(conn, finishes)
 
 
-class LedgerWriter:
+class LedgerWriter(FinishVerbs):
     """The ledger verbs of :class:`runner.store.Store`, committed in groups.
 
     Start :meth:`run` in the worker's task group before using the verbs.
@@ -156,6 +156,7 @@ class LedgerWriter:
             raise pending.error
 
     async def _finish(self, item: Finish) -> None:
+        # The finishing verbs (FinishVerbs) queue their write and return: see the module doc.
         pending = self._enqueue(item, None)
         if self._closed:  # the writer has stopped: commit here, and now
             with anyio.CancelScope(shield=True):
@@ -166,21 +167,3 @@ class LedgerWriter:
     async def start_attempt(self, start: AttemptStart) -> None:
         """See :meth:`runner.store.Store.start_attempt` (raises :class:`LeaseLost`)."""
         await self._submit(start)
-
-    # The finishing verbs queue their write and return (see the module docstring).
-
-    async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
-        await self._finish(
-            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files)
-        )
-
-    async def retry_later(self, result: AttemptResult, at: datetime) -> None:
-        await self._finish(
-            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at)
-        )
-
-    async def fail(self, result: AttemptResult) -> None:
-        await self._finish(Finish(job_id=result.job_id, state=JobState.FAILED, result=result))
-
-    async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
-        await self._finish(Finish(job_id=job_id, state=state, result=result))

@@ -41,7 +41,34 @@ class Finish:
         return self.state in (JobState.SUCCEEDED, JobState.FAILED)
 
 
-class LedgerOps:
+class FinishVerbs:
+    """The verbs that end an attempt, each one :class:`Finish` row; a subclass writes it."""
+
+    async def _finish(self, finish: Finish) -> None:
+        raise NotImplementedError
+
+    async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
+        """The attempt succeeded and its outputs are on disk: record them, finish the job."""
+        await self._finish(
+            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files)
+        )
+
+    async def retry_later(self, result: AttemptResult, at: datetime) -> None:
+        """The attempt failed in a retryable way: the job waits until ``at``."""
+        await self._finish(
+            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at)
+        )
+
+    async def fail(self, result: AttemptResult) -> None:
+        """The attempt failed for good: the job is ``failed``."""
+        await self._finish(Finish(job_id=result.job_id, state=JobState.FAILED, result=result))
+
+    async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
+        """Give the job back without a verdict (route stopped, run interrupted)."""
+        await self._finish(Finish(job_id=job_id, state=state, result=result))
+
+
+class LedgerOps(FinishVerbs):
     """Attempt and job-completion verbs. Mixed into :class:`runner.store.Store`.
 
     Each verb is one transaction; :class:`runner.store.groupcommit.LedgerWriter` offers the same
@@ -63,26 +90,6 @@ class LedgerOps:
             (lost,) = await conn.run_sync(apply_starts, [start])
         if lost is not None:
             raise lost
-
-    async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
-        """The attempt succeeded and its outputs are on disk: record them, finish the job."""
-        await self._finish(
-            Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files)
-        )
-
-    async def retry_later(self, result: AttemptResult, at: datetime) -> None:
-        """The attempt failed in a retryable way: the job waits until ``at``."""
-        await self._finish(
-            Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at)
-        )
-
-    async def fail(self, result: AttemptResult) -> None:
-        """The attempt failed for good: the job is ``failed``."""
-        await self._finish(Finish(job_id=result.job_id, state=JobState.FAILED, result=result))
-
-    async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
-        """Give the job back without a verdict (route stopped, run interrupted)."""
-        await self._finish(Finish(job_id=job_id, state=state, result=result))
 
     async def _finish(self, finish: Finish) -> None:
         async with writing(self.engine) as conn:
