@@ -42,12 +42,12 @@ import httpx
 from _support import PYTHON, imagerun_env, median, sandbox_process, table, timed, write_results
 from sqlalchemy import Engine, event
 
-import runner.worker
+import runner.run.worker
 from runner import app
-from runner.api import ApiClient
 from runner.config import load_settings
+from runner.http.client import ApiClient
+from runner.run.worker import RunOptions
 from runner.store import Store
-from runner.worker import RunOptions
 
 CLI = [PYTHON, "-m", "runner.cli"]
 #: A statement slower than this during start-up gets its query plan reported.
@@ -248,7 +248,7 @@ class Timeline:
                 patch(Store, attr, self.wrap(f"store.{attr}", fn))
         patch(Store, "open", classmethod(self.wrap("store.open", vars(Store)["open"].__func__)))
         for attr in ("reconcile_files", "sweep_temporaries"):
-            patch(runner.worker, attr, self.wrap(attr, getattr(runner.worker, attr)))
+            patch(runner.run.worker, attr, self.wrap(attr, getattr(runner.run.worker, attr)))
         send = ApiClient.send
 
         async def first_send(client: ApiClient, *args: Any, **kwargs: Any) -> Any:
@@ -289,7 +289,7 @@ def startup_timeline(env: dict[str, str], db_file: Path) -> dict[str, Any]:
 
     async def go() -> None:
         async with anyio.create_task_group() as tg:
-            holder: list[runner.worker.Runner] = []
+            holder: list[runner.run.worker.Runner] = []
 
             async def stop_after_first() -> None:
                 await timeline.sent.wait()

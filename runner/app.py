@@ -15,13 +15,13 @@ import anyio
 
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
+from runner.files.adopt import reconcile_files
 from runner.manifest import CheckReport, check_manifest, scan_manifest
 from runner.models import JobSpec, JobState
 from runner.pricing import Estimate, estimate_job
-from runner.resume import reconcile_files
 from runner.routes import Route
+from runner.run.worker import Runner, RunOptions, RunReport
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store
-from runner.worker import Runner, RunOptions, RunReport
 
 
 @asynccontextmanager

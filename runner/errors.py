@@ -8,8 +8,10 @@
     ├── ValidationFailed           a manifest has problems; carries all of them (exit 1)
     ├── NotFound                   unknown batch id or name                     (exit 2)
     ├── StoreError                 the database failed; SQLAlchemy error chained
-    └── TransportError             one attempt failed; carries its Outcome class
-        (raised inside adapters, turned into a ledger row by the worker; never reaches the CLI)
+    └── AttemptError               one attempt failed; carries its Outcome class, the ids and
+        status the response had, and whether the request left (raised by the wire, the shape
+        adapters and the image checks; turned into a ledger row by the engine; never reaches
+        the CLI)
 
 httpx and SQLAlchemy exceptions never escape their adapter: they are translated here with the
 cause chained (``raise ... from exc``).
@@ -74,13 +76,18 @@ class ValidationFailed(ImagerunError):
         super().__init__(f"{len(problems) + truncated} problem(s){more}")
 
 
-class TransportError(ImagerunError):
-    """One attempt failed in a classified way.
+class AttemptError(ImagerunError):
+    """One attempt failed in a classified way; the ledger row is written from it.
 
     Attributes:
         outcome: the outcome class (``rate_limited``, ``timeout``, …).
         status: the HTTP status if a response arrived.
         retry_after: a server-directed delay in seconds, if one was given.
+        provider_request_id: the provider's ``x-request-id``, if a response carried one.
+        gateway_request_id: a gateway's own request id (header or error message), if any.
+        latency_ms: time from sending to this failure, when it was measured.
+        sent: False only when the request provably never reached the server (it could not
+            connect, or failed before anything was written): such an attempt costs nothing.
     """
 
     def __init__(
@@ -92,6 +99,10 @@ class TransportError(ImagerunError):
         error_type: str | None = None,
         error_code: str | None = None,
         retry_after: float | None = None,
+        provider_request_id: str | None = None,
+        gateway_request_id: str | None = None,
+        latency_ms: float | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.outcome = outcome
@@ -100,3 +111,20 @@ class TransportError(ImagerunError):
         self.error_type = error_type
         self.error_code = error_code
         self.retry_after = retry_after
+        self.provider_request_id = provider_request_id
+        self.gateway_request_id = gateway_request_id
+        self.latency_ms = latency_ms
+        self.sent = sent
+
+    def seen(
+        self,
+        *,
+        provider_request_id: str | None,
+        gateway_request_id: str | None,
+        latency_ms: float,
+    ) -> AttemptError:
+        """This error with what the response told of the request (ids, latency)."""
+        self.provider_request_id = provider_request_id or self.provider_request_id
+        self.gateway_request_id = gateway_request_id or self.gateway_request_id
+        self.latency_ms = latency_ms
+        return self

@@ -2,7 +2,7 @@
 
 Every probe is an ordinary attempt: it belongs to a job of an internal batch
 (``probe-<route>-<time>``), its ledger row is committed before it leaves, and it is sent,
-classified and recorded by the same :class:`runner.attempt.JobRunner` as any job. After each
+classified and recorded by the same :class:`runner.run.attempt.JobRunner` as any job. After each
 one the account's call log (or, without one, its balance) is polled until the charge shows up
 or ``settle`` seconds pass (after a timeout: until its upstream generation must have ended);
 the verdict is written on the attempt (evidence ``probe``) and as the route's observed policy
@@ -29,8 +29,6 @@ from typing import Any
 import anyio
 import httpx
 
-from runner.api import ApiClient
-from runner.attempt import JobRunner
 from runner.billing.endpoints import (
     AccountEndpoints,
     Balance,
@@ -42,15 +40,17 @@ from runner.billing.endpoints import (
 from runner.billing.findings import ProbeReport, ProbeResult
 from runner.billing.matching import rows_for
 from runner.billing.plan import Probe, ProbeOptions, plan_probes, probes_worst_case
-from runner.budget import Budget
-from runner.gate import RouteGate
-from runner.lane import Lane, RunStats
+from runner.http.client import ApiClient
 from runner.models import ChargeEvidence, ChargeStatus, JobSpec, Outcome, utcnow
 from runner.pricing import PriceBook
-from runner.retry import RetryPolicy
 from runner.routes import Catalog, Route
+from runner.run.attempt import JobRunner
+from runner.run.gate import RouteGate
+from runner.run.lane import Lane, RunStats
+from runner.run.retry import RetryPolicy
+from runner.run.sources import SourceLoader
+from runner.run.spending import Budget
 from runner.shapes import ADAPTERS
-from runner.sources import SourceLoader
 from runner.store import BatchInfo, Store
 from runner.store.charges import BalanceSnapshot, BilledAttempt, ChargeObservation, ChargeUpdate
 

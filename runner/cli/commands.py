@@ -15,7 +15,7 @@ from runner.cli.progress import show_progress
 from runner.cli.summary import print_run_summary
 from runner.config import Settings, load_settings
 from runner.errors import ValidationFailed
-from runner.worker import Runner, RunOptions
+from runner.run.worker import Runner, RunOptions
 
 RunAsync = Callable[[click.Context, Callable[[], Awaitable[Any]]], Any]
 

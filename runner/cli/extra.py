@@ -12,7 +12,7 @@ from runner import app
 from runner.cli import render
 from runner.cli.commands import RunAsync, settings
 from runner.cli.progress import show_progress
-from runner.worker import Runner
+from runner.run.worker import Runner
 
 #: The export layouts (``runner.export.FORMATS``; named here so that starting the CLI does not
 #: import pyarrow and Pillow — a test keeps the two lists equal).
@@ -135,7 +135,7 @@ def register(main: click.Group, run_async: RunAsync) -> None:
     @click.pass_context
     def demo(ctx: click.Context, workdir: Path) -> None:
         """The whole loop offline: sandbox, submit the examples, run, export a gallery."""
-        from runner.demo import run_demo
+        from runner.cli.demo import run_demo
 
         target = workdir.resolve()
 

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.text import Text
 
 from runner.cli.render import err, money
-from runner.lane import RunStats
+from runner.run.lane import RunStats
 
 
 def describe(stats: RunStats, now: float) -> str:

@@ -19,7 +19,7 @@ from runner.store import BatchStatus, EnqueueResult, WorkerInfo
 if TYPE_CHECKING:
     # Only for annotations: importing them would load the sandbox and pyarrow at start-up.
     from runner.app import ManifestEstimate
-    from runner.demo import DemoResult
+    from runner.cli.demo import DemoResult
     from runner.export import ExportReport
 
 # Piped output gets a wide, stable layout instead of Rich's 80-column fallback.

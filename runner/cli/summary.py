@@ -9,8 +9,8 @@ from rich.table import Table
 from runner.cli.render import console, err, money
 from runner.config import Settings
 from runner.models import JobState
+from runner.run.worker import RunReport
 from runner.store import BatchInfo
-from runner.worker import RunReport
 
 
 def print_run_summary(cfg: Settings, report: RunReport, batches: Sequence[BatchInfo]) -> None:

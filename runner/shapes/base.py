@@ -68,7 +68,7 @@ class ShapeAdapter(Protocol):
         """Images and usage from a decoded 200 JSON body.
 
         Raises:
-            TransportError: with outcome ``bad_response`` when the body has no usable image.
+            AttemptError: with outcome ``bad_response`` when the body has no usable image.
         """
         ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from runner.errors import TransportError
+from runner.errors import AttemptError
 from runner.models import Job, Outcome
 from runner.routes import Route
 from runner.shapes.base import (
@@ -46,9 +46,9 @@ class ChatAdapter:
         try:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise TransportError(Outcome.BAD_RESPONSE, "no choices[0].message.content") from None
+            raise AttemptError(Outcome.BAD_RESPONSE, "no choices[0].message.content") from None
         urls = _MARKDOWN_IMAGE.findall(content or "")
         if not urls:
             excerpt = (content or "")[:200]
-            raise TransportError(Outcome.BAD_RESPONSE, f"no image link in the reply: {excerpt!r}")
+            raise AttemptError(Outcome.BAD_RESPONSE, f"no image link in the reply: {excerpt!r}")
         return ParsedResponse(images=[ImagePayload(url=u) for u in urls])

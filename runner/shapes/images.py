@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.errors import TransportError
+from runner.errors import AttemptError
 from runner.models import Job, Outcome, Usage
 from runner.routes import Route
 from runner.shapes.base import (
@@ -48,11 +48,11 @@ class ImagesAdapter:
     def parse(self, body: Any) -> ParsedResponse:
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or not data:
-            raise TransportError(Outcome.BAD_RESPONSE, "response has no images (empty `data`)")
+            raise AttemptError(Outcome.BAD_RESPONSE, "response has no images (empty `data`)")
         payloads = []
         for item in data:
             if not isinstance(item, dict) or not (item.get("b64_json") or item.get("url")):
-                raise TransportError(Outcome.BAD_RESPONSE, "image item without b64_json or url")
+                raise AttemptError(Outcome.BAD_RESPONSE, "image item without b64_json or url")
             payloads.append(ImagePayload(b64=item.get("b64_json"), url=item.get("url")))
         return ParsedResponse(images=payloads, usage=images_usage(body.get("usage")))
 

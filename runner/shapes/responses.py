@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from runner.errors import TransportError
+from runner.errors import AttemptError
 from runner.models import Job, Outcome, Usage
 from runner.routes import Route
 from runner.shapes.base import (
@@ -63,7 +63,7 @@ class ResponsesAdapter:
             if isinstance(item, dict) and item.get("type") == "image_generation_call"
         ]
         if not calls:
-            raise TransportError(Outcome.BAD_RESPONSE, "response has no image_generation_call")
+            raise AttemptError(Outcome.BAD_RESPONSE, "response has no image_generation_call")
         images = []
         for call in calls:
             if call.get("status") == "failed" or not call.get("result"):
@@ -74,7 +74,7 @@ class ResponsesAdapter:
                     if code in ("moderation_blocked", "image_content_policy_violation")
                     else Outcome.BAD_RESPONSE
                 )
-                raise TransportError(
+                raise AttemptError(
                     outcome,
                     error.get("message") or "image generation call returned no image",
                     error_code=code,

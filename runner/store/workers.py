@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from runner.files.procs import pid_alive
 from runner.models import JobState, utcnow
-from runner.procs import pid_alive
 from runner.store.engine import reading, writing
 from runner.store.tables import jobs, workers
 

@@ -12,11 +12,11 @@ import anyio
 import pytest
 
 from runner import app
+from runner.cli.demo import sandbox_environ
 from runner.config import Settings, load_settings
-from runner.demo import sandbox_environ
+from runner.run.worker import RunOptions
 from runner.sandbox import RequestRecord, SandboxConfig, SandboxHandle, running_sandbox
 from runner.store import BatchInfo, Store
-from runner.worker import RunOptions
 
 
 @dataclass(slots=True, kw_only=True)

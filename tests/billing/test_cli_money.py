@@ -13,7 +13,7 @@ import httpx
 from click.testing import CliRunner, Result
 
 from runner.cli import main
-from runner.demo import sandbox_environ
+from runner.cli.demo import sandbox_environ
 from runner.models import Outcome
 from runner.sandbox import FaultKind, FaultRule, Latency, SandboxConfig
 

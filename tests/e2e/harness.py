@@ -21,13 +21,13 @@ from PIL import Image
 from sqlalchemy import select
 
 from runner import app
+from runner.cli.demo import sandbox_environ
 from runner.config import Settings, load_settings
-from runner.demo import sandbox_environ
-from runner.outputs import EXTENSIONS
+from runner.files.images import EXTENSIONS
+from runner.run.worker import RunOptions
 from runner.sandbox import RequestRecord, SandboxHandle
 from runner.store import BatchInfo, Store
 from runner.store.tables import attempts, jobs, outputs
-from runner.worker import RunOptions
 
 #: Longest a test's run may take: past this it is a failure (a hang), not a slow pass.
 RUN_DEADLINE = 30.0

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import main
-from runner.demo import sandbox_environ
+from runner.cli.demo import sandbox_environ
 from runner.sandbox import SandboxConfig, SandboxHandle
 
 from .conftest import MakeWorld

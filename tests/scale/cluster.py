@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.demo import sandbox_environ
+from runner.cli.demo import sandbox_environ
 from runner.sandbox import Latency, RequestRecord, SandboxConfig, SandboxHandle, running_sandbox
 
 ROUTE = "sandbox-laozhang"

@@ -7,10 +7,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner.attempt import GRANT_ATTEMPTS, JobRunner
-from runner.budget import Budget
-from runner.lane import RunStats
 from runner.pricing import load_price_book
+from runner.run.attempt import GRANT_ATTEMPTS, JobRunner
+from runner.run.lane import RunStats
+from runner.run.spending import Budget
 from runner.store import Store
 from tests.store.factories import specs, submit
 

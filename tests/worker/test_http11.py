@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 transport (``runner.http11``) against real servers on 127.0.0.1.
+"""The lean HTTP/1.1 transport (``runner.http.http11``) against real servers on 127.0.0.1.
 
 Each test starts a small asyncio server whose handler plays one server behaviour (keep-alive,
 hang-ups, cut bodies, garbage, TLS...) and records every request it read, so a test checks both
@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 
-from runner import http11
-from runner.api import ApiClient, api_transport
-from runner.http11 import HIGH_WATER, Http11Transport, _Body
+from runner.http import http11
+from runner.http.client import ApiClient, api_transport
+from runner.http.http11 import HIGH_WATER, Http11Transport, _Body
 from runner.shapes.base import PreparedRequest
 
 pytestmark = pytest.mark.anyio

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from runner.errors import TransportError
-from runner.models import Outcome
-from runner.outputs import (
+from runner.errors import AttemptError
+from runner.files.images import (
     check_expected,
     decode_b64,
     inspect_image,
     sweep_temporaries,
     write_atomic,
 )
+from runner.models import Outcome
 from runner.routes.sizes import Size
 
 
@@ -38,13 +38,13 @@ def test_gateway_data_url_without_padding_decodes() -> None:
 
 
 def test_corrupt_base64_is_a_bad_response() -> None:
-    with pytest.raises(TransportError) as info:
+    with pytest.raises(AttemptError) as info:
         decode_b64("not*base64!")
     assert info.value.outcome is Outcome.BAD_RESPONSE
 
 
 def test_truncated_png_does_not_pass_inspection() -> None:
-    with pytest.raises(TransportError) as info:
+    with pytest.raises(AttemptError) as info:
         inspect_image(_png(64, 64)[:-40])
     assert info.value.outcome is Outcome.BAD_RESPONSE
 
@@ -55,7 +55,7 @@ def test_a_flipped_bit_in_any_png_chunk_is_caught(where: str) -> None:
     raw = bytearray(_png(48, 40))
     at = raw.index(where.encode()) + 4  # first byte of the chunk's data (or its CRC for IEND)
     raw[at] ^= 0x01
-    with pytest.raises(TransportError, match="CRC") as info:
+    with pytest.raises(AttemptError, match="CRC") as info:
         inspect_image(bytes(raw))
     assert info.value.outcome is Outcome.BAD_RESPONSE
 
@@ -69,7 +69,7 @@ def test_png_inspection_agrees_with_pillow(mode: str) -> None:
 
 
 def test_png_signature_followed_by_garbage_is_a_bad_response() -> None:
-    with pytest.raises(TransportError) as info:
+    with pytest.raises(AttemptError) as info:
         inspect_image(b"\x89PNG\r\n\x1a\n" + b"not a chunk at all, nothing like IHDR")
     assert info.value.outcome is Outcome.BAD_RESPONSE
 
@@ -78,9 +78,9 @@ def test_size_and_format_mismatch_is_a_bad_response() -> None:
     info = inspect_image(_png(32, 16))
     assert (info.format, info.width, info.height) == ("png", 32, 16)
     check_expected(info, fmt="png", size=Size(32, 16))
-    with pytest.raises(TransportError):
+    with pytest.raises(AttemptError):
         check_expected(info, fmt="jpeg", size=None)
-    with pytest.raises(TransportError):
+    with pytest.raises(AttemptError):
         check_expected(info, fmt=None, size=Size(1024, 1024))
 
 

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from runner.models import Outcome
-from runner.retry import RetryPolicy
+from runner.run.retry import RetryPolicy
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
+from runner.http.send import classify_error, request_id_in_text, retry_after
 from runner.models import Outcome
-from runner.transport import classify_error, request_id_in_text, retry_after
 
 
 def _error(status: int, type_: str | None, code: str | None, message: str = "x") -> bytes:

@@ -1,6 +1,6 @@
 """The route gate shared through the database, for several worker processes (PostgreSQL).
 
-Same contract as :class:`runner.gate.RouteGate`, but the request schedule and the 429 pause
+Same contract as :class:`runner.run.gate.RouteGate`, but the request schedule and the 429 pause
 live in the store (``route_state``), so N workers together stay under the route's rate.
 """
 
@@ -10,7 +10,7 @@ import math
 
 import anyio
 
-from runner.gate import RATE_MARGIN
+from runner.run.gate import RATE_MARGIN
 from runner.store import Store
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import anyio
 
-from runner.errors import TransportError
+from runner.errors import AttemptError
+from runner.files.images import TMP_PREFIX, inspect_image
 from runner.models import JobState, Outcome, utcnow
-from runner.outputs import TMP_PREFIX, inspect_image
 from runner.pricing import PriceBook, attempt_cost
 from runner.routes import Catalog
 from runner.store import BatchInfo, OutputRecord, Store
@@ -88,7 +88,7 @@ async def _adopt(
             await anyio.to_thread.run_sync(_record, data_dir, job, attempt_id, path)
             for path in sorted(paths)
         ]
-    except (OSError, TransportError):
+    except (OSError, AttemptError):
         return False
     route = catalog.routes.get(batch.route)
     cost = 0.0

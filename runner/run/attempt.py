@@ -15,20 +15,20 @@ from typing import Any
 
 import anyio
 
-from runner.budget import Budget
-from runner.errors import TransportError
-from runner.lane import Lane, RunStats
-from runner.membudget import ByteBudget
+from runner.errors import AttemptError
+from runner.files.images import check_expected, decode_b64, inspect_image, write_atomic
+from runner.http.send import MODEL_NOT_FOUND, Exchange, send
 from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
-from runner.outputs import check_expected, decode_b64, inspect_image, write_atomic
 from runner.pricing import PriceBook, PriceNotFound, attempt_cost, worst_case
 from runner.routes.sizes import parse_size
+from runner.run.lane import Lane, RunStats
+from runner.run.memory import ByteBudget
+from runner.run.sources import download
+from runner.run.spending import Budget
 from runner.shapes import ImagePayload, LoadedImage, PreparedRequest
 from runner.shapes.base import effective_model
-from runner.sources import download
 from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord, Store
 from runner.store.groupcommit import Ledger
-from runner.transport import MODEL_NOT_FOUND, AttemptFailed, Exchange, send
 
 MAX_OUTPUT_BYTES = 200 * 1024 * 1024
 #: Images up to this size are verified and written on the event loop (see ``_save``).
@@ -73,7 +73,7 @@ class JobRunner:
         """Take ``job`` through one attempt and leave it in its next state."""
         try:
             prepared = await self._prepare(lane, job)
-        except TransportError as exc:
+        except AttemptError as exc:
             await self.store.fail_unsent(job.id, exc.outcome.value, exc.message)
             self.stats.failed += 1
             return
@@ -200,11 +200,11 @@ class JobRunner:
             self.stats.spent_usd += cost.expected_usd
             self.stats.outcomes[Outcome.OK.value] += 1
             return result
-        except TransportError as exc:
+        except AttemptError as exc:
             return await self._failed(lane, job, start, exc, exchange)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                error = TransportError(Outcome.INTERRUPTED, "run stopped while in flight")
+                error = AttemptError(Outcome.INTERRUPTED, "run stopped while in flight")
                 await self._failed(lane, job, start, error, exchange)
             raise
         finally:
@@ -217,7 +217,7 @@ class JobRunner:
         lane: Lane,
         job: Job,
         start: AttemptStart,
-        exc: TransportError,
+        exc: AttemptError,
         exchange: Exchange | None,
     ) -> AttemptResult:
         outcome = exc.outcome
@@ -230,7 +230,7 @@ class JobRunner:
             images=0,
         )
         charge, expected = cost.charge_status, cost.expected_usd
-        if isinstance(exc, AttemptFailed) and exc.never_sent:
+        if not exc.sent:
             charge, expected = ChargeStatus.NOT_CHARGED, 0.0
         result = replace(
             self._result(start, outcome, exchange=exchange, error=exc),
@@ -287,7 +287,7 @@ class JobRunner:
         outcome: Outcome,
         *,
         exchange: Exchange | None,
-        error: TransportError | None = None,
+        error: AttemptError | None = None,
     ) -> AttemptResult:
         now = utcnow()
         provider_id = gateway_id = None
@@ -295,7 +295,7 @@ class JobRunner:
         if exchange is not None:
             provider_id, gateway_id = exchange.provider_request_id, exchange.gateway_request_id
             latency = exchange.latency_ms
-        elif isinstance(error, AttemptFailed):
+        elif error is not None:
             provider_id, gateway_id = error.provider_request_id, error.gateway_request_id
             latency = error.latency_ms or latency
         return AttemptResult(

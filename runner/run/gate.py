@@ -17,7 +17,7 @@ RATE_MARGIN = 0.99
 
 class Gate(Protocol):
     """Admission control for one route: :class:`RouteGate` in one process, or
-    :class:`runner.shared_gate.SharedGate` across every worker sharing a PostgreSQL database.
+    :class:`runner.run.shared_gate.SharedGate` across every worker sharing a PostgreSQL database.
     """
 
     rpm: int

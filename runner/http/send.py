@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 import httpx
 
-from runner.api import ApiClient
-from runner.errors import TransportError
-from runner.membudget import ByteBudget
+from runner.errors import AttemptError
+from runner.http.client import ApiClient
 from runner.models import Outcome, utcnow
+from runner.run.memory import ByteBudget
 from runner.shapes.base import PreparedRequest
 
 #: Error codes that mean "no money / no quota left", whatever the HTTP status (often 429).
@@ -56,40 +56,13 @@ class Exchange:
     held: int = 0
 
 
-class AttemptFailed(TransportError):
-    """A classified failure that also carries whatever ids and status the response had."""
-
-    def __init__(
-        self,
-        error: TransportError,
-        *,
-        provider_request_id: str | None = None,
-        gateway_request_id: str | None = None,
-        latency_ms: float = 0.0,
-        never_sent: bool = False,
-    ) -> None:
-        super().__init__(
-            error.outcome,
-            error.message,
-            status=error.status,
-            error_type=error.error_type,
-            error_code=error.error_code,
-            retry_after=error.retry_after,
-        )
-        self.provider_request_id = provider_request_id
-        self.gateway_request_id = gateway_request_id
-        self.latency_ms = latency_ms
-        #: True when the request provably never reached the server (connect failed).
-        self.never_sent = never_sent
-
-
 async def send(
     client: ApiClient,
     prepared: PreparedRequest,
     client_request_id: str,
     budget: ByteBudget | None = None,
 ) -> Exchange:
-    """Send ``prepared`` and return the decoded 200 body, or raise :class:`AttemptFailed`.
+    """Send ``prepared`` and return the decoded 200 body, or raise :class:`AttemptError`.
 
     With a ``budget``, a large 200 body is only read once memory for it is reserved; the
     reservation travels in :attr:`Exchange.held` and the caller releases it.
@@ -103,11 +76,10 @@ async def send(
         response = await client.send(request)
     except httpx.HTTPError as exc:
         latency = (time.perf_counter() - started) * 1000
-        raise AttemptFailed(
-            _transport_error(exc),
-            latency_ms=latency,
-            never_sent=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
-        ) from exc
+        error = _transport_error(exc)
+        error.latency_ms = latency
+        error.sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+        raise error from exc
     provider_id = response.headers.get("x-request-id")
     gateway_id = next(
         (response.headers[h] for h in GATEWAY_ID_HEADERS if h in response.headers), None
@@ -121,8 +93,7 @@ async def send(
     except httpx.HTTPError as exc:
         if budget is not None:
             await budget.release(held)
-        raise AttemptFailed(
-            _body_error(exc, response),
+        raise _body_error(exc, response).seen(
             provider_request_id=provider_id,
             gateway_request_id=gateway_id,
             latency_ms=(time.perf_counter() - started) * 1000,
@@ -137,7 +108,7 @@ async def send(
     latency = (time.perf_counter() - started) * 1000
     try:
         body = _decode(response, content, provider_id, gateway_id, latency)
-    except AttemptFailed:
+    except AttemptError:
         if budget is not None:
             await budget.release(held)
         raise
@@ -176,8 +147,7 @@ def _decode(
     if response.status_code != 200:
         error = classify_error(response.status_code, response.headers, content)
         gateway_id = gateway_id or request_id_in_text(error.message)
-        raise AttemptFailed(
-            error,
+        raise error.seen(
             provider_request_id=provider_id,
             gateway_request_id=gateway_id,
             latency_ms=latency,
@@ -185,25 +155,25 @@ def _decode(
     try:
         return json.loads(content)
     except ValueError as exc:
-        raise AttemptFailed(
-            TransportError(Outcome.BAD_RESPONSE, f"200 response is not JSON: {exc}", status=200),
+        error = AttemptError(Outcome.BAD_RESPONSE, f"200 response is not JSON: {exc}", status=200)
+        raise error.seen(
             provider_request_id=provider_id,
             gateway_request_id=gateway_id,
             latency_ms=latency,
         ) from exc
 
 
-def _transport_error(exc: httpx.HTTPError) -> TransportError:
+def _transport_error(exc: httpx.HTTPError) -> AttemptError:
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return TransportError(Outcome.TIMEOUT, f"no response in time ({type(exc).__name__})")
-    return TransportError(Outcome.NETWORK, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        return AttemptError(Outcome.TIMEOUT, f"no response in time ({type(exc).__name__})")
+    return AttemptError(Outcome.NETWORK, f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
-def _body_error(exc: httpx.HTTPError, response: httpx.Response) -> TransportError:
+def _body_error(exc: httpx.HTTPError, response: httpx.Response) -> AttemptError:
     """The answer started but its body never arrived whole (cut off, or too slow)."""
     status = response.status_code
     if isinstance(exc, httpx.TimeoutException):
-        return TransportError(
+        return AttemptError(
             Outcome.TIMEOUT,
             f"HTTP {status} body not received in time ({type(exc).__name__})",
             status=status,
@@ -211,40 +181,40 @@ def _body_error(exc: httpx.HTTPError, response: httpx.Response) -> TransportErro
     if status != 200:
         # The status line says enough to classify (a 429 is still a 429).
         error = classify_error(status, response.headers, b"")
-        return TransportError(
+        return AttemptError(
             error.outcome,
             f"{error.message}; body cut short ({type(exc).__name__})",
             status=status,
             retry_after=error.retry_after,
         )
-    return TransportError(
+    return AttemptError(
         Outcome.BAD_RESPONSE,
         f"HTTP 200 body cut short: {type(exc).__name__}: {exc}".rstrip(": "),
         status=status,
     )
 
 
-def classify_error(status: int, headers: httpx.Headers, content: bytes) -> TransportError:
+def classify_error(status: int, headers: httpx.Headers, content: bytes) -> AttemptError:
     """Turn a non-200 response into an outcome class with the provider's type, code, message."""
     error_type, code, message = _error_fields(content)
     message = message or f"HTTP {status}"
     hint = retry_after(headers)
     kwargs: dict[str, Any] = {"status": status, "error_type": error_type, "error_code": code}
     if code in QUOTA_CODES or error_type in QUOTA_CODES:
-        return TransportError(Outcome.QUOTA_EXHAUSTED, message, **kwargs)
+        return AttemptError(Outcome.QUOTA_EXHAUSTED, message, **kwargs)
     if code in MODERATION_CODES or error_type == "image_generation_user_error":
-        return TransportError(Outcome.MODERATION_BLOCKED, message, **kwargs)
+        return AttemptError(Outcome.MODERATION_BLOCKED, message, **kwargs)
     if code == MODEL_NOT_FOUND:
         # OpenAI's 404, and a gateway's 503 "no available channel for model M under group G":
         # the same request will not do better later, whatever the status says.
-        return TransportError(Outcome.INVALID_REQUEST, message, **kwargs)
+        return AttemptError(Outcome.INVALID_REQUEST, message, **kwargs)
     if status == 429:
-        return TransportError(Outcome.RATE_LIMITED, message, retry_after=hint, **kwargs)
+        return AttemptError(Outcome.RATE_LIMITED, message, retry_after=hint, **kwargs)
     if status in (401, 403):
-        return TransportError(Outcome.AUTH, message, **kwargs)
+        return AttemptError(Outcome.AUTH, message, **kwargs)
     if status in (408, 409) or status >= 500:
-        return TransportError(Outcome.SERVER_ERROR, message, retry_after=hint, **kwargs)
-    return TransportError(Outcome.INVALID_REQUEST, message, **kwargs)
+        return AttemptError(Outcome.SERVER_ERROR, message, retry_after=hint, **kwargs)
+    return AttemptError(Outcome.INVALID_REQUEST, message, **kwargs)
 
 
 def _error_fields(content: bytes) -> tuple[str | None, str | None, str | None]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from runner.errors import TransportError
+from runner.errors import AttemptError
+from runner.files.procs import pid_alive
 from runner.models import Outcome
-from runner.procs import pid_alive
 from runner.routes.sizes import Size
 
 #: Our file extension for each Pillow format name.
@@ -47,7 +47,7 @@ def decode_b64(value: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise TransportError(Outcome.BAD_RESPONSE, f"image base64 does not decode: {exc}") from exc
+        raise AttemptError(Outcome.BAD_RESPONSE, f"image base64 does not decode: {exc}") from exc
 
 
 def inspect_image(data: bytes) -> ImageInfo:
@@ -58,7 +58,7 @@ def inspect_image(data: bytes) -> ImageInfo:
     ``verify`` does, in a fraction of its time); other formats are fully decoded.
 
     Raises:
-        TransportError: ``bad_response`` when the bytes are not a complete image.
+        AttemptError: ``bad_response`` when the bytes are not a complete image.
     """
     if data.startswith(PNG_SIGNATURE):
         return _inspect_png(data)
@@ -72,7 +72,7 @@ def inspect_image(data: bytes) -> ImageInfo:
                 image.load()
             return info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise TransportError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
+        raise AttemptError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
 
 
 def _inspect_png(data: bytes) -> ImageInfo:
@@ -98,17 +98,17 @@ def _inspect_png(data: bytes) -> ImageInfo:
         at = end + 4
 
 
-def _bad(reason: str) -> TransportError:
-    return TransportError(Outcome.BAD_RESPONSE, f"image does not decode: {reason}")
+def _bad(reason: str) -> AttemptError:
+    return AttemptError(Outcome.BAD_RESPONSE, f"image does not decode: {reason}")
 
 
 def check_expected(info: ImageInfo, *, fmt: str | None, size: Size | None) -> None:
     """Raise ``bad_response`` when the image is not what was asked for."""
     wanted = "jpeg" if fmt == "jpg" else fmt
     if wanted and info.format != wanted:
-        raise TransportError(Outcome.BAD_RESPONSE, f"asked for {wanted}, got {info.format}")
+        raise AttemptError(Outcome.BAD_RESPONSE, f"asked for {wanted}, got {info.format}")
     if size and (info.width, info.height) != (size.width, size.height):
-        raise TransportError(
+        raise AttemptError(
             Outcome.BAD_RESPONSE,
             f"asked for {size}, got {info.width}x{info.height}",
         )

@@ -11,7 +11,7 @@ What it is not: a retrying client. A connection that dies after a request was wr
 (``RemoteProtocolError`` or ``ReadError``) and is never silently re-sent: whether the provider
 saw, and billed, that request is the caller's question (design.md §6). Only a connection found
 dead *before* a byte of the request was written is replaced. Proxies are httpx's job
-(see :func:`runner.api.api_transport`).
+(see :func:`runner.http.client.api_transport`).
 """
 
 from __future__ import annotations

@@ -28,23 +28,23 @@ import httpx
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runner.api import ApiClient
-from runner.attempt import JobRunner
 from runner.billing.policy import observed_route
-from runner.budget import Budget
 from runner.errors import ConfigError
-from runner.gate import Gate, RouteGate
-from runner.lane import Lane, RunStats
-from runner.membudget import ByteBudget
+from runner.files.adopt import FilesReport, reconcile_files
+from runner.files.images import sweep_temporaries
+from runner.http.client import ApiClient
 from runner.models import Job, JobState, UnknownPolicy
-from runner.outputs import sweep_temporaries
 from runner.pricing import PriceBook
-from runner.resume import FilesReport, reconcile_files
-from runner.retry import RetryPolicy
 from runner.routes import Catalog, Route
+from runner.run.attempt import JobRunner
+from runner.run.gate import Gate, RouteGate
+from runner.run.lane import Lane, RunStats
+from runner.run.memory import ByteBudget
+from runner.run.retry import RetryPolicy
+from runner.run.shared_gate import SharedGate
+from runner.run.sources import SourceLoader
+from runner.run.spending import Budget
 from runner.shapes import ADAPTERS
-from runner.shared_gate import SharedGate
-from runner.sources import SourceLoader
 from runner.store import BatchInfo, Recovery, Store
 from runner.store.groupcommit import LedgerWriter
 
@@ -61,7 +61,7 @@ class RunOptions:
     budget_usd: float | None = None
     lease_seconds: float = 60.0
     grace_seconds: float = 30.0
-    #: Memory that large response bodies may hold at once (see ``runner.membudget``).
+    #: Memory that large response bodies may hold at once (see ``runner.run.memory``).
     memory_mb: int = 256
     #: Multiplies backoff waits; tests set 0 to retry at once.
     retry_scale: float = 1.0

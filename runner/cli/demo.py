@@ -19,9 +19,9 @@ import anyio
 from runner import app
 from runner.config import Settings, load_settings
 from runner.routes.catalog import env_key
+from runner.run.worker import Runner, RunOptions
 from runner.sandbox import FaultKind, Latency, SandboxConfig, SandboxHandle, running_sandbox
 from runner.store import BatchStatus
-from runner.worker import Runner, RunOptions
 
 #: (batch name, sandbox route, example manifest): every shape, generations and edits.
 DEMO_BATCHES: tuple[tuple[str, str, str], ...] = (

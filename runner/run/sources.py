@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from runner.errors import TransportError
+from runner.errors import AttemptError
 from runner.models import Outcome, SourceImage
 from runner.shapes.base import LoadedImage
 
@@ -64,7 +64,7 @@ class SourceLoader:
         try:
             data = await anyio.Path(path).read_bytes()
         except OSError as exc:
-            raise TransportError(
+            raise AttemptError(
                 Outcome.INVALID_REQUEST, f"cannot read source image {path}: {exc}"
             ) from exc
         return _loaded(data, path.name)
@@ -74,10 +74,10 @@ async def download(client: httpx.AsyncClient, url: str, *, limit: int) -> bytes:
     """Fetch ``url`` with size and time limits; redirects are followed but only over http(s).
 
     Raises:
-        TransportError: ``download_failed`` on any failure.
+        AttemptError: ``download_failed`` on any failure.
     """
     if httpx.URL(url).scheme not in ("http", "https"):
-        raise TransportError(Outcome.DOWNLOAD_FAILED, f"{url!r}: only http(s) URLs are fetched")
+        raise AttemptError(Outcome.DOWNLOAD_FAILED, f"{url!r}: only http(s) URLs are fetched")
     try:
         with anyio.fail_after(DOWNLOAD_TIMEOUT):
             async with client.stream("GET", url, follow_redirects=True) as response:
@@ -86,15 +86,15 @@ async def download(client: httpx.AsyncClient, url: str, *, limit: int) -> bytes:
                 async for chunk in response.aiter_bytes():
                     total += len(chunk)
                     if total > limit:
-                        raise TransportError(
+                        raise AttemptError(
                             Outcome.DOWNLOAD_FAILED, f"{url}: larger than {limit:,} bytes"
                         )
                     chunks.append(chunk)
                 return b"".join(chunks)
     except TimeoutError as exc:
-        raise TransportError(Outcome.DOWNLOAD_FAILED, f"{url}: download timed out") from exc
+        raise AttemptError(Outcome.DOWNLOAD_FAILED, f"{url}: download timed out") from exc
     except httpx.HTTPError as exc:
-        raise TransportError(Outcome.DOWNLOAD_FAILED, f"{url}: {exc}") from exc
+        raise AttemptError(Outcome.DOWNLOAD_FAILED, f"{url}: {exc}") from exc
 
 
 def _loaded(data: bytes, filename: str) -> LoadedImage:

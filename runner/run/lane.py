@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import anyio
 import httpx
 
-from runner.api import ApiClient
-from runner.gate import Gate
-from runner.retry import RetryPolicy
+from runner.http.client import ApiClient
 from runner.routes import Route
+from runner.run.gate import Gate
+from runner.run.retry import RetryPolicy
+from runner.run.sources import SourceLoader
 from runner.shapes import ShapeAdapter
-from runner.sources import SourceLoader
 
 
 @dataclass(slots=True, kw_only=True)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from runner import __version__
-from runner.http11 import Http11Transport
+from runner.http.http11 import Http11Transport
 from runner.shapes.base import PreparedRequest
 
 #: Response encodings httpx decodes.

@@ -1,0 +1,1 @@
+"""Files on disk: image inspection, output naming, atomic writes, orphan adoption."""
