@@ -38,7 +38,7 @@ def examples_dir() -> Path:
     packaged = Path(str(resources.files("runner"))) / "_examples"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[1] / "jobs" / "examples"
+    return Path(__file__).resolve().parents[2] / "jobs" / "examples"
 
 
 def demo_sandbox_config(seed: int = 7) -> SandboxConfig:
