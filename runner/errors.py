@@ -8,13 +8,13 @@
     ├── ValidationFailed           a manifest has problems; carries all of them (exit 1)
     ├── NotFound                   unknown batch id or name                     (exit 2)
     ├── StoreError                 the database failed; SQLAlchemy error chained
-    └── AttemptError               one attempt failed; carries its Outcome class, the ids and
-        status the response had, and whether the request left (raised by the wire, the shape
-        adapters and the image checks; turned into a ledger row by the engine; never reaches
-        the CLI)
+    └── AttemptError               one attempt failed; carries its Outcome class, the status,
+        ids and latency the response had, and whether the request left (raised by the wire,
+        the shape adapters, the source loader and the image checks; turned into a ledger row
+        by the engine; never reaches the CLI)
 
-httpx and SQLAlchemy exceptions never escape their adapter: they are translated here with the
-cause chained (``raise ... from exc``).
+httpx and SQLAlchemy exceptions never escape their adapter: each is translated with its cause
+chained (``raise ... from exc``), httpx's by the tables of ``runner.http.classify``.
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ import anyio
 
 from runner.errors import AttemptError
 from runner.files.images import check_expected, decode_b64, inspect_image, write_atomic
-from runner.http.send import MODEL_NOT_FOUND, Exchange, send
+from runner.http.classify import MODEL_NOT_FOUND
+from runner.http.download import download
+from runner.http.send import Exchange, send
 from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
 from runner.pricing import PriceBook, PriceNotFound, attempt_cost, worst_case
 from runner.routes.sizes import parse_size
 from runner.run.lane import Lane, RunStats
 from runner.run.memory import ByteBudget
-from runner.run.sources import download
 from runner.run.spending import Budget
 from runner.shapes import ImagePayload, LoadedImage, PreparedRequest
 from runner.shapes.base import effective_model

@@ -11,11 +11,11 @@ import anyio
 import httpx
 
 from runner.errors import AttemptError
+from runner.http.download import download
 from runner.models import Outcome, SourceImage
 from runner.shapes.base import LoadedImage
 
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
-DOWNLOAD_TIMEOUT = 60.0
 
 
 class SourceLoader:
@@ -68,33 +68,6 @@ class SourceLoader:
                 Outcome.INVALID_REQUEST, f"cannot read source image {path}: {exc}"
             ) from exc
         return _loaded(data, path.name)
-
-
-async def download(client: httpx.AsyncClient, url: str, *, limit: int) -> bytes:
-    """Fetch ``url`` with size and time limits; redirects are followed but only over http(s).
-
-    Raises:
-        AttemptError: ``download_failed`` on any failure.
-    """
-    if httpx.URL(url).scheme not in ("http", "https"):
-        raise AttemptError(Outcome.DOWNLOAD_FAILED, f"{url!r}: only http(s) URLs are fetched")
-    try:
-        with anyio.fail_after(DOWNLOAD_TIMEOUT):
-            async with client.stream("GET", url, follow_redirects=True) as response:
-                response.raise_for_status()
-                chunks, total = [], 0
-                async for chunk in response.aiter_bytes():
-                    total += len(chunk)
-                    if total > limit:
-                        raise AttemptError(
-                            Outcome.DOWNLOAD_FAILED, f"{url}: larger than {limit:,} bytes"
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except TimeoutError as exc:
-        raise AttemptError(Outcome.DOWNLOAD_FAILED, f"{url}: download timed out") from exc
-    except httpx.HTTPError as exc:
-        raise AttemptError(Outcome.DOWNLOAD_FAILED, f"{url}: {exc}") from exc
 
 
 def _loaded(data: bytes, filename: str) -> LoadedImage:

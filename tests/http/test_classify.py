@@ -1,4 +1,4 @@
-"""Classification of provider responses into outcome classes (design.md §5)."""
+"""Classification of failed attempts and provider answers into outcome classes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from runner.http.send import classify_error, request_id_in_text, retry_after
+from runner.http.classify import classify_error, request_id_in_text
+from runner.http.hints import retry_after
 from runner.models import Outcome
 
 
