@@ -8,7 +8,7 @@
 - :class:`AccountEndpoints` — where a route's balance and call log are read.
 """
 
-from runner.billing.costs import (
+from runner.billing.spend_report import (
     CostReport,
     FailureCharge,
     RepriceSummary,

@@ -15,7 +15,7 @@ from runner.pricing.book import (
     load_price_book,
     output_image_tokens,
 )
-from runner.pricing.cost import CostResult, attempt_cost, reprice, token_cost
+from runner.pricing.attempts import CostResult, attempt_cost, reprice, token_cost
 from runner.pricing.estimate import Estimate, estimate_job, worst_case
 
 __all__ = [
