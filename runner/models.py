@@ -40,7 +40,7 @@ class Shape(StrEnum):
 
 
 class JobState(StrEnum):
-    """Lifecycle of one manifest line (design.md §5)."""
+    """Lifecycle of one manifest line: queued → running → succeeded | failed | cancelled."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -200,3 +200,29 @@ class Usage:
         if data is None:
             return None
         return cls(**{k: int(v) for k, v in data.items() if k in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limit:
+    """One rate-limit window as a server reported it (any field may be missing)."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    #: Seconds until the window resets.
+    reset_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimits:
+    """An answer's ``x-ratelimit-{limit,remaining,reset}-*`` headers, by resource."""
+
+    requests: Limit | None = None
+    tokens: Limit | None = None
+    images: Limit | None = None
+
+    @property
+    def reset_s(self) -> float | None:
+        """The longest reset among the resources reported: when every window has room again."""
+        windows = (self.requests, self.tokens, self.images)
+        resets = [w.reset_s for w in windows if w is not None and w.reset_s is not None]
+        return max(resets) if resets else None

@@ -1,4 +1,4 @@
-"""Manifest reading and validation (design.md §3).
+"""Manifest reading and validation: every problem with its file, line and field.
 
 ``scan_manifest`` streams a JSONL or CSV manifest and yields a ``JobSpec`` per valid line and a
 ``Problem`` per problem; ``check_manifest`` summarises that as a ``CheckReport``.

@@ -1,11 +1,11 @@
-"""The manifest's fields and the checks on each value (design.md §3).
+"""The manifest's fields and the checks on each value (JSONL or CSV, one job a line).
 
 Every check here is route-aware but file-format-blind: the readers turn JSONL and CSV lines into
 the same JSON-typed ``dict`` and the checks below see only that. A check returns a user-facing
 reason when the value is wrong and ``None`` when it is fine; the caller attaches file, line and
 field.
 
-Limits come from ``shared/reference/openai-api.md`` §1–2: prompts up to 32,000 characters, up to
+Limits are OpenAI's for GPT image models: prompts up to 32,000 characters, up to
 16 source images, ``n`` 1–10, ``output_compression`` 0–100 and only for jpeg/webp, a transparent
 background only for png/webp.
 """

@@ -4,29 +4,25 @@ Local files and data URLs are read once, opened with Pillow (header + ``verify``
 with sha256; URLs are accepted as written and never fetched while validating. Results are cached
 per reference and per absolute path, so a thousand jobs sharing one source read it once.
 
-Accepted formats and limits follow ``shared/reference/openai-api.md`` §2: PNG, JPEG or WebP,
+Accepted formats and limits are OpenAI's for image inputs: PNG, JPEG or WebP,
 under 50 MB each; a data URL at most 20,971,520 characters; a mask needs an alpha channel.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import io
 import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
-
+from runner.files.images import ImageError, decode_b64, inspect_image
 from runner.models import SourceImage
 
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
 MAX_DATA_URL_CHARS = 20_971_520
-#: Pillow format name → the name users know.
-ACCEPTED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+#: The formats the API accepts as sources.
+ACCEPTED_FORMATS = frozenset({"png", "jpeg", "webp"})
 #: How many decoded data URLs to remember (they can be megabytes each).
 DATA_CACHE_SIZE = 64
 
@@ -131,7 +127,7 @@ def _read_file(path: str) -> ImageFacts | str:
         return f"cannot read: {exc.strerror or exc} ({path})"
     if len(data) > MAX_SOURCE_BYTES:
         return f"larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MB ({path})"
-    return inspect_image(data)
+    return source_facts(data)
 
 
 def _decode_data_url(ref: str) -> Resolved | str:
@@ -148,10 +144,10 @@ def _decode_data_url(ref: str) -> Resolved | str:
     if "base64" not in (flag.strip().lower() for flag in flags):
         return "data URL must be base64-encoded (data:image/png;base64,…)"
     try:
-        data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        data = decode_b64(payload)
+    except ImageError:
         return "data URL payload is not valid base64"
-    facts = inspect_image(data)
+    facts = source_facts(data)
     if isinstance(facts, str):
         return facts
     if media != f"image/{facts.format}":
@@ -159,27 +155,17 @@ def _decode_data_url(ref: str) -> Resolved | str:
     return Resolved(SourceImage(kind="data", ref=ref, sha256=facts.sha256), facts)
 
 
-def inspect_image(data: bytes) -> ImageFacts | str:
-    """Identify and verify image bytes with Pillow; return facts or why they are unusable."""
-    if not data:
-        return "empty file, not an image"
+def source_facts(data: bytes) -> ImageFacts | str:
+    """Identify and verify a source image's bytes; return facts or why they are unusable."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt, (width, height) = image.format, image.size
-            alpha = "A" in image.getbands() or "a" in image.getbands()
-            alpha = alpha or "transparency" in image.info
-            image.verify()
-    except UnidentifiedImageError:
-        return "not an image (Pillow cannot identify the format)"
-    except Image.DecompressionBombError:
-        return "image has too many pixels"
-    except Exception as exc:  # Pillow reports damaged files with many exception types.
-        return f"damaged image: {exc}"
-    if fmt not in ACCEPTED_FORMATS:
-        return f"{fmt} images are not accepted; use PNG, JPEG or WebP"
+        info = inspect_image(data, decode=False)
+    except ImageError as exc:
+        return str(exc)
+    if info.format not in ACCEPTED_FORMATS:
+        return f"{info.format.upper()} images are not accepted; use PNG, JPEG or WebP"
     digest = hashlib.sha256(data).hexdigest()
     return ImageFacts(
-        sha256=digest, format=ACCEPTED_FORMATS[fmt], width=width, height=height, alpha=alpha
+        sha256=digest, format=info.format, width=info.width, height=info.height, alpha=info.alpha
     )
 
 

@@ -130,7 +130,7 @@ class LineChecker:
         """Checks that involve two fields (each reported on the field that must change)."""
         file = self._file
         if "moderation" in params and data.get("images") and self._rules.route.shape == "images":
-            # The multipart /images/edits body has no moderation field (reference §2a).
+            # The multipart /images/edits body has no moderation field.
             message = "not accepted on edits (the /images/edits endpoint has no such field)"
             problems.append(Problem(file, line, "moderation", message))
         if "output_compression" not in params and "background" not in params:
@@ -186,7 +186,7 @@ class LineChecker:
         image: ImageFacts | None,
         problems: list[Problem],
     ) -> None:
-        """A mask needs an alpha channel and the first image's dimensions (reference §2)."""
+        """A mask needs an alpha channel and the first image's dimensions, as OpenAI requires."""
         where = show_ref(ref)
         if not mask.alpha:
             message = f"{where}: a mask needs an alpha channel (transparent = area to edit)"

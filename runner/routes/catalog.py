@@ -1,6 +1,6 @@
 """The route catalog: built-in routes from ``builtin.toml``, sandbox mirrors, user overrides.
 
-A route is data (design.md §2). Precedence, lowest first: ``builtin.toml`` → ``[routes.*]`` in
+A route is data, not code. Precedence, lowest first: ``builtin.toml`` → ``[routes.*]`` in
 ``imagerun.toml`` → ``IMAGERUN_ROUTE_<NAME>_BASE_URL`` / ``_API_KEY_ENV`` in the environment.
 """
 

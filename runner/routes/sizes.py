@@ -1,7 +1,7 @@
 """Size rules: which ``WIDTHxHEIGHT`` values a model (or a gateway route) accepts.
 
-Sources: ``shared/reference/openai-api.md`` §1 (gpt-image-2 rules) and the laozhang route
-guide in ``shared/seeds/`` (the 30 explicit ``gpt-image-2-vip`` sizes).
+gpt-image-2 takes any size whose edges are multiples of 16 within its pixel and ratio limits;
+laozhang's ``gpt-image-2-vip`` takes only its 30 listed sizes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sandbox: a local emulator of every route imagerun speaks (design.md §8).
+"""The sandbox: a local emulator of every route imagerun speaks.
 
 Use :func:`create_app` in-process (``httpx.ASGITransport``), :func:`running_sandbox` for a
 real server in a background thread, and :func:`serve` for ``imagerun sandbox``; build the

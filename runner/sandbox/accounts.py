@@ -1,4 +1,4 @@
-"""Balance and call-log endpoints, new-api style (``shared/reference/gateways.md`` §3).
+"""Balance and call-log endpoints, new-api style (``/api/user/self``, ``/api/log/self``).
 
 Served under both profiles. On ``/laozhang`` they mirror new-api; on ``/openai`` they are a
 sandbox convenience only: OpenAI itself has no per-request call log API, so a client must

@@ -110,7 +110,7 @@ def responses_body(
     """A completed Response: one ``image_generation_call`` per result, then a message.
 
     ``usage`` counts the mainline model's tokens; the image tokens are in
-    ``tool_usage.image_gen`` (openai-api.md §4).
+    ``tool_usage.image_gen``.
     """
     output = [_image_call(ids["call"], resolved, prompt, result) for result in results]
     output.append(_message(ids["message"], IMAGE_TEXT if results else NO_IMAGE_TEXT))

@@ -87,7 +87,7 @@ CHARGEABLE_FAILURES: frozenset[Outcome] = frozenset(
     }
 )
 
-#: Stock new-api semantics (gateways.md §7): an upstream 200 with a body is charged even when
+#: Stock new-api semantics: an upstream 200 with a body is charged even when
 #: it holds no usable image, and so is a client that gave up after the upstream accepted.
 NEW_API_POLICY: frozenset[Outcome] = frozenset({Outcome.TIMEOUT, Outcome.BAD_RESPONSE})
 

@@ -1,9 +1,9 @@
 """API errors the sandbox answers with, and their bodies per profile.
 
 Official bodies are ``{"error": {"message", "type", "param", "code"}}`` with null param/code
-(``shared/reference/openai-api.md`` §5). The gateway writes the same shape the way new-api does:
+as OpenAI sends them. The gateway writes the same shape the way new-api does:
 ``param``/``code`` are strings (empty when unset) and the message ends with
-`` (request id: <X-Oneapi-Request-Id>)`` (gateways.md §2).
+`` (request id: <X-Oneapi-Request-Id>)``.
 """
 
 from __future__ import annotations

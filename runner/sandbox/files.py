@@ -1,7 +1,7 @@
 """Images the gateway hands out by URL, each downloadable until its time-to-live runs out.
 
 The laozhang chat route (and ``response_format=url``) returns a link instead of bytes; the
-link expires, which is why a client must download at once (design.md §7).
+link expires, which is why a client must download at once.
 """
 
 from __future__ import annotations

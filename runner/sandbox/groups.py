@@ -1,6 +1,6 @@
 """Gateway token groups (laozhang): which key reaches which route, with which rules and price.
 
-The token group, not the model name, picks the route (``shared/reference/gateways.md`` §5):
+On laozhang the token group, not the model name, picks the route:
 the same ``gpt-image-2`` is a $0.03 web route in the ``default`` group and token-billed
 official forwarding in ``Sora2Official`` (x1) and ``GPTImage2 Enterprise`` (x1.2). In the
 sandbox the group is read from the key's prefix.

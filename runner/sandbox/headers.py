@@ -39,7 +39,7 @@ def success_headers(ex: Exchange, elapsed_s: float, *, relayed: bool) -> dict[st
     """Headers of a 200; ``relayed`` adds the upstream OpenAI headers new-api copies through."""
     headers = base_headers(ex, elapsed_s)
     if relayed:
-        # new-api copies every upstream header of a successful response (gateways.md §2).
+        # new-api copies every upstream header of a successful response.
         headers |= {"x-request-id": ex.upstream_id, "openai-version": "2020-10-01"}
     return headers
 

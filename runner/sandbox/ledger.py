@@ -2,7 +2,7 @@
 
 Every API key is an account with a starting balance (``SandboxConfig.balance_usd`` or
 ``key_balances``). A request holds its worst-case price before it runs (laozhang's
-pre-authorisation, gateways.md §5) and settles afterwards: charged requests leave one
+pre-authorisation) and settles afterwards: charged requests leave one
 consume row (type 2) in the call log, uncharged ones leave none - "no call-log entry means
 not charged".
 """

@@ -1,6 +1,6 @@
 """Per-key rate limits enforced the way providers do: per minute, quantized to short intervals.
 
-OpenAI documents that 60 requests/min may be enforced as 1 per second (design.md §8), so a
+OpenAI documents that 60 requests/min may be enforced as 1 per second, so a
 client bursting a minute's quota at once is refused. Each limit is a token bucket holding
 ``max(1, ceil(limit / 60))`` tokens, refilled continuously at ``limit / 60`` per second.
 """

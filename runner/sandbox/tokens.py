@@ -1,8 +1,8 @@
 """Emulated token counts: what the sandbox reports in ``usage`` (and bills token routes by).
 
 The only table of token numbers in the sandbox. OpenAI publishes no gpt-image-2 token table;
-the output counts below are derived in ``shared/reference/openai-api.md`` §7 from its
-per-image prices at $30/M. They are for emulation, not for estimating real bills.
+the output counts below are derived from its published per-image prices at $30 per
+million output image tokens. They are for emulation, not for estimating real bills.
 """
 
 from __future__ import annotations

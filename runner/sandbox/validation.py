@@ -220,7 +220,7 @@ def resolve_gateway(call: ImageCall, group: Group, catalog: Catalog) -> Resolved
 
 def _per_call(call: ImageCall, width: int, height: int, *, n: int) -> Resolved:
     # The web routes return one PNG whatever n says, but new-api bills the per-call price
-    # times n (gateways.md §5 "Implication for the runner").
+    # times n.
     return Resolved(
         model=call.model or DEFAULT_IMAGE_MODEL,
         width=width,
