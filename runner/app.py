@@ -18,7 +18,7 @@ from runner.errors import Problem, ValidationFailed
 from runner.files.adopt import reconcile_files
 from runner.manifest import CheckReport, check_manifest, scan_manifest
 from runner.models import JobSpec, JobState
-from runner.pricing import Estimate, estimate_job
+from runner.pricing import Estimate, PricedJob, estimate_job
 from runner.routes import Route
 from runner.run.worker import Runner, RunOptions, RunReport
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store
@@ -192,8 +192,7 @@ async def estimate(
         count = 0
         as_of = ""
         for spec in _specs(manifest, route, settings):
-            params = {**spec.params, "prompt": spec.prompt, "images": [i.ref for i in spec.images]}
-            est = estimate_job(settings.book, route, params)
+            est = estimate_job(settings.book, route, PricedJob.from_line(spec))
             count += 1
             totals = [totals[0] + est.low, totals[1] + est.typical, totals[2] + est.high]
             sources[est.source] = None

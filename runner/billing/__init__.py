@@ -8,6 +8,12 @@
 - :class:`AccountEndpoints` — where a route's balance and call log are read.
 """
 
+from runner.billing.endpoints import AccountEndpoints, BillingUnavailable
+from runner.billing.findings import ProbeReport, ProbeResult
+from runner.billing.plan import Probe, ProbeOptions, parse_marker, plan_probes, probes_worst_case
+from runner.billing.policy import apply_observed, observed_route
+from runner.billing.probe import probe_billing
+from runner.billing.reconcile import BalanceCheck, ReconcileReport, reconcile
 from runner.billing.spend_report import (
     CostReport,
     FailureCharge,
@@ -15,12 +21,6 @@ from runner.billing.spend_report import (
     cost_report,
     reprice_attempts,
 )
-from runner.billing.endpoints import AccountEndpoints, BillingUnavailable
-from runner.billing.findings import ProbeReport, ProbeResult
-from runner.billing.plan import Probe, ProbeOptions, parse_marker, plan_probes, probes_worst_case
-from runner.billing.policy import apply_observed, observed_route
-from runner.billing.probe import probe_billing
-from runner.billing.reconcile import BalanceCheck, ReconcileReport, reconcile
 
 __all__ = [
     "AccountEndpoints",

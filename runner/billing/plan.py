@@ -25,7 +25,7 @@ from typing import Any
 
 from runner.errors import UsageError
 from runner.models import Job, Outcome, utcnow
-from runner.pricing import PriceBook, worst_case
+from runner.pricing import PriceBook, PricedJob, worst_case
 from runner.routes import Catalog, Route
 from runner.routes.sizes import size_problem
 from runner.shapes import ADAPTERS
@@ -175,9 +175,5 @@ def plan_probes(catalog: Catalog, route: Route, options: ProbeOptions) -> list[P
 
 def probes_worst_case(book: PriceBook, route: Route, probes: list[Probe]) -> float:
     """The most the probes can cost: each one billed like a success of its request."""
-    return round(
-        sum(
-            worst_case(book, route, {**p.params, "prompt": p.prompt, "images": []}) for p in probes
-        ),
-        6,
-    )
+    jobs = (PricedJob.from_fields(prompt=p.prompt, params=p.params) for p in probes)
+    return round(sum(worst_case(book, route, job) for job in jobs), 6)

@@ -182,7 +182,7 @@ async def reprice_attempts(
             cost = reprice(
                 book,
                 route,
-                params=item.params,
+                job=item.job,
                 usage=item.usage,
                 outcome=item.outcome,
                 images=item.images_returned,

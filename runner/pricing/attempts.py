@@ -14,7 +14,8 @@ from typing import Any
 
 from runner.models import ChargeStatus, Outcome, Usage
 from runner.pricing.book import PriceBook, TokenPrices
-from runner.pricing.estimate import job_shape, mainline_prices, typical_attempt_usd
+from runner.pricing.estimate import mainline_prices, typical_attempt_usd
+from runner.pricing.priced_job import PricedJob
 from runner.routes.catalog import Route
 
 
@@ -76,7 +77,7 @@ def attempt_cost(
     book: PriceBook,
     route: Route,
     *,
-    params: Mapping[str, Any],
+    job: PricedJob,
     usage: Usage | None,
     outcome: Outcome,
     images: int,
@@ -94,21 +95,21 @@ def attempt_cost(
     Args:
         book: the price book.
         route: the route the attempt ran on.
-        params: the job's manifest fields (``prompt``, ``images``, ``size``, ``quality``,
-            ``n``, ``model``) — used for ``n`` and the no-usage fallback.
+        job: what the attempt's job asks for — used for the model, ``n`` and the no-usage
+            fallback.
         usage: reported usage, or ``None``.
         outcome: the attempt's outcome class.
         images: images the attempt produced (0 for a failure).
     """
     status = route.charge_policy(outcome)
-    return _result(book, route, params, usage, outcome, images, status)
+    return _result(book, route, job, usage, outcome, images, status)
 
 
 def reprice(
     book: PriceBook,
     route: Route,
     *,
-    params: Mapping[str, Any],
+    job: PricedJob,
     usage: Mapping[str, Any] | str | None,
     outcome: Outcome | str,
     images: int,
@@ -121,7 +122,7 @@ def reprice(
         outcome: the stored outcome class.
         charge_status: the stored charge status; it is kept, since it may rest on a probe or
             the provider's call log. ``None`` re-applies the route's policy.
-        book, route, params, images: as for :func:`attempt_cost`.
+        book, route, job, images: as for :func:`attempt_cost`.
     """
     data = json.loads(usage) if isinstance(usage, str) else usage
     parsed = Usage.from_json(dict(data) if data is not None else None)
@@ -130,13 +131,13 @@ def reprice(
         status = route.charge_policy(result_outcome)
     else:
         status = ChargeStatus(charge_status)
-    return _result(book, route, params, parsed, result_outcome, images, status)
+    return _result(book, route, job, parsed, result_outcome, images, status)
 
 
 def _result(
     book: PriceBook,
     route: Route,
-    params: Mapping[str, Any],
+    job: PricedJob,
     usage: Usage | None,
     outcome: Outcome,
     images: int,
@@ -144,7 +145,7 @@ def _result(
 ) -> CostResult:
     if status is ChargeStatus.NOT_CHARGED:
         return CostResult(expected_usd=0.0, charge_status=status, basis=f"not charged ({outcome})")
-    usd, basis = _charged_usd(book, route, params, usage, images)
+    usd, basis = _charged_usd(book, route, job, usage, images)
     if status is ChargeStatus.UNKNOWN:
         basis = f"if charged ({outcome}): {basis}"
     return CostResult(expected_usd=round(usd, 6), charge_status=status, basis=basis)
@@ -153,20 +154,20 @@ def _result(
 def _charged_usd(
     book: PriceBook,
     route: Route,
-    params: Mapping[str, Any],
+    job: PricedJob,
     usage: Usage | None,
     images: int,
 ) -> tuple[float, str]:
     """Cost of the attempt if it is charged, and how it was reached."""
     if route.billing == "call":
-        units = max(job_shape(route, params).n, images)
+        units = max(job.n, images)
         return route.usd_per_call * units, f"${route.usd_per_call:g} per call × {units}"
     # A usage object with every count zero says nothing (gateways fill it with zeros when
     # upstream gave none), so it is treated like no usage at all.
     if usage is None or not usage.to_json():
-        return typical_attempt_usd(book, route, params, images)
+        return typical_attempt_usd(book, route, job, images)
     book.check_table(route.price_table)
-    model = job_shape(route, params).model
+    model = job.model_on(route)
     mainline = mainline_prices(book, route)
     usd = token_cost(
         book,

@@ -9,7 +9,7 @@ widens the range:
 - size given → that size; absent/``auto`` → 1024x1024 for *typical*, while *low* and *high*
   take the cheapest and dearest of the sizes ``auto`` may resolve to (``[estimate.size_sets]``);
 - prompt tokens ≈ characters / 6, 4, 1 (low, typical, high; 1 char per token covers CJK);
-- each source image (and mask) ≈ 765 / 3050 / 6100 input tokens — an approximation: OpenAI
+- each source image and the mask ≈ 765 / 3050 / 6100 input tokens — an approximation: OpenAI
   publishes no input-token counts for gpt-image-2, which always reads images at high fidelity;
 - Responses adds mainline tokens: prompt + images + a fixed overhead in, prompt + a
   reasoning/tool-call allowance out (``[estimate]`` in ``prices.toml``).
@@ -20,16 +20,16 @@ Everything token-priced is then multiplied by the route's ``price_multiplier``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 from runner.models import Shape
 from runner.pricing.book import EstimateRules, PriceBook, PriceNotFound, TokenPrices
+from runner.pricing.priced_job import PricedJob
 from runner.pricing.tables import TABLE_QUALITIES, table_quality
 from runner.routes.catalog import Route
-from runner.routes.sizes import Size, parse_size
+from runner.routes.sizes import Size
 
 LOW, TYPICAL, HIGH = 0, 1, 2
 _PICK: tuple[Callable[[Iterable[float]], float], ...] = (min, min, max)
@@ -58,53 +58,17 @@ class Estimate:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobShape:
-    """What a job asks for, read from its manifest fields."""
-
-    model: str
-    n: int
-    quality: str | None
-    size: Size | None
-    prompt_chars: int
-    input_images: int
-
-
-def job_shape(route: Route, params: Mapping[str, Any]) -> JobShape:
-    """Read the fields that affect cost from a job's manifest fields.
-
-    Args:
-        route: the route the job runs on (gives the default model).
-        params: the job's manifest fields: ``prompt``, ``images``, ``mask``, ``size``,
-            ``quality``, ``n``, ``model``; absent ones take the API defaults.
-    """
-    size_text = params.get("size")
-    size = parse_size(str(size_text)) if size_text and size_text != "auto" else None
-    images = params.get("images") or ()
-    count = 1 if isinstance(images, str) else len(images)
-    quality = params.get("quality")
-    return JobShape(
-        model=str(params.get("model") or route.model),
-        n=max(1, int(params.get("n") or 1)),
-        quality=None if quality is None else str(quality),
-        size=size,
-        prompt_chars=len(str(params.get("prompt") or "")),
-        input_images=count + (1 if params.get("mask") else 0),
-    )
-
-
-def estimate_job(book: PriceBook, route: Route, params: Mapping[str, Any]) -> Estimate:
+def estimate_job(book: PriceBook, route: Route, job: PricedJob) -> Estimate:
     """Estimate what one job costs on ``route`` (see the module docstring for the rules).
 
     Args:
         book: the price book.
         route: the route the job will run on.
-        params: the job's manifest fields (``prompt``, ``images``, ``size``, ``quality``, …).
+        job: what the job asks for.
 
     Raises:
         PriceNotFound: a token route's model (or mainline model) has no prices.
     """
-    job = job_shape(route, params)
     if route.billing == "call":
         usd = round(route.usd_per_call * job.n, 6)
         return Estimate(
@@ -116,10 +80,11 @@ def estimate_job(book: PriceBook, route: Route, params: Mapping[str, Any]) -> Es
             source=f"route {route.name}: usd_per_call",
         )
     book.check_table(route.price_table)
-    prices = book.prices(job.model)
+    model = job.model_on(route)
+    prices = book.prices(model)
     mainline = mainline_prices(book, route)
     qualities = _level_qualities(job.quality)
-    sizes = _level_sizes(book, job)
+    sizes = _level_sizes(book, job, model)
     values = tuple(
         _level_usd(book, route, job, level, qualities[level], sizes[level], job.n)
         for level in (LOW, TYPICAL, HIGH)
@@ -128,31 +93,30 @@ def estimate_job(book: PriceBook, route: Route, params: Mapping[str, Any]) -> Es
         low=values[LOW],
         typical=values[TYPICAL],
         high=values[HIGH],
-        basis=_basis(book, route, job, mainline),
+        basis=_basis(book, route, job, model, mainline),
         as_of=book.as_of,
         source="; ".join(p.describe() for p in (prices, mainline) if p is not None),
         notes=_notes(job, prices, mainline),
     )
 
 
-def worst_case(book: PriceBook, route: Route, params: Mapping[str, Any]) -> float:
+def worst_case(book: PriceBook, route: Route, job: PricedJob) -> float:
     """The most one attempt of this job could cost, for budget caps.
 
     One attempt produces all ``n`` images, and a charged failure costs no more than a
     success, so this is the estimate's ``high`` (computed alone: it is asked once per attempt,
     and the other levels and the wording are not needed for it).
     """
-    job = job_shape(route, params)
     if route.billing == "call":
         return round(route.usd_per_call * job.n, 6)
     book.check_table(route.price_table)
     quality = _level_qualities(job.quality)[HIGH]
-    sizes = _level_sizes(book, job)[HIGH]
+    sizes = _level_sizes(book, job, job.model_on(route))[HIGH]
     return _level_usd(book, route, job, HIGH, quality, sizes, job.n)
 
 
 def typical_attempt_usd(
-    book: PriceBook, route: Route, params: Mapping[str, Any], images: int
+    book: PriceBook, route: Route, job: PricedJob, images: int
 ) -> tuple[float, str]:
     """Typical cost of one token-route attempt that reported no usage, and its basis.
 
@@ -160,12 +124,11 @@ def typical_attempt_usd(
         images: images the attempt produced; 0 (a failure) means the ``n`` requested.
     """
     book.check_table(route.price_table)
-    job = job_shape(route, params)
     count = images or job.n
     quality, _ = table_quality(job.quality)
     size = job.size or book.rules.default_size
     usd = _level_usd(book, route, job, TYPICAL, quality, (size,), count)
-    basis = f"no usage: typical {job.model} {quality} {size} × {count} image(s)"
+    basis = f"no usage: typical {job.model_on(route)} {quality} {size} × {count} image(s)"
     if job.prompt_chars or job.input_images:
         basis += " + estimated input tokens"
     if mainline_prices(book, route) is not None:
@@ -193,17 +156,17 @@ def _level_qualities(quality: str | None) -> tuple[str, str, str]:
     return row, row, row
 
 
-def _level_sizes(book: PriceBook, job: JobShape) -> tuple[tuple[Size, ...], ...]:
+def _level_sizes(book: PriceBook, job: PricedJob, model: str) -> tuple[tuple[Size, ...], ...]:
     if job.size is not None:
         return (job.size,), (job.size,), (job.size,)
-    auto = book.auto_sizes(job.model)
+    auto = book.auto_sizes(model)
     return auto, (book.rules.default_size,), auto
 
 
 def _level_usd(
     book: PriceBook,
     route: Route,
-    job: JobShape,
+    job: PricedJob,
     level: int,
     quality: str,
     sizes: tuple[Size, ...],
@@ -211,10 +174,11 @@ def _level_usd(
 ) -> float:
     """Cost of one scenario: ``images`` outputs plus the request's input and mainline tokens."""
     rules = book.rules
-    per_image = _PICK[level](book.per_image_usd(job.model, s, quality) for s in sizes)
+    model = job.model_on(route)
+    per_image = _PICK[level](book.per_image_usd(model, s, quality) for s in sizes)
     text = _text_tokens(job.prompt_chars, rules.chars_per_token[level])
     pictures = job.input_images * rules.input_image_tokens[level]
-    prices = book.prices(job.model)
+    prices = book.prices(model)
     usd = images * per_image + prices.usd("text_in", text) + prices.usd("image_in", pictures)
     mainline = mainline_prices(book, route)
     if mainline is not None:
@@ -237,7 +201,9 @@ def _text_tokens(chars: int, chars_per_token: float) -> int:
     return math.ceil(chars / chars_per_token) if chars else 0
 
 
-def _basis(book: PriceBook, route: Route, job: JobShape, mainline: TokenPrices | None) -> str:
+def _basis(
+    book: PriceBook, route: Route, job: PricedJob, model: str, mainline: TokenPrices | None
+) -> str:
     rules = book.rules
     if job.quality is None or job.quality == "auto":
         quality = "quality auto → low/medium/high"
@@ -246,8 +212,9 @@ def _basis(book: PriceBook, route: Route, job: JobShape, mainline: TokenPrices |
     if job.size is not None:
         size = f"size {job.size}"
     else:
-        size = f"size auto → {rules.default_size} typical, range over {_sizes(book, job)}"
-    parts = [f"{job.model} per-image prices", quality, size, f"n={job.n}"]
+        auto = ", ".join(str(s) for s in book.auto_sizes(model))
+        size = f"size auto → {rules.default_size} typical, range over {auto}"
+    parts = [f"{model} per-image prices", quality, size, f"n={job.n}"]
     if job.prompt_chars:
         low, typ, high = (_text_tokens(job.prompt_chars, c) for c in rules.chars_per_token)
         parts.append(f"prompt {job.prompt_chars} chars ≈ {low}/{typ}/{high} tokens")
@@ -261,11 +228,7 @@ def _basis(book: PriceBook, route: Route, job: JobShape, mainline: TokenPrices |
     return "; ".join(parts)
 
 
-def _sizes(book: PriceBook, job: JobShape) -> str:
-    return ", ".join(str(s) for s in book.auto_sizes(job.model))
-
-
-def _notes(job: JobShape, prices: TokenPrices, mainline: TokenPrices | None) -> tuple[str, ...]:
+def _notes(job: PricedJob, prices: TokenPrices, mainline: TokenPrices | None) -> tuple[str, ...]:
     notes: list[str] = []
     _, quality_note = table_quality(job.quality)
     if quality_note:

@@ -21,7 +21,7 @@ from runner.http.classify import MODEL_NOT_FOUND
 from runner.http.download import download
 from runner.http.send import Exchange, send
 from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
-from runner.pricing import PriceBook, PriceNotFound, attempt_cost, worst_case
+from runner.pricing import PriceBook, PricedJob, PriceNotFound, attempt_cost, worst_case
 from runner.routes.sizes import parse_size
 from runner.run.lane import Lane, RunStats
 from runner.run.memory import ByteBudget
@@ -45,11 +45,6 @@ FSYNC = os.environ.get("IMAGERUN_FSYNC", "") not in ("", "0")
 def new_request_id() -> str:
     """Our client request id, sent as ``X-Client-Request-Id`` (ASCII, well under 512 chars)."""
     return "ir-" + secrets.token_hex(12)
-
-
-def pricing_params(job: Job) -> dict[str, Any]:
-    """The manifest fields the price engine looks at."""
-    return {**job.params, "prompt": job.prompt, "images": [i.ref for i in job.images]}
 
 
 @dataclass(slots=True, kw_only=True)
@@ -79,7 +74,7 @@ class JobRunner:
             self.stats.failed += 1
             return
         try:
-            worst = worst_case(self.book, lane.route, pricing_params(job))
+            worst = worst_case(self.book, lane.route, PricedJob.from_job(job))
         except PriceNotFound as exc:
             # Never send what cannot be priced (budgets need the worst case), and never let
             # one job's model override bring down the run: fail this job, with the fix named.
@@ -183,7 +178,7 @@ class JobRunner:
             cost = attempt_cost(
                 self.book,
                 lane.route,
-                params=pricing_params(job),
+                job=PricedJob.from_job(job),
                 usage=usage,
                 outcome=Outcome.OK,
                 images=len(files),
@@ -225,7 +220,7 @@ class JobRunner:
         cost = attempt_cost(
             self.book,
             lane.route,
-            params=pricing_params(job),
+            job=PricedJob.from_job(job),
             usage=None,
             outcome=outcome,
             images=0,

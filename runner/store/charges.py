@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, selec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
+from runner.pricing import PricedJob
 from runner.store.engine import reading, writing
 from runner.store.tables import attempts, balance_snapshots, charge_observations, jobs
 
@@ -86,8 +87,8 @@ class RepriceInput:
     images_returned: int
     charge_status: ChargeStatus
     expected_usd: float | None
-    #: The job's manifest fields as the price engine reads them (prompt, images, size, …).
-    params: dict[str, Any]
+    #: What the price engine reads of the attempt's job.
+    job: PricedJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,12 +276,12 @@ class ChargeOps:
                     images_returned=r.images_returned or 0,
                     charge_status=ChargeStatus(r.charge_status),
                     expected_usd=r.expected_usd,
-                    params={
-                        **r.params,
-                        "prompt": r.prompt,
-                        "images": [i["ref"] for i in r.images],
-                        **({"mask": r.mask["ref"]} if r.mask else {}),
-                    },
+                    job=PricedJob.from_fields(
+                        prompt=r.prompt,
+                        params=r.params,
+                        images=len(r.images or ()),
+                        mask=bool(r.mask),
+                    ),
                 )
                 for r in await conn.execute(query)
             ]

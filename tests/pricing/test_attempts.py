@@ -22,6 +22,7 @@ from runner.pricing import (
     token_cost,
 )
 from runner.routes import Catalog, load_catalog
+from tests.pricing.lines import line
 
 PROMPT = "Two red foxes asleep in fresh snow, dawn"  # 40 chars → 10 typical tokens
 HIGH_SQUARE = {"prompt": PROMPT, "quality": "high", "size": "1024x1024"}
@@ -104,7 +105,7 @@ def test_openai_ok_from_usage(book: PriceBook, catalog: Catalog) -> None:
     result = attempt_cost(
         book,
         catalog.get("openai"),
-        params=HIGH_SQUARE,
+        job=line(HIGH_SQUARE),
         usage=Usage(input_text_tokens=10, output_image_tokens=7033),
         outcome=Outcome.OK,
         images=1,
@@ -122,7 +123,7 @@ def test_openai_documented_free_failures(
     book: PriceBook, catalog: Catalog, outcome: Outcome
 ) -> None:
     result = attempt_cost(
-        book, catalog.get("openai"), params=HIGH_SQUARE, usage=None, outcome=outcome, images=0
+        book, catalog.get("openai"), job=line(HIGH_SQUARE), usage=None, outcome=outcome, images=0
     )
     assert result.expected_usd == 0.0
     assert result.charge_status is ChargeStatus.NOT_CHARGED
@@ -134,7 +135,7 @@ def test_openai_unknown_failures_show_the_would_be_cost(
 ) -> None:
     """Unknown charge: expected_usd is the typical cost if charged: 0.211 + 10 × $5/M."""
     result = attempt_cost(
-        book, catalog.get("openai"), params=HIGH_SQUARE, usage=None, outcome=outcome, images=0
+        book, catalog.get("openai"), job=line(HIGH_SQUARE), usage=None, outcome=outcome, images=0
     )
     assert result.expected_usd == 0.21105
     assert result.charge_status is ChargeStatus.UNKNOWN
@@ -146,7 +147,7 @@ def test_official_gateway_timeout_is_charged_at_typical(book: PriceBook, catalog
     result = attempt_cost(
         book,
         catalog.get("laozhang-official"),
-        params={"prompt": PROMPT},
+        job=line({"prompt": PROMPT}),
         usage=None,
         outcome=Outcome.TIMEOUT,
         images=0,
@@ -160,7 +161,7 @@ def test_enterprise_ok_from_usage(book: PriceBook, catalog: Catalog) -> None:
     result = attempt_cost(
         book,
         catalog.get("laozhang-enterprise"),
-        params=HIGH_SQUARE,
+        job=line(HIGH_SQUARE),
         usage=Usage(input_text_tokens=10, output_image_tokens=7033),
         outcome=Outcome.OK,
         images=1,
@@ -176,7 +177,7 @@ def test_ok_without_usage_uses_the_per_image_table(book: PriceBook, catalog: Cat
         result = attempt_cost(
             book,
             catalog.get("laozhang-official"),
-            params=params,
+            job=line(params),
             usage=usage,
             outcome=Outcome.OK,
             images=3,
@@ -196,7 +197,7 @@ def test_responses_ok_includes_mainline(book: PriceBook, catalog: Catalog) -> No
     result = attempt_cost(
         book,
         catalog.get("openai-responses"),
-        params={"prompt": PROMPT},
+        job=line({"prompt": PROMPT}),
         usage=usage,
         outcome=Outcome.OK,
         images=1,
@@ -235,7 +236,7 @@ def test_per_call_policies(
     images = 1 if outcome is Outcome.OK else 0
     route = catalog.get(route_name)
     params = {"prompt": PROMPT}
-    result = attempt_cost(book, route, params=params, usage=None, outcome=outcome, images=images)
+    result = attempt_cost(book, route, job=line(params), usage=None, outcome=outcome, images=images)
     assert (result.expected_usd, result.charge_status) == (usd, status)
 
 
@@ -244,7 +245,7 @@ def test_per_call_bills_requested_n_even_if_fewer_images(book: PriceBook, catalo
     result = attempt_cost(
         book,
         catalog.get("laozhang-vip"),
-        params={"prompt": PROMPT, "n": 2},
+        job=line({"prompt": PROMPT, "n": 2}),
         usage=None,
         outcome=Outcome.OK,
         images=1,
@@ -263,7 +264,7 @@ def test_reprice_from_stored_json_with_new_prices(catalog: Catalog) -> None:
     result = reprice(
         book,
         catalog.get("openai"),
-        params=HIGH_SQUARE,
+        job=line(HIGH_SQUARE),
         usage=stored,
         outcome="ok",
         images=1,
@@ -278,7 +279,7 @@ def test_reprice_keeps_the_stored_charge_status(book: PriceBook, catalog: Catalo
     result = reprice(
         book,
         catalog.get("laozhang"),
-        params={"prompt": PROMPT},
+        job=line({"prompt": PROMPT}),
         usage=None,
         outcome=Outcome.SERVER_ERROR,
         images=0,
@@ -291,7 +292,7 @@ def test_reprice_without_stored_status_applies_policy(book: PriceBook, catalog: 
     result = reprice(
         book,
         catalog.get("openai"),
-        params=HIGH_SQUARE,
+        job=line(HIGH_SQUARE),
         usage={"input_text_tokens": 10, "output_image_tokens": 7033},
         outcome="timeout",
         images=0,

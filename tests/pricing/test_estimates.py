@@ -24,6 +24,7 @@ from runner.pricing import (
     worst_case,
 )
 from runner.routes import Catalog, Route, load_catalog
+from tests.pricing.lines import line
 
 PROMPT = "Two red foxes asleep in fresh snow, dawn"
 
@@ -86,7 +87,7 @@ def test_official_price_routes(
     book: PriceBook, catalog: Catalog, route_name: str, job: dict[str, Any]
 ) -> None:
     """openai and laozhang Sora2Official both bill official token prices (gateways.md §5)."""
-    estimate = estimate_job(book, catalog.get(route_name), job)
+    estimate = estimate_job(book, catalog.get(route_name), line(job))
     assert _triple(estimate) == pytest.approx(OFFICIAL[job["id"]], abs=1e-9)
     assert estimate.as_of == date(2026, 11, 21)
     assert "3P" in estimate.source  # gpt-image-2's per-token prices are third-party figures
@@ -98,7 +99,7 @@ def test_enterprise_is_official_plus_twenty_percent(
     book: PriceBook, catalog: Catalog, job: dict[str, Any]
 ) -> None:
     """GPTImage2 Enterprise bills official prices × 1.2 (gateways.md §5)."""
-    estimate = estimate_job(book, catalog.get("laozhang-enterprise"), job)
+    estimate = estimate_job(book, catalog.get("laozhang-enterprise"), line(job))
     expected = {
         "hi-square": (0.253242, 0.25326, 0.25344),  # 0.211035 × 1.2, 0.21105 × 1.2, 0.2112 × 1.2
         "auto-auto": (0.006042, 0.06366, 1.044381),  # 0.8703171875 × 1.2 = 1.04438062 → 1.044381
@@ -112,7 +113,7 @@ def test_enterprise_is_official_plus_twenty_percent(
 def test_responses_adds_mainline_tokens(book: PriceBook, catalog: Catalog) -> None:
     """openai-responses: image tokens plus gpt-5.5 (placeholder $5/M in, $30/M out) tokens."""
     route = catalog.get("openai-responses")
-    estimate = estimate_job(book, route, JOBS[0])
+    estimate = estimate_job(book, route, line(JOBS[0]))
     # image part as on openai: 0.211035 / 0.21105 / 0.2112
     # mainline in  = prompt tokens + overhead 300/500/1000 = 307 / 510 / 1040 tokens × $5/M
     #              = 0.001535 / 0.00255 / 0.0052
@@ -129,7 +130,7 @@ def test_responses_adds_mainline_tokens(book: PriceBook, catalog: Catalog) -> No
 def test_responses_edit_counts_images_for_both_models(book: PriceBook, catalog: Catalog) -> None:
     """The source image is read by the image model and by the mainline model."""
     job = {"prompt": PROMPT, "images": ["fox.png"], "quality": "medium", "size": "1536x1024"}
-    estimate = estimate_job(book, catalog.get("openai-responses"), job)
+    estimate = estimate_job(book, catalog.get("openai-responses"), line(job))
     # image model: 0.041 + text + image in = 0.047155 / 0.06545 / 0.09
     # mainline in: 7+765+300 = 1072 / 10+3050+500 = 3560 / 40+6100+1000 = 7140 tokens × $5/M
     #            = 0.00536 / 0.0178 / 0.0357
@@ -154,24 +155,26 @@ def test_per_call_routes_are_exact(
     book: PriceBook, catalog: Catalog, route_name: str, job: dict[str, Any]
 ) -> None:
     """Default-group laozhang routes cost $0.03 per call whatever the size or inputs."""
-    estimate = estimate_job(book, catalog.get(route_name), job)
+    estimate = estimate_job(book, catalog.get(route_name), line(job))
     assert _triple(estimate) == (0.03, 0.03, 0.03)
     assert estimate.basis == "$0.03 per call × n=1"
 
 
 def test_per_call_multiplies_by_n(book: PriceBook, catalog: Catalog) -> None:
     """Gateways multiply a per-call price by the request's n (gateways.md §1a): 3 × 0.03."""
-    estimate = estimate_job(book, catalog.get("laozhang"), {"prompt": PROMPT, "n": 3})
+    estimate = estimate_job(book, catalog.get("laozhang"), line({"prompt": PROMPT, "n": 3}))
     assert _triple(estimate) == pytest.approx((0.09, 0.09, 0.09))
 
 
 def test_manifest_totals_per_route(book: PriceBook, catalog: Catalog) -> None:
     """What ``imagerun estimate`` adds up for the whole manifest."""
-    openai = sum(estimate_job(book, catalog.get("openai"), job).typical for job in JOBS)
+    openai = sum(estimate_job(book, catalog.get("openai"), line(job)).typical for job in JOBS)
     # 0.21105 + 0.05305 + 0.10645 + 0.02405 = 0.3946
     assert openai == pytest.approx(0.3946, abs=1e-9)
     gateway_jobs = [{"prompt": job["prompt"]} for job in JOBS]
-    laozhang = sum(estimate_job(book, catalog.get("laozhang"), j).typical for j in gateway_jobs)
+    laozhang = sum(
+        estimate_job(book, catalog.get("laozhang"), line(j)).typical for j in gateway_jobs
+    )
     assert laozhang == pytest.approx(4 * 0.03)
 
 
@@ -179,7 +182,9 @@ def test_auto_quality_on_legacy_model_ranges_over_legacy_sizes(
     book: PriceBook, catalog: Catalog
 ) -> None:
     """gpt-image-1.5 has only the three legacy sizes; its table brackets auto/auto."""
-    estimate = estimate_job(book, catalog.get("openai"), {"prompt": "", "model": "gpt-image-1.5"})
+    estimate = estimate_job(
+        book, catalog.get("openai"), line({"prompt": "", "model": "gpt-image-1.5"})
+    )
     # low: low quality, cheapest legacy size 1024x1024 = 0.009; typical medium 1024x1024 = 0.034;
     # high: high quality, dearest legacy size 1024x1536 / 1536x1024 = 0.2 (empty prompt: no text)
     assert _triple(estimate) == pytest.approx((0.009, 0.034, 0.2), abs=1e-9)
@@ -188,7 +193,7 @@ def test_auto_quality_on_legacy_model_ranges_over_legacy_sizes(
 def test_unpublished_quality_is_flagged(book: PriceBook, catalog: Catalog) -> None:
     """xhigh (gpt-image-2.5) has no figures: priced as high, and the estimate says so."""
     job = {"prompt": "", "model": "gpt-image-2.5-sunburst", "quality": "xhigh", "size": "1024x1024"}
-    estimate = estimate_job(book, catalog.get("openai"), job)
+    estimate = estimate_job(book, catalog.get("openai"), line(job))
     # no per-image table for 2.5: gpt-image-2 token counts × $30/M = 7033 × 30 / 1e6 = 0.21099
     assert _triple(estimate) == pytest.approx((0.21099, 0.21099, 0.21099), abs=1e-9)
     assert any("xhigh" in note for note in estimate.notes)
@@ -215,18 +220,18 @@ def test_worst_case_is_the_high_end(book: PriceBook, catalog: Catalog, route_nam
         {"prompt": PROMPT, "size": "1024x1536", "quality": "medium", "n": 3, "mask": "m.png"},
     ]
     for job in jobs:
-        estimate = estimate_job(book, route, job)
+        estimate = estimate_job(book, route, line(job))
         assert estimate.low <= estimate.typical <= estimate.high
-        assert worst_case(book, route, job) == estimate.high
+        assert worst_case(book, route, line(job)) == estimate.high
 
 
 def test_worst_case_default_job_on_openai(book: PriceBook, catalog: Catalog) -> None:
     """No size, no quality: the worst case is high quality at 3840x2160 plus prompt tokens."""
-    assert worst_case(book, catalog.get("openai"), {"prompt": PROMPT}) == 0.870317
+    assert worst_case(book, catalog.get("openai"), line({"prompt": PROMPT})) == 0.870317
 
 
 def test_responses_route_needs_a_mainline_model(book: PriceBook) -> None:
     """Its mainline tokens are billed too, so an estimate without them would be short."""
     catalog = load_catalog({"openai-responses": {"mainline_model": ""}}, environ={})
     with pytest.raises(PriceNotFound, match="mainline_model"):
-        estimate_job(book, catalog.get("openai-responses"), {"prompt": PROMPT})
+        estimate_job(book, catalog.get("openai-responses"), line({"prompt": PROMPT}))

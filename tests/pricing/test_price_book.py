@@ -19,6 +19,7 @@ from runner.pricing import (
 from runner.pricing.tables import REFERENCE_SIZES, TABLE_QUALITIES
 from runner.routes import load_catalog
 from runner.routes.sizes import Size
+from tests.pricing.lines import line
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_unknown_model_names_the_fix(book: PriceBook) -> None:
 def test_route_with_unknown_price_table_is_refused(book: PriceBook) -> None:
     catalog = load_catalog({"openai": {"price_table": "batch"}}, environ={})
     with pytest.raises(PriceNotFound, match="'batch'"):
-        estimate_job(book, catalog.get("openai"), {"prompt": "x"})
+        estimate_job(book, catalog.get("openai"), line({"prompt": "x"}))
 
 
 # ---------------------------------------------------------------- output-token emulation
@@ -179,7 +180,7 @@ def test_override_replaces_the_placeholder() -> None:
     assert book.source.endswith("overridden in imagerun.toml: gpt-5.5")
     route = load_catalog(environ={}).get("openai-responses")
     job = {"prompt": "", "quality": "low", "size": "1024x1024"}
-    estimate = estimate_job(book, route, job)
+    estimate = estimate_job(book, route, line(job))
     assert estimate.notes == ()
     # 0.006 + mainline typical: in 500 × 1.25 = 625, out 300 × 10 = 3000 → 0.003625; = 0.009625
     assert estimate.typical == pytest.approx(0.009625, abs=1e-9)
@@ -209,7 +210,7 @@ def test_override_adds_a_model() -> None:
     )
     route = load_catalog(environ={}).get("openai")
     job = {"prompt": "", "model": "gpt-image-2.6-flare", "quality": "high", "size": "1024x1024"}
-    assert estimate_job(book, route, job).typical == pytest.approx(0.21099, abs=1e-9)
+    assert estimate_job(book, route, line(job)).typical == pytest.approx(0.21099, abs=1e-9)
     assert (
         book.prices("gpt-image-2.6-flare").source == 'imagerun.toml [prices."gpt-image-2.6-flare"]'
     )
