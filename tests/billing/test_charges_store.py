@@ -10,7 +10,9 @@ import pytest
 
 from runner.billing import apply_observed, observed_route, reprice_attempts
 from runner.config import load_settings
-from runner.models import ChargeEvidence, ChargeStatus, JobSpec, Outcome, utcnow
+from runner.models import ChargeEvidence, ChargeStatus, JobSpec, Outcome, SourceImage, utcnow
+from runner.pricing import PricedJob
+from runner.routes.sizes import Size
 from runner.store import AttemptResult, AttemptStart, Store
 from runner.store.charges import BalanceSnapshot, ChargeObservation, ChargeUpdate
 
@@ -21,10 +23,13 @@ WORKER = "w-test"
 
 
 async def make_attempts(
-    store: Store, outcomes: list[tuple[Outcome, ChargeStatus, float | None]]
+    store: Store,
+    outcomes: list[tuple[Outcome, ChargeStatus, float | None]],
+    specs: list[JobSpec] | None = None,
 ) -> list[str]:
-    """One job per entry, each with one finished attempt; returns the attempt ids."""
-    specs = [
+    """One job per entry (``specs``, or plain ones), each with one finished attempt; returns
+    the attempt ids."""
+    specs = specs or [
         JobSpec(key=secrets.token_hex(8), ext_id=f"j{i}", line=i, prompt=f"p{i}", params={})
         for i in range(len(outcomes))
     ]
@@ -175,6 +180,37 @@ async def test_reprice_recomputes_expected_costs_and_keeps_charge_statuses(store
     assert by_outcome[Outcome.SERVER_ERROR].charge_status is ChargeStatus.CHARGED
     assert by_outcome[Outcome.SERVER_ERROR].expected_usd == pytest.approx(0.03)
     assert by_outcome[Outcome.INVALID_REQUEST].expected_usd == 0.0
+
+
+async def test_repricing_reads_what_pricing_needs_of_the_stored_job(store: Store) -> None:
+    """Options, prompt length, and the source images with the mask counted as one more."""
+    edit = JobSpec(
+        key=secrets.token_hex(8),
+        ext_id="edit",
+        line=1,
+        prompt="a fox",
+        params={"model": "gpt-image-1.5", "size": "1024x1536", "quality": "high", "n": 2},
+        images=(SourceImage(kind="path", ref="/a.png"), SourceImage(kind="path", ref="/b.png")),
+        mask=SourceImage(kind="path", ref="/m.png"),
+    )
+    plain = JobSpec(key=secrets.token_hex(8), ext_id="plain", line=2, prompt="", params={})
+    await make_attempts(
+        store,
+        [(Outcome.OK, ChargeStatus.CHARGED, 0.03), (Outcome.OK, ChargeStatus.CHARGED, 0.03)],
+        [edit, plain],
+    )
+    found = {i.job.prompt_chars: i.job for i in await store.repricing_inputs()}
+    assert found == {
+        5: PricedJob(
+            model="gpt-image-1.5",
+            n=2,
+            quality="high",
+            size=Size(1024, 1536),
+            prompt_chars=5,
+            input_images=3,
+        ),
+        0: PricedJob(),
+    }
 
 
 async def test_balance_snapshots_come_back_in_time_order_per_account(store: Store) -> None:
