@@ -21,21 +21,11 @@ from runner.pricing import (
     reprice,
     token_cost,
 )
-from runner.routes import Catalog, load_catalog
+from runner.routes import Catalog
 from tests.pricing.lines import line
 
 PROMPT = "Two red foxes asleep in fresh snow, dawn"  # 40 chars → 10 typical tokens
 HIGH_SQUARE = {"prompt": PROMPT, "quality": "high", "size": "1024x1024"}
-
-
-@pytest.fixture(scope="module")
-def book() -> PriceBook:
-    return load_price_book()
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog(environ={})
 
 
 # ---------------------------------------------------------------- token_cost

@@ -20,7 +20,6 @@ from runner.pricing import (
     PriceBook,
     PriceNotFound,
     estimate_job,
-    load_price_book,
     worst_case,
 )
 from runner.routes import Catalog, Route, load_catalog
@@ -60,16 +59,6 @@ OFFICIAL = {
     # 2048x2048 is square, 4 × the pixels: 0.006 × 4 = 0.024, + text
     "big-low": (0.024035, 0.02405, 0.0242),
 }
-
-
-@pytest.fixture(scope="module")
-def book() -> PriceBook:
-    return load_price_book()
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog(environ={})
 
 
 def _triple(estimate: Estimate) -> tuple[float, float, float]:

@@ -21,12 +21,6 @@ from runner.routes import load_catalog
 from runner.routes.sizes import Size
 from tests.pricing.lines import line
 
-
-@pytest.fixture(scope="module")
-def book() -> PriceBook:
-    return load_price_book()
-
-
 # ---------------------------------------------------------------- the data
 
 

@@ -24,7 +24,6 @@ from runner.pricing import (
     PricedJob,
     attempt_cost,
     estimate_job,
-    load_price_book,
     worst_case,
 )
 from runner.routes import Catalog, load_catalog
@@ -33,16 +32,6 @@ from runner.routes.sizes import Size
 PROMPT = "Two red foxes asleep in fresh snow, dawn"
 SOURCE = SourceImage(kind="path", ref="/in/fox.png")
 MASK = SourceImage(kind="path", ref="/in/mask.png")
-
-
-@pytest.fixture(scope="module")
-def book() -> PriceBook:
-    return load_price_book()
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog(environ={})
 
 
 def _png(path: Path, mode: str) -> None:
