@@ -1,4 +1,4 @@
-"""A provider account's balance and per-request call log, new-api style (gateways.md §3).
+"""A provider account's balance and per-request call log, as new-api gateways serve them.
 
 - Balance: ``GET {root}/api/usage/token`` → ``data.total_used`` / ``data.total_available``
   in raw quota units (500,000 = US$1).

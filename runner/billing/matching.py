@@ -8,7 +8,7 @@ stores as the row's ``request_id``), the provider's ``x-request-id``, and our
   rows' total;
 - no row, the attempt settled inside the span the log covers in full, and the log would have
   named it (we hold an id the log uses, or the log carries client ids) → ``not_charged``
-  ("the call log is authoritative", gateways.md §5);
+  (the call log is the gateway's own record of what it billed);
 - an attempt we hold no id for (a client timeout) may still be matched by time and model when
   exactly one leftover row fits it and it is the only attempt that row fits;
 - otherwise the attempt stays as it was.

@@ -85,7 +85,7 @@ def attempt_cost(
     """The expected cost and charge status of one finished attempt.
 
     - Per-call routes: ``usd_per_call × max(n, images)`` — gateways multiply the per-call
-      price by the request's ``n`` whatever comes back (gateways.md §1a, §5).
+      price by the request's ``n`` whatever comes back.
     - Token routes: from ``usage``; without usage (a gateway omitted it, or a charged
       failure) the typical per-image cost for the job's size and quality.
     - Failures cost only what ``route.charge_policy(outcome)`` says: ``not_charged`` → 0;

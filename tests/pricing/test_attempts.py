@@ -1,6 +1,6 @@
 """What attempts cost under each built-in route's failure-charge policy, and token pricing.
 
-Prices by hand (prices.toml ← openai-api.md §7), USD per 1M tokens:
+Prices by hand (prices.toml), USD per 1M tokens:
   gpt-image-2: text in 5, text cached 1.25, image in 8, image cached 2, image out 30.
   gpt-image-1: text in 5, image out 40. gpt-image-1.5: text in 5, no cached price, image out 32.
   gpt-5.5 (placeholder): text in 5, text out 30.
@@ -231,7 +231,7 @@ def test_per_call_policies(
 
 
 def test_per_call_bills_requested_n_even_if_fewer_images(book: PriceBook, catalog: Catalog) -> None:
-    """n=2 that yields 1 image is billed 2 × 0.03 (gateways.md §5, Apiyi -vip)."""
+    """n=2 that yields 1 image is billed 2 × 0.03 (as the -vip groups bill)."""
     result = attempt_cost(
         book,
         catalog.get("laozhang-vip"),

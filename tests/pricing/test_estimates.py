@@ -1,4 +1,4 @@
-"""Job estimates on every built-in route, checked by hand against openai-api.md §7.
+"""Job estimates on every built-in route, checked by hand against the price book's figures.
 
 Shared hand figures (prices.toml, from the reference):
   gpt-image-2: text in $5/M, image in $8/M; per image (1024x1024 / 1024x1536 / 1536x1024)
@@ -75,7 +75,7 @@ def test_prompt_has_forty_characters() -> None:
 def test_official_price_routes(
     book: PriceBook, catalog: Catalog, route_name: str, job: dict[str, Any]
 ) -> None:
-    """openai and laozhang Sora2Official both bill official token prices (gateways.md §5)."""
+    """openai and laozhang Sora2Official both bill official token prices."""
     estimate = estimate_job(book, catalog.get(route_name), line(job))
     assert _triple(estimate) == pytest.approx(OFFICIAL[job["id"]], abs=1e-9)
     assert estimate.as_of == date(2026, 11, 21)
@@ -87,7 +87,7 @@ def test_official_price_routes(
 def test_enterprise_is_official_plus_twenty_percent(
     book: PriceBook, catalog: Catalog, job: dict[str, Any]
 ) -> None:
-    """GPTImage2 Enterprise bills official prices × 1.2 (gateways.md §5)."""
+    """GPTImage2 Enterprise bills official prices × 1.2."""
     estimate = estimate_job(book, catalog.get("laozhang-enterprise"), line(job))
     expected = {
         "hi-square": (0.253242, 0.25326, 0.25344),  # 0.211035 × 1.2, 0.21105 × 1.2, 0.2112 × 1.2
@@ -150,7 +150,7 @@ def test_per_call_routes_are_exact(
 
 
 def test_per_call_multiplies_by_n(book: PriceBook, catalog: Catalog) -> None:
-    """Gateways multiply a per-call price by the request's n (gateways.md §1a): 3 × 0.03."""
+    """Gateways multiply a per-call price by the request's n: 3 × 0.03."""
     estimate = estimate_job(book, catalog.get("laozhang"), line({"prompt": PROMPT, "n": 3}))
     assert _triple(estimate) == pytest.approx((0.09, 0.09, 0.09))
 

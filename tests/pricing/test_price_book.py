@@ -33,7 +33,7 @@ def test_book_is_dated_and_sourced(book: PriceBook) -> None:
 @pytest.mark.parametrize(
     ("model", "rates", "label"),
     [
-        # (text in, text cached, image in, image cached, image out) per openai-api.md §7
+        # (text in, text cached, image in, image cached, image out), USD per 1M tokens
         ("gpt-image-1", (5.00, 1.25, 10.00, 2.50, 40.00), "off."),
         ("gpt-image-1-mini", (2.00, 0.20, 2.50, 0.25, 8.00), "off."),
         ("gpt-image-1.5", (5.00, None, 8.00, None, 32.00), "3P"),
@@ -111,7 +111,7 @@ def test_route_with_unknown_price_table_is_refused(book: PriceBook) -> None:
 @pytest.mark.parametrize(
     ("model", "size", "quality", "tokens"),
     [
-        # derived gpt-image-2 counts (openai-api.md §7)
+        # gpt-image-2 counts derived from its per-image prices
         ("gpt-image-2", "1024x1024", "low", 200),
         ("gpt-image-2", "1024x1024", "medium", 1767),
         ("gpt-image-2", "1024x1024", "high", 7033),
