@@ -10,7 +10,7 @@ size and quality) on route ``sandbox``. Measured, each in a fresh child process:
 - ``imagerun status``: wall time of the command, and of ``Store.batch_status`` alone.
 
 Plus where start-up goes: ``-X importtime`` of ``runner.cli``, and a timeline of one start-up
-run in this process (``app.run`` with every store verb, ``reconcile_files`` and
+run in this process (``app.run`` with every store verb, ``adopt_orphans`` and
 ``sweep_temporaries`` timed, until the first request leaves), with the query plan of every
 statement that took over 20 ms.
 
@@ -247,7 +247,7 @@ class Timeline:
             if not attr.startswith("_") and attr not in ("open", "close"):
                 patch(Store, attr, self.wrap(f"store.{attr}", fn))
         patch(Store, "open", classmethod(self.wrap("store.open", vars(Store)["open"].__func__)))
-        for attr in ("reconcile_files", "sweep_temporaries"):
+        for attr in ("adopt_orphans", "sweep_temporaries"):
             patch(runner.run.worker, attr, self.wrap(attr, getattr(runner.run.worker, attr)))
         send = ApiClient.send
 

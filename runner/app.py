@@ -15,7 +15,7 @@ import anyio
 
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
-from runner.files.adopt import reconcile_files
+from runner.files.adopt import adopt_orphans
 from runner.manifest import CheckReport, check_manifest, scan_manifest
 from runner.models import JobSpec, JobState
 from runner.pricing import Estimate, PricedJob, estimate_job
@@ -119,9 +119,7 @@ async def run(
         batches = await resolve_batches(store, refs)
         if not await store.any_live([b.id for b in batches]):
             # Nothing to send, but images a killed run wrote may still settle unknown jobs.
-            await reconcile_files(
-                store, settings.data_dir, batches, settings.catalog, settings.book
-            )
+            await adopt_orphans(store, settings.data_dir, batches, settings.catalog, settings.book)
             return RunResult(report=None, batches=batches, nothing_to_do=True)
         runner = Runner(
             store=store,

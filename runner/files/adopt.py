@@ -1,4 +1,4 @@
-"""Resuming after a crash: make the image files on disk agree with the recorded outputs.
+"""Orphan adoption after a crash: make the image files on disk agree with the recorded outputs.
 
 A worker writes an image (temporary file, then rename) before it records it. Killed in
 between, it leaves an *orphan*: a complete, verified file the database does not know. On the
@@ -10,73 +10,120 @@ Any other orphan is removed. Temporary files are swept before this runs.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 
-from runner.errors import AttemptError
-from runner.files.images import TMP_PREFIX, inspect_image
-from runner.models import JobState, Outcome, utcnow
-from runner.pricing import PriceBook, attempt_cost
+from runner.files.atomic import is_temporary
+from runner.files.images import ImageError, inspect_image
+from runner.files.layout import OutputName, parse_output_name
+from runner.files.outputs import OutputRecord, output_record
+from runner.models import JobState, Outcome
+from runner.pricing import PriceBook, PricedJob, attempt_cost
 from runner.routes import Catalog
-from runner.store import BatchInfo, OutputRecord, Store
-from runner.store.recovery import JobFiles
 
 #: Jobs whose unrecorded files can only be leftovers (no attempt of theirs is in flight).
 _SETTLED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-_OUTPUT_NAME = re.compile(r"^(\d+)-(\d+)\.(png|jpeg|webp|gif)$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FilesReport:
+class JobFiles:
+    """What the store knows about one job that has files on disk."""
+
+    job_id: int
+    batch_id: str
+    state: JobState
+    prompt: str
+    params: dict[str, Any]
+    #: How many source images the job sends, and whether it sends a mask (both are priced).
+    images: int
+    mask: bool
+    recorded: frozenset[str]
+    #: The job's attempt that a dead worker left in flight (closed as ``lost``), if any.
+    lost_attempt: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdoptionReport:
+    """What :func:`adopt_orphans` did."""
+
     adopted_jobs: int = 0
     removed_files: int = 0
 
 
-async def reconcile_files(
-    store: Store,
+class AdoptionStore(Protocol):
+    """The store verbs adoption uses (see :mod:`runner.store.recovery`)."""
+
+    async def recorded_paths(self, batch_ids: Sequence[str]) -> set[str]: ...
+
+    async def jobs_for_files(self, job_ids: Sequence[int]) -> Mapping[int, JobFiles]: ...
+
+    async def adopt(
+        self, job_id: int, attempt_id: str, files: Sequence[OutputRecord], expected_usd: float
+    ) -> bool: ...
+
+
+class Batch(Protocol):
+    """The two facts of a batch adoption needs."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def route(self) -> str: ...
+
+
+async def adopt_orphans(
+    store: AdoptionStore,
     data_dir: Path,
-    batches: Sequence[BatchInfo],
+    batches: Sequence[Batch],
     catalog: Catalog,
     book: PriceBook,
-) -> FilesReport:
+) -> AdoptionReport:
     """Adopt or remove the orphan image files of ``batches``."""
     adopted = removed = 0
     for batch in batches:
-        names = await anyio.to_thread.run_sync(_listing, data_dir / batch.id)
-        if not names:
-            continue
-        recorded = await store.recorded_paths([batch.id])
-        orphans: dict[int, list[str]] = defaultdict(list)
-        for name in names:
-            relative = f"{batch.id}/{name}"
-            match = _OUTPUT_NAME.match(name)
-            if match and relative not in recorded:
-                orphans[int(match.group(1))].append(relative)
+        orphans = await _orphans(store, data_dir, batch.id)
         if not orphans:
             continue
         known = await store.jobs_for_files(list(orphans))
-        for job_id, paths in orphans.items():
+        for job_id, names in orphans.items():
             job = known.get(job_id)
-            if job is not None and await _adopt(store, data_dir, batch, job, paths, catalog, book):
+            if job is not None and await _adopt(store, data_dir, batch, job, names, catalog, book):
                 adopted += 1
             elif job is None or job.state in _SETTLED:
-                await anyio.to_thread.run_sync(_remove, data_dir, paths)
-                removed += len(paths)
+                await anyio.to_thread.run_sync(_remove, data_dir, names)
+                removed += len(names)
             # Anything else may belong to a job another worker is finishing right now.
-    return FilesReport(adopted_jobs=adopted, removed_files=removed)
+    return AdoptionReport(adopted_jobs=adopted, removed_files=removed)
+
+
+async def _orphans(
+    store: AdoptionStore, data_dir: Path, batch_id: str
+) -> dict[int, list[OutputName]]:
+    """The output files of a batch that no recorded output names, by job."""
+    names = await anyio.to_thread.run_sync(_listing, data_dir / batch_id)
+    if not names:
+        return {}
+    recorded = await store.recorded_paths([batch_id])
+    orphans: dict[int, list[OutputName]] = defaultdict(list)
+    for name in names:
+        parsed = parse_output_name(batch_id, name)
+        if parsed is not None and parsed.path not in recorded:
+            orphans[parsed.job_id].append(parsed)
+    return orphans
 
 
 async def _adopt(
-    store: Store,
+    store: AdoptionStore,
     data_dir: Path,
-    batch: BatchInfo,
+    batch: Batch,
     job: JobFiles,
-    paths: list[str],
+    names: list[OutputName],
     catalog: Catalog,
     book: PriceBook,
 ) -> bool:
@@ -85,10 +132,10 @@ async def _adopt(
     attempt_id = job.lost_attempt
     try:
         records = [
-            await anyio.to_thread.run_sync(_record, data_dir, job, attempt_id, path)
-            for path in sorted(paths)
+            await anyio.to_thread.run_sync(_record, data_dir, attempt_id, name)
+            for name in sorted(names, key=lambda n: n.k)
         ]
-    except (OSError, AttemptError):
+    except (OSError, ImageError):
         return False
     route = catalog.routes.get(batch.route)
     cost = 0.0
@@ -96,7 +143,9 @@ async def _adopt(
         cost = attempt_cost(
             book,
             route,
-            params={**job.params, "prompt": job.prompt},
+            job=PricedJob.from_fields(
+                prompt=job.prompt, params=job.params, images=job.images, mask=job.mask
+            ),
             usage=None,
             outcome=Outcome.OK,
             images=len(records),
@@ -104,33 +153,24 @@ async def _adopt(
     return await store.adopt(job.job_id, attempt_id, records, cost)
 
 
-def _record(data_dir: Path, job: JobFiles, attempt_id: str, relative: str) -> OutputRecord:
-    data = (data_dir / relative).read_bytes()
-    info = inspect_image(data)
-    match = _OUTPUT_NAME.match(Path(relative).name)
-    assert match is not None
-    return OutputRecord(
-        job_id=job.job_id,
-        batch_id=job.batch_id,
-        attempt_id=attempt_id,
-        k=int(match.group(2)),
-        path=relative,
+def _record(data_dir: Path, attempt_id: str, name: OutputName) -> OutputRecord:
+    data = (data_dir / name.path).read_bytes()
+    return output_record(
+        name,
+        inspect_image(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        width=info.width,
-        height=info.height,
-        format=info.format,
-        bytes=len(data),
+        size=len(data),
+        attempt_id=attempt_id,
         worker_id=None,
-        created_at=utcnow(),
     )
 
 
 def _listing(root: Path) -> list[str]:
     if not root.is_dir():
         return []
-    return [p.name for p in root.iterdir() if not p.name.startswith(TMP_PREFIX)]
+    return [p.name for p in root.iterdir() if not is_temporary(p.name)]
 
 
-def _remove(data_dir: Path, paths: list[str]) -> None:
-    for relative in paths:
-        (data_dir / relative).unlink(missing_ok=True)
+def _remove(data_dir: Path, names: list[OutputName]) -> None:
+    for name in names:
+        (data_dir / name.path).unlink(missing_ok=True)

@@ -16,7 +16,10 @@ from typing import Any
 import anyio
 
 from runner.errors import AttemptError
-from runner.files.images import check_expected, decode_b64, inspect_image, write_atomic
+from runner.files.atomic import write_atomic
+from runner.files.images import ImageError, check_expected, decode_b64, inspect_image
+from runner.files.layout import OutputName
+from runner.files.outputs import output_record
 from runner.http.classify import MODEL_NOT_FOUND
 from runner.http.download import download
 from runner.http.send import Exchange, send
@@ -320,7 +323,10 @@ class JobRunner:
         for k in range(len(payloads)):
             payload, payloads[k] = payloads[k], _SPENT
             if payload.b64 is not None:
-                data = decode_b64(payload.b64)
+                try:
+                    data = decode_b64(payload.b64)
+                except ImageError as exc:
+                    raise AttemptError(Outcome.BAD_RESPONSE, str(exc)) from exc
                 del payload
             else:
                 data = await download(lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES)
@@ -343,23 +349,20 @@ class JobRunner:
         fmt: str | None,
         size: Any,
     ) -> OutputRecord:
-        info = inspect_image(data)
+        try:
+            info = inspect_image(data)
+        except ImageError as exc:
+            raise AttemptError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
         check_expected(info, fmt=fmt, size=size)
-        relative = f"{job.batch_id}/{job.id}-{k}.{info.format}"
-        digest = write_atomic(os.path.join(self.data_dir, relative), data, fsync=FSYNC)
-        return OutputRecord(
-            job_id=job.id,
-            batch_id=job.batch_id,
-            attempt_id=attempt_id,
-            k=k,
-            path=relative,
+        name = OutputName(batch_id=job.batch_id, job_id=job.id, k=k, format=info.format)
+        digest = write_atomic(os.path.join(self.data_dir, name.path), data, fsync=FSYNC)
+        return output_record(
+            name,
+            info,
             sha256=digest,
-            width=info.width,
-            height=info.height,
-            format=info.format,
-            bytes=len(data),
+            size=len(data),
+            attempt_id=attempt_id,
             worker_id=self.worker_id,
-            created_at=utcnow(),
         )
 
 

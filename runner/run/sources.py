@@ -11,6 +11,7 @@ import anyio
 import httpx
 
 from runner.errors import AttemptError
+from runner.files.images import ImageError, decode_b64
 from runner.http.download import download
 from runner.models import Outcome, SourceImage
 from runner.shapes.base import LoadedImage
@@ -57,7 +58,10 @@ class SourceLoader:
             return _loaded(data, name)
         if source.kind == "data":
             header, _, payload = source.ref.partition(",")
-            data = base64.b64decode(payload + "=" * (-len(payload) % 4))
+            try:
+                data = decode_b64(payload)
+            except ImageError as exc:
+                raise AttemptError(Outcome.INVALID_REQUEST, f"source data URL: {exc}") from exc
             mime = header.removeprefix("data:").split(";")[0] or "image/png"
             return LoadedImage(data=data, mime=mime, filename="source" + _ext(mime), url=source.ref)
         path = Path(source.ref)

@@ -30,8 +30,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from runner.billing.policy import observed_route
 from runner.errors import ConfigError
-from runner.files.adopt import FilesReport, reconcile_files
-from runner.files.images import sweep_temporaries
+from runner.files.adopt import AdoptionReport, adopt_orphans
+from runner.files.atomic import sweep_temporaries
 from runner.http.client import ApiClient
 from runner.models import Job, JobState, UnknownPolicy
 from runner.pricing import PriceBook
@@ -72,7 +72,7 @@ class RunOptions:
 class RunReport:
     stats: RunStats
     recovered: Recovery
-    files: FilesReport
+    files: AdoptionReport
     counts: dict[JobState, int]
     stopped_routes: dict[str, str]
     interrupted: bool
@@ -131,7 +131,7 @@ class Runner:
         self.stats.started = anyio.current_time()
         recovered = await self._recover()
         await anyio.to_thread.run_sync(sweep_temporaries, self.data_dir)
-        files = await reconcile_files(
+        files = await adopt_orphans(
             self.store, self.data_dir, self.batches, self.catalog, self._jobs.book
         )
         await self._setup_budgets()

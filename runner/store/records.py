@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# Defined with the files it describes; the store's verbs take and return it.
+from runner.files.outputs import OutputRecord as OutputRecord
 from runner.models import ChargeEvidence, ChargeStatus, JobState, Outcome
 
 
@@ -71,22 +73,6 @@ class AttemptResult:
     expected_usd: float | None = None
     charge_status: ChargeStatus = ChargeStatus.UNKNOWN
     charge_evidence: ChargeEvidence = ChargeEvidence.POLICY
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutputRecord:
-    job_id: int
-    batch_id: str
-    attempt_id: str
-    k: int
-    path: str
-    sha256: str
-    width: int
-    height: int
-    format: str
-    bytes: int
-    worker_id: str | None
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

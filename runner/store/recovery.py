@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from runner.files.adopt import JobFiles
+from runner.files.outputs import OutputRecord
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome, utcnow
 from runner.store.engine import reading, writing
-from runner.store.records import OutputRecord
 from runner.store.tables import attempts, jobs, outputs
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobFiles:
-    """What the store knows about one job that has files on disk."""
-
-    job_id: int
-    batch_id: str
-    state: JobState
-    prompt: str
-    params: dict[str, Any]
-    recorded: frozenset[str]
-    #: The job's attempt that a dead worker left in flight (closed as ``lost``), if any.
-    lost_attempt: str | None
 
 
 class RecoveryOps:
@@ -50,7 +36,13 @@ class RecoveryOps:
                 r.id: r
                 for r in await conn.execute(
                     select(
-                        jobs.c.id, jobs.c.batch_id, jobs.c.state, jobs.c.prompt, jobs.c.params
+                        jobs.c.id,
+                        jobs.c.batch_id,
+                        jobs.c.state,
+                        jobs.c.prompt,
+                        jobs.c.params,
+                        jobs.c.images,
+                        jobs.c.mask,
                     ).where(jobs.c.id.in_(ids))
                 )
             }
@@ -73,6 +65,8 @@ class RecoveryOps:
                 state=JobState(row.state),
                 prompt=row.prompt,
                 params=row.params,
+                images=len(row.images),
+                mask=row.mask is not None,
                 recorded=frozenset(recorded.get(job_id, ())),
                 lost_attempt=lost.get(job_id),
             )
