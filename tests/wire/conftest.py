@@ -1,0 +1,43 @@
+"""Fixtures for the wire zoo: a zoo server per test, on the case the test names."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cases import CASES
+from .harness import IMAGE, ZooWorld, large_png
+from .server import running_zoo
+
+MakeWorld = Callable[..., ZooWorld]
+
+
+@pytest.fixture(scope="session")
+def large_source() -> bytes:
+    """A source image of megabytes, made once: the server answers before it is all read."""
+    return large_png()
+
+
+@pytest.fixture
+def zoo_world(tmp_path: Path, sqlite_url: str, large_source: bytes) -> Iterator[MakeWorld]:
+    """``zoo_world(case, route="openai", **route_settings)``: the zoo serving ``case``."""
+    with contextlib.ExitStack() as stack:
+
+        def make(case: str, *, route: str = "openai", **settings: Any) -> ZooWorld:
+            chosen = CASES[case]
+            zoo = stack.enter_context(running_zoo(chosen.handler, IMAGE))
+            return ZooWorld(
+                zoo=zoo,
+                case=chosen,
+                root=tmp_path,
+                db_url=sqlite_url,
+                route=route,
+                settings_=settings,
+                large_source=large_source if chosen.large else b"",
+            )
+
+        yield make
