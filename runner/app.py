@@ -1,6 +1,8 @@
 """What each command does, as async functions the CLI calls (and tests call directly).
 
-No terminal code here: functions return records; ``runner.cli`` renders them.
+No terminal code here: functions return records; ``runner.cli`` renders them. The engine,
+billing and the exporters are imported by the functions that use them: ``imagerun status``
+and ``imagerun costs`` start without loading the HTTP stack, Pillow or pyarrow.
 """
 
 from __future__ import annotations
@@ -10,18 +12,30 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
+from runner.abc import Queue
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
-from runner.files.adopt import adopt_orphans
 from runner.manifest import CheckReport, check_manifest, scan_manifest
 from runner.models import JobSpec, JobState
 from runner.pricing import Estimate, PricedJob, estimate_job
 from runner.routes import Route
-from runner.run.worker import Runner, RunOptions, RunReport
-from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store
+from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store, WorkerInfo
+
+if TYPE_CHECKING:
+    from runner.billing import (
+        AccountEndpoints,
+        CostReport,
+        Probe,
+        ProbeOptions,
+        ProbeReport,
+        ReconcileReport,
+    )
+    from runner.export import ExportReport
+    from runner.run.worker import Runner, RunOptions, RunReport
 
 
 @asynccontextmanager
@@ -88,19 +102,32 @@ async def submit(
         )
 
 
-async def resolve_batches(store: Store, refs: Sequence[str]) -> list[BatchInfo]:
+async def resolve_batches(store: Queue, refs: Sequence[str]) -> list[BatchInfo]:
+    """The batches named by id or name in ``refs``; every batch when there are none."""
     if not refs:
         return await store.list_batches()
     return [await store.find_batch(ref) for ref in refs]
 
 
-async def status(settings: Settings, refs: Sequence[str] = ()) -> list[BatchStatus]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusReport:
+    """``imagerun status``: the batches asked for and the workers alive now."""
+
+    batches: list[BatchStatus]
+    workers: list[WorkerInfo]
+
+
+async def status(settings: Settings, refs: Sequence[str] = ()) -> StatusReport:
+    """Counts, spend and failures of the named (default: all) batches; live workers."""
     async with open_store(settings) as store:
-        return await store.batch_status(await resolve_batches(store, refs))
+        statuses = await store.batch_status(await resolve_batches(store, refs))
+        return StatusReport(batches=statuses, workers=await store.list_workers())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult:
+    """``imagerun run``: the run's report (none when nothing was runnable) and its batches."""
+
     report: RunReport | None
     batches: list[BatchInfo]
     #: Batches that had nothing runnable: a finished batch re-run does nothing, and says so.
@@ -115,6 +142,9 @@ async def run(
     on_start: Callable[[Runner], None] | None = None,
 ) -> RunResult:
     """Work until the named (default: all) batches have no runnable job."""
+    from runner.files.adopt import adopt_orphans
+    from runner.run.worker import Runner
+
     async with open_store(settings) as store:
         batches = await resolve_batches(store, refs)
         if not await store.any_live([b.id for b in batches]):
@@ -145,6 +175,7 @@ async def retry(settings: Settings, ref: str, *, failed: bool, unknown: bool) ->
 
 
 async def cancel(settings: Settings, ref: str) -> int:
+    """Cancel every job of a batch that has not started; returns how many."""
     async with open_store(settings) as store:
         batch = await store.find_batch(ref)
         return await store.cancel(batch.id)
@@ -152,6 +183,8 @@ async def cancel(settings: Settings, ref: str) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobEstimate:
+    """One manifest line's cost range."""
+
     id: str
     line: int
     estimate: Estimate
@@ -159,6 +192,8 @@ class JobEstimate:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ManifestEstimate:
+    """A manifest's cost range on a route: per job (the first rows) and in total."""
+
     route: str
     jobs: list[JobEstimate]
     count: int
@@ -211,3 +246,119 @@ async def estimate(
         )
 
     return await anyio.to_thread.run_sync(walk)
+
+
+async def export(
+    settings: Settings,
+    ref: str,
+    *,
+    out_dir: Path,
+    formats: Sequence[str],
+    name_template: str = "{id}",
+    include_failed: bool = False,
+    embed: bool = False,
+    shard_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportReport:
+    """Export a batch to ``out_dir`` in each of ``formats`` (:func:`runner.export.export_batch`)."""
+    from runner.export import export_batch
+
+    async with open_store(settings) as store:
+        return await export_batch(
+            store,
+            await store.find_batch(ref),
+            data_dir=settings.data_dir,
+            out_dir=out_dir,
+            formats=formats,
+            name_template=name_template,
+            include_failed=include_failed,
+            embed=embed,
+            shard_size=shard_size,
+            progress=progress,
+        )
+
+
+async def costs(settings: Settings, ref: str | None, *, reprice: bool = False) -> CostReport:
+    """Spend of a batch (default: every attempt) by route, outcome and charge status."""
+    from runner.billing import cost_report
+
+    async with open_store(settings) as store:
+        found = await resolve_batches(store, [ref] if ref else [])
+        return await cost_report(
+            store,
+            settings.catalog,
+            settings.book,
+            found,
+            all_batches=ref is None,
+            do_reprice=reprice,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbePlan:
+    """What ``probe-billing`` would send on a route, and the most it could cost."""
+
+    route: Route
+    probes: list[Probe]
+    worst_case_usd: float
+
+
+def probe_plan(settings: Settings, route_name: str, options: ProbeOptions) -> ProbePlan:
+    """The probes for ``route_name`` and their worst case, before anything is sent."""
+    from runner.billing import plan_probes, probes_worst_case
+
+    route = settings.catalog.get(route_name)
+    probes = plan_probes(settings.catalog, route, options)
+    return ProbePlan(
+        route=route, probes=probes, worst_case_usd=probes_worst_case(settings.book, route, probes)
+    )
+
+
+async def probe_billing(
+    settings: Settings, route_name: str, options: ProbeOptions, endpoints: AccountEndpoints
+) -> ProbeReport:
+    """Send the planned probes one at a time and record what the route charged for each."""
+    from runner.billing import probe_billing as run_probes
+
+    async with open_store(settings) as store:
+        return await run_probes(
+            store,
+            catalog=settings.catalog,
+            book=settings.book,
+            data_dir=settings.data_dir,
+            environ=settings.environ,
+            route_name=route_name,
+            options=options,
+            endpoints=endpoints,
+        )
+
+
+async def reconcile(
+    settings: Settings,
+    route_name: str,
+    *,
+    endpoints: AccountEndpoints,
+    log_file: Path | None = None,
+    batch_ref: str | None = None,
+    settle: float | None = None,
+) -> ReconcileReport:
+    """Match a route's attempts (in one batch) with its call log; record what was charged."""
+    from runner.billing import reconcile as match_call_log
+
+    async with open_store(settings) as store:
+        return await match_call_log(
+            store,
+            settings.catalog,
+            route_name,
+            environ=settings.environ,
+            endpoints=endpoints,
+            log_file=log_file,
+            batch=await store.find_batch(batch_ref) if batch_ref else None,
+            settle=settle,
+        )
+
+
+async def upgrade(settings: Settings) -> str:
+    """Migrate the database to the current schema; returns its URL without the password."""
+    async with open_store(settings) as store:
+        return store.safe_url

@@ -1,71 +1,58 @@
-"""The ``imagerun`` command. Thin: parse, load settings, call one async function, render."""
+"""The ``imagerun`` command. Thin: parse, load settings, call one ``runner.app`` function, render.
+
+One module per command group: :mod:`~runner.cli.jobs` (routes, check, estimate, submit,
+status, retry, cancel), :mod:`~runner.cli.run`, :mod:`~runner.cli.money` (costs,
+probe-billing, reconcile), :mod:`~runner.cli.export`, :mod:`~runner.cli.sandbox` (sandbox,
+demo) and :mod:`~runner.cli.db`. A command's module is imported when the command is looked
+up, so ``imagerun status`` does not load what ``imagerun run`` needs.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
-import traceback
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import click
 
-from runner.cli import commands, extra, money
-from runner.cli.render import err
-from runner.errors import ImagerunError, ValidationFailed
-
-T = TypeVar("T")
-
-#: Exit code for a bug in imagerun itself (design.md §4 reserves 0, 1 and 2).
-INTERNAL_ERROR = 3
-
-
-def run_async(ctx: click.Context, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run ``fn`` in an event loop, translating our errors into messages and exit codes."""
-    verbose = ctx.find_root().obj.get("verbose", False)
-    try:
-        try:
-            return anyio.run(fn)
-        except BaseExceptionGroup as group:
-            # Task groups wrap what a task raised; show the user the error itself.
-            leaves = _leaves(group)
-            raise (leaves[0] if len(leaves) == 1 else group) from None
-    except ValidationFailed as exc:
-        from runner.cli.render import problems
-
-        problems(exc.problems, exc.truncated)
-        err.print(f"{exc}: nothing was enqueued.", markup=False)
-        ctx.exit(exc.exit_code)
-    except ImagerunError as exc:
-        if verbose:
-            traceback.print_exc()
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        ctx.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
-        ctx.exit(130)
-    except Exception as exc:
-        if verbose:
-            traceback.print_exc()
-        else:
-            err.print(
-                f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
-                markup=False,
-                highlight=False,
-            )
-        ctx.exit(INTERNAL_ERROR)
-    raise AssertionError("unreachable")
+#: Command name → ``module:attribute`` of its :class:`click.Command`.
+COMMANDS = {
+    "routes": "runner.cli.jobs:routes",
+    "check": "runner.cli.jobs:check",
+    "estimate": "runner.cli.jobs:estimate",
+    "submit": "runner.cli.jobs:submit",
+    "status": "runner.cli.jobs:status",
+    "retry": "runner.cli.jobs:retry",
+    "cancel": "runner.cli.jobs:cancel",
+    "run": "runner.cli.run:run",
+    "costs": "runner.cli.money:costs",
+    "probe-billing": "runner.cli.money:probe_billing",
+    "reconcile": "runner.cli.money:reconcile",
+    "export": "runner.cli.export:export",
+    "sandbox": "runner.cli.sandbox:sandbox",
+    "demo": "runner.cli.sandbox:demo",
+    "db": "runner.cli.db:db",
+}
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
+class _CommandTable(click.Group):
+    """A group whose commands are named in :data:`COMMANDS` and imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, attribute = where.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_CommandTable, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and more detail.")
 @click.option(
     "--db", envvar="IMAGERUN_DB", help="Database URL (default sqlite+aiosqlite:///imagerun.db)."
@@ -89,11 +76,6 @@ def main(
 ) -> None:
     """Bulk image generation through OpenAI-compatible APIs: reliable, auditable, resumable."""
     ctx.obj = {"verbose": verbose, "db": db, "data": data, "config": config}
-
-
-commands.register(main, run_async)
-extra.register(main, run_async)
-money.register(main, run_async)
 
 
 def _entry() -> Any:  # pragma: no cover - console script shim

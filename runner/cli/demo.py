@@ -3,6 +3,10 @@
 Starts the sandbox on a free loopback port (with a little latency and a few injected faults,
 so retries show), submits the example manifests on sandbox routes of every shape, runs them,
 exports an HTML gallery and says where everything is.
+
+The demo is a script over :mod:`runner.app`, as a user at the terminal would type it: it
+starts the sandbox and points the sandbox routes at it, then calls ``submit``, ``run``,
+``status`` and ``export``; everything that touches the database or the engine happens there.
 """
 
 from __future__ import annotations
@@ -13,15 +17,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from runner import app
 from runner.config import Settings, load_settings
 from runner.routes.catalog import env_key
-from runner.run.worker import Runner, RunOptions
+from runner.run.worker import RunOptions
 from runner.sandbox import FaultKind, Latency, SandboxConfig, SandboxHandle, running_sandbox
 from runner.store import BatchStatus
+
+if TYPE_CHECKING:
+    from runner.run.worker import Runner
 
 #: (batch name, sandbox route, example manifest): every shape, generations and edits.
 DEMO_BATCHES: tuple[tuple[str, str, str], ...] = (
@@ -42,6 +50,7 @@ def examples_dir() -> Path:
 
 
 def demo_sandbox_config(seed: int = 7) -> SandboxConfig:
+    """A little latency and a few server errors and 429s, so that retries show."""
     return SandboxConfig(
         latency=Latency(mean=0.4, jitter=0.3),
         fault_rates={FaultKind.SERVER_ERROR: 0.08, FaultKind.RATE_LIMIT: 0.04},
@@ -62,6 +71,8 @@ def sandbox_environ(handle: SandboxHandle, base: Mapping[str, str]) -> dict[str,
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DemoResult:
+    """What the demo did: its batches' status, the gallery, and the requests the sandbox saw."""
+
     workdir: Path
     statuses: list[BatchStatus]
     gallery: Path | None
@@ -94,7 +105,7 @@ async def run_demo(
             RunOptions(concurrency=8, retry_scale=0.2, handle_signals=True, grace_seconds=5),
             on_start=on_start,
         )
-        statuses = await app.status(settings, names)
+        statuses = (await app.status(settings, names)).batches
         gallery = await _gallery(settings, workdir, names)
         seen = len(handle.sandbox.requests())
     return DemoResult(
@@ -113,22 +124,13 @@ def _fresh_dir(path: Path) -> None:
 
 
 async def _gallery(settings: Settings, workdir: Path, names: list[str]) -> Path:
-    from runner.export import export_batch
-
     out = workdir / "gallery"
     pages: list[Path] = []
-    async with app.open_store(settings) as store:
-        for name in names:
-            batch = await store.find_batch(name)
-            report = await export_batch(
-                store,
-                batch,
-                data_dir=settings.data_dir,
-                out_dir=out,
-                formats=["html", "files"],
-                include_failed=True,
-            )
-            pages += [p for p in report.formats["html"].paths if p.suffix == ".html"]
+    for name in names:
+        report = await app.export(
+            settings, name, out_dir=out, formats=["html", "files"], include_failed=True
+        )
+        pages += [p for p in report.formats["html"].paths if p.suffix == ".html"]
     index = out / "index.html"
     await anyio.Path(index).write_text(_index_page(out, pages), "utf-8")
     return index

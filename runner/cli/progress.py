@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from rich.live import Live
 from rich.text import Text
 
-from runner.cli.render import err, money
-from runner.run.lane import RunStats
+from runner.cli.output import err, money
+from runner.run.stats import RunStats
+
+if TYPE_CHECKING:
+    from runner.run.worker import Runner
+
+T = TypeVar("T")
+
+
+async def with_progress(work: Callable[[Callable[[Runner], None]], Awaitable[T]]) -> T:
+    """Await ``work(on_start)``, showing the progress of the runner it hands to ``on_start``."""
+    started: list[Runner] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(show_progress, lambda: started[0].stats if started else None)
+        result = await work(started.append)
+        tg.cancel_scope.cancel()
+    return result
 
 
 def describe(stats: RunStats, now: float) -> str:

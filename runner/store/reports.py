@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, case, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, case, func, or_, select
 
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome
-from runner.store.engine import reading
+from runner.store.database import Database
 from runner.store.records import BatchInfo, BatchStatus
 from runner.store.tables import attempts, jobs, outputs
 
@@ -30,18 +30,27 @@ def exposure() -> ColumnElement[float]:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Money:
+    """One batch's attempts: how many, what they cost, and how many did not succeed."""
+
+    attempts: int = 0
+    spent_usd: float = 0.0
+    unknown_usd: float = 0.0
+    failed: int = 0
+
+
 class ReportOps:
     """Status and spend queries. Mixed into :class:`runner.store.Store`."""
 
-    engine: AsyncEngine
+    db: Database
 
     async def batch_status(self, batch_list: Sequence[BatchInfo]) -> list[BatchStatus]:
         """Counts by state, outputs, attempts, spend and failure classes for each batch."""
         ids = [b.id for b in batch_list]
         counts: dict[str, dict[JobState, int]] = defaultdict(dict)
         failures: dict[str, dict[str, int]] = defaultdict(dict)
-        attempt_failures: dict[str, dict[str, int]] = defaultdict(dict)
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             for bid, state, n in await conn.execute(
                 select(jobs.c.batch_id, jobs.c.state, func.count())
                 .where(jobs.c.batch_id.in_(ids))
@@ -63,24 +72,26 @@ class ReportOps:
                 .group_by(outputs.c.batch_id)
             )
             n_outputs: dict[str, int] = dict(rows.all())
-        money = await self._money(ids, attempt_failures)
+        money = await self._money(ids)
+        attempt_failures = await self._attempt_failures([i for i in ids if money[i].failed])
         return [
             BatchStatus(
                 batch=b,
                 counts=counts[b.id],
                 outputs=n_outputs.get(b.id, 0),
-                attempts=money[b.id][0],
-                spent_usd=money[b.id][1],
-                unknown_charges_usd=money[b.id][2],
+                attempts=money[b.id].attempts,
+                spent_usd=money[b.id].spent_usd,
+                unknown_charges_usd=money[b.id].unknown_usd,
                 failures=failures[b.id],
                 attempt_failures=attempt_failures[b.id],
             )
             for b in batch_list
         ]
 
-    async def _money(
-        self, ids: list[str], attempt_failures: dict[str, dict[str, int]]
-    ) -> dict[str, tuple[int, float, float]]:
+    async def _money(self, ids: list[str]) -> defaultdict[str, _Money]:
+        # One pass over the batches' attempts, grouped by batch alone: the batch index
+        # delivers rows in that order, so no sort of a million rows is needed. Failure
+        # classes are counted in a second pass only for batches that have any.
         charged = case((attempts.c.charge_status == ChargeStatus.CHARGED.value, _COST), else_=0.0)
         unknown = case(
             (
@@ -90,24 +101,42 @@ class ReportOps:
             ),
             else_=0.0,
         )
-        totals: dict[str, tuple[int, float, float]] = defaultdict(lambda: (0, 0.0, 0.0))
-        async with reading(self.engine) as conn:
-            for bid, outcome, n, spent, unsure in await conn.execute(
+        ok = case((attempts.c.outcome == Outcome.OK.value, 1), else_=0)
+        totals: defaultdict[str, _Money] = defaultdict(_Money)
+        async with self.db.reading() as conn:
+            for bid, n, spent, unsure, n_ok in await conn.execute(
                 select(
                     attempts.c.batch_id,
-                    attempts.c.outcome,
                     func.count(),
                     func.sum(charged),
                     func.sum(unknown),
+                    func.sum(ok),
                 )
                 .where(attempts.c.batch_id.in_(ids))
+                .group_by(attempts.c.batch_id)
+            ):
+                totals[bid] = _Money(
+                    attempts=n,
+                    spent_usd=float(spent or 0),
+                    unknown_usd=float(unsure or 0),
+                    failed=n - int(n_ok or 0),
+                )
+        return totals
+
+    async def _attempt_failures(self, ids: list[str]) -> defaultdict[str, dict[str, int]]:
+        """Attempts that did not succeed, by batch and outcome (``sending`` while in flight)."""
+        found: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        if not ids:
+            return found
+        not_ok = or_(attempts.c.outcome.is_(None), attempts.c.outcome != Outcome.OK.value)
+        async with self.db.reading() as conn:
+            for bid, outcome, n in await conn.execute(
+                select(attempts.c.batch_id, attempts.c.outcome, func.count())
+                .where(attempts.c.batch_id.in_(ids), not_ok)
                 .group_by(attempts.c.batch_id, attempts.c.outcome)
             ):
-                n0, s0, u0 = totals[bid]
-                totals[bid] = (n0 + n, s0 + float(spent or 0), u0 + float(unsure or 0))
-                if outcome != Outcome.OK.value:
-                    attempt_failures[bid][outcome or "sending"] = n
-        return totals
+                found[bid][outcome or "sending"] = n
+        return found
 
     async def exposure_usd(self, batch_ids: Sequence[str]) -> float:
         """Spend that counts against a budget: charged or possibly charged, plus in flight.
@@ -117,7 +146,7 @@ class ReportOps:
         worst case: a budget is a promise not to exceed, so we assume the worst until the
         provider's records say otherwise.
         """
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             value = await conn.scalar(
                 select(func.sum(exposure())).where(attempts.c.batch_id.in_(list(batch_ids)))
             )

@@ -1,6 +1,6 @@
 """The CLI names the export layouts itself (to start fast); they must match the exporter's."""
 
-from runner.cli.extra import EXPORT_FORMATS
+from runner.cli.export import EXPORT_FORMATS
 from runner.export import FORMATS
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from runner.cli.render import console, err, money
+from runner.cli.output import console, err, money
 from runner.config import Settings
 from runner.models import JobState
 from runner.run.worker import RunReport

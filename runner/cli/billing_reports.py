@@ -1,15 +1,17 @@
-"""Rendering the money commands' reports for people (``--json`` output is ``to_json``)."""
+"""How the billing reports read: ``costs``, ``probe-billing`` and ``reconcile`` (``--json`` output
+is each report's ``to_json``)."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
 from runner.billing import CostReport, ProbeReport, ReconcileReport
-from runner.cli.render import console, err, money
+from runner.cli.output import console, err, money
 from runner.models import ChargeStatus
 
 
 def print_costs(report: CostReport) -> None:
+    """Spend by route, outcome and charge status, totals, then failure charges."""
     scope = ", ".join(b.name for b in report.batches) or "(no batches)"
     if report.reprice is not None:
         r = report.reprice
@@ -78,6 +80,7 @@ def _failures_table(report: CostReport) -> Table:
 
 
 def print_probe(report: ProbeReport) -> None:
+    """One row per probe: what was provoked, what came back and what it was charged."""
     table = Table(title=f"Billing probe of {report.route} ({report.batch.name})")
     for col in ("probe", "outcome", "HTTP", "expected", "observed", "charged", "call log"):
         table.add_column(col, overflow="fold")
@@ -114,6 +117,7 @@ def print_probe(report: ProbeReport) -> None:
 
 
 def print_reconcile(report: ReconcileReport) -> None:
+    """What the call log decided, what is still unknown, and how the balance moved."""
     scope = f"batch {report.batch.name}" if report.batch else "all batches"
     matched = ", ".join(f"{k} {v}" for k, v in sorted(report.matched.items())) or "none"
     lines = [

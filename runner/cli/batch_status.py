@@ -1,0 +1,98 @@
+"""How ``imagerun status`` reads: the batches table, live workers and what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+from runner.app import StatusReport
+from runner.cli.output import console, money
+from runner.models import JobState
+from runner.store import BatchStatus, WorkerInfo
+
+_PENDING = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING, JobState.CANCELLED)
+
+
+def print_status(report: StatusReport) -> None:
+    """The batches table, the live workers and one hint per thing the user can do next."""
+    if not report.batches:
+        console.print("No batches yet: `imagerun submit MANIFEST --route R`.")
+        return
+    console.print(status_table(report.batches))
+    if report.workers:
+        console.print(workers_table(report.workers))
+    for hint in status_hints(report.batches):
+        console.print(hint, markup=False)
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    """``imagerun status --json``."""
+    return {
+        "batches": [s.to_json() for s in report.batches],
+        "workers": [
+            {"id": w.id, "host": w.host, "pid": w.pid, "running": w.running_jobs}
+            for w in report.workers
+        ],
+    }
+
+
+def status_table(statuses: Sequence[BatchStatus]) -> Table:
+    """One row per batch: jobs by state, outputs, attempts, spend, failed attempts by class."""
+    table = Table(title="Batches")
+    for col in ("batch", "route", "jobs", "succeeded", "failed", "unknown", "pending"):
+        table.add_column(col, overflow="fold")
+    for col in ("outputs", "attempts", "spent", "failed attempts"):
+        table.add_column(col, overflow="fold")
+    for st in statuses:
+        c = st.counts
+        pending = ", ".join(f"{s.value} {c[s]}" for s in _PENDING if c.get(s))
+        failures = ", ".join(f"{k}×{v}" for k, v in sorted(st.attempt_failures.items()))
+        spent = money(st.spent_usd)
+        if st.unknown_charges_usd:
+            spent += f" (+{money(st.unknown_charges_usd)} unknown)"
+        table.add_row(
+            f"{st.batch.name} ({st.batch.id})",
+            st.batch.route,
+            str(st.total),
+            str(c.get(JobState.SUCCEEDED, 0)),
+            str(c.get(JobState.FAILED, 0)),
+            str(c.get(JobState.UNKNOWN, 0)),
+            pending or "-",
+            str(st.outputs),
+            str(st.attempts),
+            spent,
+            failures or "-",
+        )
+    return table
+
+
+def status_hints(statuses: Sequence[BatchStatus]) -> list[str]:
+    """What the user can do next, batch by batch."""
+    hints = []
+    for st in statuses:
+        name = st.batch.name
+        unknown = st.counts.get(JobState.UNKNOWN, 0)
+        if unknown:
+            hints.append(
+                f"{name}: {unknown} job(s) are unknown: a request may have reached the provider "
+                f"(and been charged) but its result was never recorded. Check the provider's call "
+                f"log (`imagerun reconcile`), then `imagerun retry {name} --unknown` to resend "
+                f"or `imagerun cancel {name}` to drop them."
+            )
+        if st.counts.get(JobState.FAILED, 0):
+            hints.append(f"{name}: `imagerun retry {name} --failed` requeues the failed jobs.")
+        if st.runnable:
+            hints.append(f"{name}: {st.runnable} job(s) runnable: `imagerun run {name}`.")
+    return hints
+
+
+def workers_table(workers: Sequence[WorkerInfo]) -> Table:
+    """The workers that heartbeat recently, with how many jobs each holds."""
+    table = Table(title="Live workers")
+    for col in ("worker", "host", "pid", "running jobs", "last heartbeat"):
+        table.add_column(col)
+    for w in workers:
+        table.add_row(w.id, w.host, str(w.pid), str(w.running_jobs), w.heartbeat_at.isoformat())
+    return table

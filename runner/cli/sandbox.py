@@ -1,0 +1,89 @@
+"""The local provider emulator: ``sandbox`` serves it, ``demo`` runs the whole loop on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import click
+
+from runner.cli.batch_status import status_table
+from runner.cli.command import async_command
+from runner.cli.demo import DemoResult, run_demo
+from runner.cli.output import console, money, say, warn
+from runner.cli.progress import with_progress
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", "-p", default=8765, show_default=True, type=int)
+@click.option("--latency", default=0.0, show_default=True, help="Mean seconds per image.")
+@click.option("--jitter", default=0.0, show_default=True)
+@click.option("--rpm", type=int, help="Requests/min per key, enforced with 429s.")
+@click.option("--ipm", type=int, help="Images/min per key.")
+@click.option("--faults", help='Fault rates, e.g. "server_error=0.05,reset=0.01".')
+@click.option(
+    "--rule",
+    "rules",
+    multiple=True,
+    help='Scripted fault "MARKER:KIND[:TIMES]" for prompts containing MARKER.',
+)
+@click.option(
+    "--policy",
+    default="new-api",
+    show_default=True,
+    help="Failure-charge policy: none, new-api, all, or outcome classes.",
+)
+@click.option("--balance", default=100.0, show_default=True, help="Starting USD per key.")
+@click.option("--hang", default=30.0, show_default=True, help="Seconds a hang fault holds.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--tiny", is_flag=True, help="64x64 images whatever the size (benchmarks).")
+@click.option("--grain", is_flag=True, help="Photo-like, barely compressible images.")
+def sandbox(host: str, port: int, **options: object) -> None:
+    """Run the local provider emulator (official profile /openai/v1, gateway /laozhang/v1)."""
+    from runner.sandbox import config_from_options, serve
+
+    try:
+        config = config_from_options(**options)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    warn(
+        f"sandbox: http://{host}:{port}/openai/v1 (official) and "
+        f"http://{host}:{port}/laozhang/v1 (gateway); Ctrl-C stops it"
+    )
+    serve(config, host, port)
+
+
+@async_command()
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(path_type=Path),
+    default=Path("imagerun-demo"),
+    show_default=True,
+    help="Where the demo's database, outputs and gallery go (recreated).",
+)
+async def demo(ctx: click.Context, workdir: Path) -> int:
+    """The whole loop offline: sandbox, submit the examples, run, export a gallery."""
+    target = Path(await anyio.Path(workdir).resolve())
+    result = await with_progress(
+        lambda on_start: run_demo(target, dict(os.environ), on_start=on_start)
+    )
+    print_demo(result)
+    return 0 if result.clean else 1
+
+
+def print_demo(result: DemoResult) -> None:
+    """The demo's batches, how many images and requests, and where everything is."""
+    console.print(status_table(result.statuses))
+    total = sum(s.outputs for s in result.statuses)
+    spent = sum(s.spent_usd for s in result.statuses)
+    say(
+        f"{total} images from {len(result.statuses)} batches on 5 sandbox routes; "
+        f"{result.requests_seen} requests reached the sandbox; expected spend {money(spent)} "
+        "(sandbox money)."
+    )
+    say(f"Database and outputs: {result.workdir}")
+    if result.gallery:
+        say(f"Gallery: {result.gallery}")

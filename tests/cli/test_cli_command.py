@@ -1,0 +1,101 @@
+"""How a command runs (``runner.cli.command``): exit codes, error lines, lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from runner.cli.command import INTERNAL_ERROR, async_command
+from runner.errors import ConfigError
+
+from .conftest import Invoke
+
+
+@click.group()
+@click.option("-v", "verbose", is_flag=True)
+@click.pass_context
+def toy(ctx: click.Context, verbose: bool) -> None:
+    ctx.obj = {"verbose": verbose}
+
+
+@async_command()
+@click.argument("what")
+async def act(ctx: click.Context, what: str) -> int | None:
+    if what == "code":
+        return 4
+    if what == "ours":
+        raise ConfigError("the config says no")
+    if what == "usage":
+        raise click.UsageError("wrong use")
+    if what == "bug":
+        raise KeyError("oops")
+    return None
+
+
+toy.add_command(act)
+
+
+@pytest.mark.parametrize(
+    ("what", "code", "stderr"),
+    [
+        ("fine", 0, ""),
+        ("code", 4, ""),
+        ("ours", ConfigError.exit_code, "error: the config says no\n"),
+        ("usage", 2, "Error: wrong use"),
+        ("bug", INTERNAL_ERROR, "internal error: KeyError: 'oops' (run with -v for the traceback)"),
+    ],
+)
+def test_async_command_turns_what_the_body_does_into_an_exit_code(
+    what: str, code: int, stderr: str
+) -> None:
+    result = CliRunner().invoke(toy, ["act", what])
+
+    assert result.exit_code == code, result.output
+    assert stderr in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verbose_shows_the_traceback_of_a_bug() -> None:
+    result = CliRunner().invoke(toy, ["-v", "act", "bug"])
+
+    assert result.exit_code == INTERNAL_ERROR
+    assert "Traceback" in result.stderr
+    assert "KeyError: 'oops'" in result.stderr
+
+
+def test_retry_without_saying_which_jobs_is_a_usage_error(cli: Invoke) -> None:
+    result = cli("retry", "some-batch")
+
+    assert result.exit_code == 2
+    assert "say which jobs: --failed, --unknown, or both" in result.stderr
+
+
+_STATUS_IMPORTS = """
+import sys
+from click.testing import CliRunner
+from runner.cli import main
+result = CliRunner().invoke(main, ["--db", sys.argv[1], "status"])
+assert result.exit_code == 0, result.output
+heavy = ("httpx", "runner.run", "runner.billing", "runner.export", "pyarrow", "uvicorn")
+print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(heavy))))
+"""
+
+
+def test_status_loads_neither_the_engine_nor_billing_nor_the_exporters(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _STATUS_IMPORTS, sqlite_url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=True,
+    )
+
+    assert done.stdout.strip() == ""
