@@ -46,10 +46,11 @@ from runner.pricing import PriceBook
 from runner.routes import Catalog, Route
 from runner.run.attempt import JobRunner
 from runner.run.gate import RouteGate
-from runner.run.lane import Lane, RunStats
+from runner.run.lane import Lane
 from runner.run.retry import RetryPolicy
 from runner.run.sources import SourceLoader
 from runner.run.spending import Budget
+from runner.run.stats import RunStats
 from runner.shapes import ADAPTERS
 from runner.store import BatchInfo, Store
 from runner.store.charges import BalanceSnapshot, BilledAttempt, ChargeObservation, ChargeUpdate

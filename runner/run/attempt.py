@@ -8,7 +8,7 @@ success, failure, route stop, cancellation — finishes that row.
 from __future__ import annotations
 
 import os
-import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,19 @@ from runner.files.atomic import write_atomic
 from runner.files.images import ImageError, check_expected, decode_b64, inspect_image
 from runner.files.layout import OutputName
 from runner.files.outputs import output_record
-from runner.http.classify import MODEL_NOT_FOUND
 from runner.http.download import download
 from runner.http.send import Exchange, send
 from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
 from runner.pricing import PriceBook, PricedJob, PriceNotFound, attempt_cost, worst_case
 from runner.routes.sizes import parse_size
-from runner.run.lane import Lane, RunStats
+from runner.run import verdict
+from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
+from runner.run.records import result_record, start_record
 from runner.run.spending import Budget
-from runner.shapes import ImagePayload, LoadedImage, PreparedRequest
+from runner.run.stats import JobSettled, RunStats
+from runner.run.verdict import Verdict
+from runner.shapes import ImagePayload, LoadedImage, ParsedResponse, PreparedRequest
 from runner.shapes.base import effective_model
 from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord, Store
 from runner.store.groupcommit import Ledger
@@ -43,11 +46,6 @@ GRANT_ATTEMPTS = 2
 GRANT_SHARE = 0.02
 #: Make every image durable against power loss before recording it (slower; see write_atomic).
 FSYNC = os.environ.get("IMAGERUN_FSYNC", "") not in ("", "0")
-
-
-def new_request_id() -> str:
-    """Our client request id, sent as ``X-Client-Request-Id`` (ASCII, well under 512 chars)."""
-    return "ir-" + secrets.token_hex(12)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -72,30 +70,20 @@ class JobRunner:
         """Take ``job`` through one attempt and leave it in its next state."""
         try:
             prepared = await self._prepare(lane, job)
+            worst = self._price(lane, job)
         except AttemptError as exc:
-            await self.store.fail_unsent(job.id, exc.outcome.value, exc.message)
-            self.stats.failed += 1
-            return
-        try:
-            worst = worst_case(self.book, lane.route, PricedJob.from_job(job))
-        except PriceNotFound as exc:
-            # Never send what cannot be priced (budgets need the worst case), and never let
-            # one job's model override bring down the run: fail this job, with the fix named.
-            await self.store.fail_unsent(job.id, Outcome.INVALID_REQUEST.value, str(exc))
-            self.stats.failed += 1
+            await self._unsent(lane, job, exc)
             return
         scopes = [b for key in ("run", job.batch_id) if (b := self.budgets.get(key))]
         if not await self._reserve(scopes, worst):
-            await self.store.release_unstarted(self.worker_id, [job.id])
-            self.stats.released += 1
+            await self._unsent(lane, job)
             return
         await lane.gate.admit()
         if lane.gate.stopped:
             _cancel(scopes, worst)
-            await self.store.release_unstarted(self.worker_id, [job.id])
-            self.stats.released += 1
+            await self._unsent(lane, job)
             return
-        start = self._start_record(lane, job, prepared, worst)
+        start = start_record(lane, job, prepared, worst_usd=worst, worker_id=self.worker_id)
         try:
             await self.ledger.start_attempt(start)
         except LeaseLost:
@@ -144,72 +132,57 @@ class JobRunner:
             mask = await lane.loader.load(job.mask, need_bytes=need_bytes)
         return lane.adapter.build(lane.route, job, images, mask)
 
-    def _start_record(
-        self, lane: Lane, job: Job, prepared: PreparedRequest, worst: float
-    ) -> AttemptStart:
-        route = lane.route
-        return AttemptStart(
-            id=new_request_id(),
-            job_id=job.id,
-            batch_id=job.batch_id,
-            worker_id=self.worker_id,
-            route=route.name,
-            provider=route.provider,
-            shape=route.shape.value,
-            endpoint=prepared.endpoint,
-            model=effective_model(route, job),
-            billing_unit=route.billing,
-            params=prepared.params_sent,
-            worst_case_usd=worst,
-            started_at=utcnow(),
-        )
+    def _price(self, lane: Lane, job: Job) -> float:
+        """The most an attempt of ``job`` can cost (what budgets reserve)."""
+        try:
+            return worst_case(self.book, lane.route, PricedJob.from_job(job))
+        except PriceNotFound as exc:
+            # Never send what cannot be priced (budgets need the worst case), and never let
+            # one job's model override bring down the run: fail this job, with the fix named.
+            raise AttemptError(Outcome.INVALID_REQUEST, str(exc), sent=False) from exc
 
     async def _attempt(
         self, lane: Lane, job: Job, start: AttemptStart, prepared: PreparedRequest
     ) -> AttemptResult:
-        self.stats.in_flight += 1
-        self.stats.attempts += 1
         exchange: Exchange | None = None
-        try:
-            exchange = await send(lane.client, prepared, start.id, self.memory)
-            parsed = lane.adapter.parse(exchange.body)
-            # From here on the payloads are the only reference to each image's base64 text:
-            # dropping the parsed body lets every copy go as soon as its image is on disk.
-            exchange = replace(exchange, body=None)
-            files = await self._save(lane, job, start.id, parsed.images)
-            usage = parsed.usage
-            cost = attempt_cost(
-                self.book,
-                lane.route,
-                job=PricedJob.from_job(job),
-                usage=usage,
-                outcome=Outcome.OK,
-                images=len(files),
-            )
-            result = self._result(start, Outcome.OK, exchange=exchange)
-            result = replace(
-                result,
-                usage=usage.to_json() if usage else None,
-                images_returned=len(files),
-                expected_usd=cost.expected_usd,
-                charge_status=cost.charge_status,
-            )
-            await self.ledger.complete(result, files)
-            self.stats.succeeded += 1
-            self.stats.spent_usd += cost.expected_usd
-            self.stats.outcomes[Outcome.OK.value] += 1
-            return result
-        except AttemptError as exc:
-            return await self._failed(lane, job, start, exc, exchange)
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                error = AttemptError(Outcome.INTERRUPTED, "run stopped while in flight")
-                await self._failed(lane, job, start, error, exchange)
-            raise
-        finally:
-            self.stats.in_flight -= 1
-            if exchange is not None and self.memory is not None:
-                await self.memory.release(exchange.held)
+        with self.stats.attempt():
+            try:
+                exchange = await send(lane.client, prepared, start.id, self.memory)
+                parsed = lane.adapter.parse(exchange.body)
+                # From here on the payloads are the only reference to each image's base64 text:
+                # dropping the parsed body lets every copy go as soon as its image is on disk.
+                exchange = replace(exchange, body=None)
+                return await self._succeeded(lane, job, start, exchange, parsed)
+            except AttemptError as exc:
+                return await self._failed(lane, job, start, exc, exchange)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    error = AttemptError(Outcome.INTERRUPTED, "run stopped while in flight")
+                    await self._failed(lane, job, start, error, exchange)
+                raise
+            finally:
+                if exchange is not None and self.memory is not None:
+                    await self.memory.release(exchange.held)
+
+    async def _succeeded(
+        self, lane: Lane, job: Job, start: AttemptStart, exchange: Exchange, parsed: ParsedResponse
+    ) -> AttemptResult:
+        files = await self._save(lane, job, start.id, parsed.images)
+        usage = parsed.usage
+        cost = attempt_cost(
+            self.book,
+            lane.route,
+            job=PricedJob.from_job(job),
+            usage=usage,
+            outcome=Outcome.OK,
+            images=len(files),
+        )
+        result = replace(
+            result_record(start, Outcome.OK, exchange=exchange),
+            usage=usage.to_json() if usage else None,
+            images_returned=len(files),
+        )
+        return await self._apply(lane, job, result, verdict.succeeded(cost), files)
 
     async def _failed(
         self,
@@ -219,98 +192,70 @@ class JobRunner:
         exc: AttemptError,
         exchange: Exchange | None,
     ) -> AttemptResult:
-        outcome = exc.outcome
         cost = attempt_cost(
             self.book,
             lane.route,
             job=PricedJob.from_job(job),
             usage=None,
-            outcome=outcome,
+            outcome=exc.outcome,
             images=0,
         )
-        charge, expected = cost.charge_status, cost.expected_usd
-        if not exc.sent:
-            charge, expected = ChargeStatus.NOT_CHARGED, 0.0
-        result = replace(
-            self._result(start, outcome, exchange=exchange, error=exc),
-            expected_usd=expected,
-            charge_status=charge,
-        )
-        self.stats.outcomes[outcome.value] += 1
-        if charge is ChargeStatus.CHARGED:
-            self.stats.spent_usd += expected
-        attempts = job.attempts + 1
-        if outcome is Outcome.RATE_LIMITED:
-            await lane.gate.pause(exc.retry_after or lane.policy.backoff(attempts))
-        stop = outcome.value if outcome.stops_route else None
-        if (
-            exc.error_code == MODEL_NOT_FOUND
-            and effective_model(lane.route, job) == lane.route.model
-        ):
-            # The route's own model is out of reach of its key: every job would fail alike.
-            stop = MODEL_NOT_FOUND
-        if stop is not None:
-            lane.gate.stop(f"{stop}: {exc.message}")
-            self.stats.stopped_routes.setdefault(lane.route.name, lane.gate.stopped or "")
-            await self.ledger.release(result, job.id, JobState.QUEUED)
-            self.stats.released += 1
-            return result
-        if outcome is Outcome.INTERRUPTED:
-            # Re-sending costs nothing only where interrupted calls are not charged; elsewhere
-            # the job is held as failed until the user says `imagerun retry --failed`.
-            if charge is ChargeStatus.NOT_CHARGED:
-                await self.ledger.release(result, job.id, JobState.QUEUED)
-                self.stats.released += 1
-            else:
-                await self.ledger.fail(result)
-                self.stats.failed += 1
-            return result
-        next_at = lane.policy.next_try(
-            outcome=outcome,
-            attempts=attempts,
+        result = result_record(start, exc.outcome, exchange=exchange, error=exc)
+        decision = verdict.failed(
+            exc,
+            cost,
+            attempts=job.attempts + 1,
             first_attempt_at=job.first_attempt_at or start.started_at,
+            policy=lane.policy,
             now=utcnow(),
-            hint=exc.retry_after,
+            own_model=effective_model(lane.route, job) == lane.route.model,
         )
-        if next_at is not None:
-            await self.ledger.retry_later(result, next_at)
-            self.stats.retries_scheduled += 1
+        return await self._apply(lane, job, result, decision)
+
+    async def _apply(
+        self,
+        lane: Lane,
+        job: Job,
+        result: AttemptResult,
+        decision: Verdict,
+        files: Sequence[OutputRecord] = (),
+    ) -> AttemptResult:
+        """Make a verdict take effect: the route's pause or stop, the ledger row, the stats."""
+        result = replace(
+            result, expected_usd=decision.expected_usd, charge_status=decision.charge_status
+        )
+        if decision.pause_s is not None:
+            await lane.gate.pause(decision.pause_s)
+        if decision.stop is not None:
+            lane.gate.stop(decision.stop)
+        if decision.state is JobState.SUCCEEDED:
+            await self.ledger.complete(result, files)
+        elif decision.state is JobState.WAITING and decision.retry_at is not None:
+            await self.ledger.retry_later(result, decision.retry_at)
+        elif decision.state is JobState.QUEUED:
+            await self.ledger.release(result, job.id, JobState.QUEUED)
         else:
             await self.ledger.fail(result)
-            self.stats.failed += 1
+        stopped = (lane.gate.stopped or "") if decision.stop is not None else None
+        self.stats.record(
+            JobSettled(
+                route=lane.route.name,
+                state=decision.state,
+                outcome=decision.outcome,
+                spent_usd=decision.spent_usd,
+                route_stopped=stopped,
+            )
+        )
         return result
 
-    def _result(
-        self,
-        start: AttemptStart,
-        outcome: Outcome,
-        *,
-        exchange: Exchange | None,
-        error: AttemptError | None = None,
-    ) -> AttemptResult:
-        now = utcnow()
-        provider_id = gateway_id = None
-        latency = (now - start.started_at).total_seconds() * 1000
-        if exchange is not None:
-            provider_id, gateway_id = exchange.provider_request_id, exchange.gateway_request_id
-            latency = exchange.latency_ms
-        elif error is not None:
-            provider_id, gateway_id = error.provider_request_id, error.gateway_request_id
-            latency = error.latency_ms or latency
-        return AttemptResult(
-            id=start.id,
-            job_id=start.job_id,
-            outcome=outcome,
-            finished_at=now,
-            latency_ms=round(latency, 3),
-            http_status=exchange.status if exchange else (error.status if error else None),
-            provider_request_id=provider_id,
-            gateway_request_id=gateway_id,
-            error_type=error.error_type if error else None,
-            error_code=error.error_code if error else None,
-            error_message=error.message[:2000] if error else None,
-            retry_after=error.retry_after if error else None,
-        )
+    async def _unsent(self, lane: Lane, job: Job, error: AttemptError | None = None) -> None:
+        """Leave a job that sent nothing: failed if it cannot be sent at all, else released."""
+        if error is None:
+            await self.store.release_unstarted(self.worker_id, [job.id])
+        else:
+            await self.store.fail_unsent(job.id, error.outcome.value, error.message)
+        state = JobState.QUEUED if error is None else JobState.FAILED
+        self.stats.record(JobSettled(route=lane.route.name, state=state))
 
     async def _save(
         self, lane: Lane, job: Job, attempt_id: str, payloads: list[ImagePayload]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import anyio
@@ -37,28 +36,3 @@ class Lane:
     def poke(self) -> None:
         self.wake.set()
         self.wake = anyio.Event()
-
-
-@dataclass(slots=True)
-class RunStats:
-    """Live counters of a run, read by the progress display (no terminal code here)."""
-
-    started: float = 0.0
-    total: int = 0
-    done_before: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    unknown: int = 0
-    released: int = 0
-    in_flight: int = 0
-    attempts: int = 0
-    retries_scheduled: int = 0
-    spent_usd: float = 0.0
-    outcomes: Counter[str] = field(default_factory=Counter)
-    stopped_routes: dict[str, str] = field(default_factory=dict)
-    stopping: bool = False
-    budget_stop: str | None = None
-
-    @property
-    def finished(self) -> int:
-        return self.succeeded + self.failed

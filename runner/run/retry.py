@@ -41,11 +41,12 @@ class RetryPolicy:
         first_attempt_at: datetime,
         now: datetime,
         hint: float | None,
+        rng: random.Random | None = None,
     ) -> datetime | None:
         """When to try again, or ``None`` when the job should fail now."""
         if not outcome.retryable or attempts >= self.max_attempts:
             return None
-        wait = hint * self.scale if hint is not None else self.backoff(attempts)
+        wait = hint * self.scale if hint is not None else self.backoff(attempts, rng)
         at = now + timedelta(seconds=wait)
         if (at - first_attempt_at).total_seconds() > self.deadline:
             return None

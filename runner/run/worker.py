@@ -38,12 +38,13 @@ from runner.pricing import PriceBook
 from runner.routes import Catalog, Route
 from runner.run.attempt import JobRunner
 from runner.run.gate import Gate, RouteGate
-from runner.run.lane import Lane, RunStats
+from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
 from runner.run.retry import RetryPolicy
 from runner.run.shared_gate import SharedGate
 from runner.run.sources import SourceLoader
 from runner.run.spending import Budget
+from runner.run.stats import RunStats
 from runner.shapes import ADAPTERS
 from runner.store import BatchInfo, Recovery, Store
 from runner.store.groupcommit import LedgerWriter

@@ -9,8 +9,8 @@ import pytest
 
 from runner.pricing import load_price_book
 from runner.run.attempt import GRANT_ATTEMPTS, JobRunner
-from runner.run.lane import RunStats
 from runner.run.spending import Budget
+from runner.run.stats import RunStats
 from runner.store import Store
 from tests.store.factories import specs, submit
 

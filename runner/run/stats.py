@@ -1,0 +1,88 @@
+"""Run statistics: a live record, fed by the job runner's events and read by the progress display.
+
+The job runner never adds to a counter itself: each job's turn ends in one
+:class:`JobSettled` record handed to :meth:`RunStats.record`, and each request is counted by
+:meth:`RunStats.attempt` while it is in flight.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from runner.models import JobState, Outcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSettled:
+    """How one job's turn in a run ended.
+
+    Attributes:
+        route: the route's name.
+        state: the job's next state: ``succeeded``, ``waiting`` (a retry is scheduled),
+            ``failed``, or ``queued`` (released).
+        outcome: the outcome class of the attempt the job made, or ``None`` when nothing was
+            sent (it could not be built or priced, or went back to the queue first).
+        spent_usd: what the attempt adds to the run's expected spend.
+        route_stopped: the route's stop reason, when this attempt stopped it.
+    """
+
+    route: str
+    state: JobState
+    outcome: Outcome | None = None
+    spent_usd: float = 0.0
+    route_stopped: str | None = None
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Live counters of a run, read by the progress display (no terminal code here)."""
+
+    started: float = 0.0
+    total: int = 0
+    done_before: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unknown: int = 0
+    released: int = 0
+    in_flight: int = 0
+    attempts: int = 0
+    retries_scheduled: int = 0
+    spent_usd: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    stopped_routes: dict[str, str] = field(default_factory=dict)
+    stopping: bool = False
+    budget_stop: str | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed
+
+    def record(self, event: JobSettled) -> None:
+        """Count how one job's turn ended."""
+        if event.outcome is not None:
+            self.outcomes[event.outcome.value] += 1
+        self.spent_usd += event.spent_usd
+        if event.state is JobState.SUCCEEDED:
+            self.succeeded += 1
+        elif event.state is JobState.FAILED:
+            self.failed += 1
+        elif event.state is JobState.WAITING:
+            self.retries_scheduled += 1
+        elif event.state is JobState.QUEUED:
+            self.released += 1
+        if event.route_stopped is not None:
+            # The first reason a route stopped for is the one the run reports.
+            self.stopped_routes.setdefault(event.route, event.route_stopped)
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Count one request, in flight until the block ends (however it ends)."""
+        self.attempts += 1
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1

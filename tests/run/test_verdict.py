@@ -1,0 +1,199 @@
+"""The verdict on one attempt: the job's next state, its cost, and the route's pause or stop."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from runner.errors import AttemptError
+from runner.models import ChargeStatus, JobState, Outcome
+from runner.pricing import CostResult
+from runner.run import verdict
+from runner.run.retry import RetryPolicy
+from runner.run.verdict import Verdict
+
+T0 = datetime(2026, 11, 21, tzinfo=UTC)
+POLICY = RetryPolicy(max_attempts=5, deadline=3600.0)
+
+
+def cost(charge: ChargeStatus = ChargeStatus.UNKNOWN, usd: float = 0.04) -> CostResult:
+    return CostResult(expected_usd=usd, charge_status=charge, basis="test")
+
+
+def judge(
+    error: AttemptError,
+    charge: ChargeStatus = ChargeStatus.UNKNOWN,
+    *,
+    attempts: int = 1,
+    first: datetime = T0,
+    now: datetime = T0,
+    policy: RetryPolicy = POLICY,
+    own_model: bool = True,
+    seed: int | None = None,
+) -> Verdict:
+    return verdict.failed(
+        error,
+        cost(charge),
+        attempts=attempts,
+        first_attempt_at=first,
+        policy=policy,
+        now=now,
+        own_model=own_model,
+        rng=random.Random(seed) if seed is not None else None,
+    )
+
+
+def test_success_is_recorded_with_its_cost_and_counts_as_spent() -> None:
+    v = verdict.succeeded(cost(ChargeStatus.CHARGED, 0.167))
+    assert v == Verdict(
+        outcome=Outcome.OK,
+        state=JobState.SUCCEEDED,
+        charge_status=ChargeStatus.CHARGED,
+        expected_usd=0.167,
+    )
+    assert v.spent_usd == 0.167
+
+
+#: Every failure class, tried once on a route that does not know whether failures are charged.
+EXPECTED_STATE = {
+    Outcome.RATE_LIMITED: JobState.WAITING,
+    Outcome.SERVER_ERROR: JobState.WAITING,
+    Outcome.TIMEOUT: JobState.WAITING,
+    Outcome.NETWORK: JobState.WAITING,
+    Outcome.BAD_RESPONSE: JobState.WAITING,
+    Outcome.DOWNLOAD_FAILED: JobState.WAITING,
+    Outcome.INVALID_REQUEST: JobState.FAILED,
+    Outcome.MODERATION_BLOCKED: JobState.FAILED,
+    Outcome.LOST: JobState.FAILED,
+    # An interrupted call that may have been charged is held for the user to re-send.
+    Outcome.INTERRUPTED: JobState.FAILED,
+    # A bad key or an empty account stops the route; the job waits in the queue for a fix.
+    Outcome.AUTH: JobState.QUEUED,
+    Outcome.QUOTA_EXHAUSTED: JobState.QUEUED,
+}
+
+
+def test_every_failure_class_has_a_pinned_next_state() -> None:
+    assert set(EXPECTED_STATE) == set(Outcome) - {Outcome.OK}
+
+
+@pytest.mark.parametrize("outcome", sorted(EXPECTED_STATE))
+def test_each_failure_class_leads_to_its_state(outcome: Outcome) -> None:
+    v = judge(AttemptError(outcome, "boom"))
+    assert v.outcome is outcome
+    assert v.state is EXPECTED_STATE[outcome]
+    assert (v.retry_at is not None) == (v.state is JobState.WAITING)
+    assert (v.stop is not None) == outcome.stops_route
+    assert (v.pause_s is not None) == (outcome is Outcome.RATE_LIMITED)
+    # The route's charge policy is recorded as is; an unknown charge is not spent (yet).
+    assert (v.charge_status, v.expected_usd, v.spent_usd) == (ChargeStatus.UNKNOWN, 0.04, 0.0)
+
+
+@pytest.mark.parametrize("outcome", [Outcome.AUTH, Outcome.QUOTA_EXHAUSTED])
+def test_route_stop_names_the_class_and_the_message(outcome: Outcome) -> None:
+    v = judge(AttemptError(outcome, "invalid api key"))
+    assert v.stop == f"{outcome.value}: invalid api key"
+    assert v.retry_at is None
+
+
+def test_a_request_that_never_left_costs_nothing_whatever_the_route_charges() -> None:
+    v = judge(AttemptError(Outcome.NETWORK, "connect refused", sent=False), ChargeStatus.CHARGED)
+    assert (v.charge_status, v.expected_usd, v.spent_usd) == (ChargeStatus.NOT_CHARGED, 0.0, 0.0)
+    assert v.state is JobState.WAITING
+
+
+def test_a_charged_failure_counts_as_spent() -> None:
+    v = judge(AttemptError(Outcome.SERVER_ERROR, "500"), ChargeStatus.CHARGED)
+    assert (v.charge_status, v.spent_usd) == (ChargeStatus.CHARGED, 0.04)
+
+
+def test_interrupted_where_not_charged_goes_back_to_the_queue() -> None:
+    v = judge(AttemptError(Outcome.INTERRUPTED, "run stopped"), ChargeStatus.NOT_CHARGED)
+    assert v.state is JobState.QUEUED
+    assert (v.retry_at, v.stop, v.pause_s) == (None, None, None)
+
+
+@pytest.mark.parametrize("charge", [ChargeStatus.CHARGED, ChargeStatus.UNKNOWN])
+def test_interrupted_that_may_be_charged_is_failed_not_resent(charge: ChargeStatus) -> None:
+    v = judge(AttemptError(Outcome.INTERRUPTED, "run stopped"), charge)
+    assert v.state is JobState.FAILED
+    assert v.charge_status is charge
+    assert v.retry_at is None
+
+
+def test_interrupted_before_anything_left_goes_back_to_the_queue() -> None:
+    error = AttemptError(Outcome.INTERRUPTED, "run stopped", sent=False)
+    v = judge(error, ChargeStatus.CHARGED)
+    assert (v.state, v.charge_status, v.expected_usd) == (
+        JobState.QUEUED,
+        ChargeStatus.NOT_CHARGED,
+        0.0,
+    )
+
+
+def model_not_found() -> AttemptError:
+    return AttemptError(
+        Outcome.INVALID_REQUEST,
+        "no available channel for model gpt-image-1",
+        status=503,
+        error_code="model_not_found",
+    )
+
+
+def test_model_not_found_for_the_routes_own_model_stops_the_route() -> None:
+    v = judge(model_not_found(), own_model=True)
+    assert v.stop == "model_not_found: no available channel for model gpt-image-1"
+    assert v.state is JobState.QUEUED
+    assert v.retry_at is None
+
+
+def test_model_not_found_for_a_jobs_override_fails_only_that_job() -> None:
+    v = judge(model_not_found(), own_model=False)
+    assert v.stop is None
+    assert v.state is JobState.FAILED
+
+
+def test_retries_end_when_the_attempts_are_used_up() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    error = AttemptError(Outcome.SERVER_ERROR, "500")
+    assert judge(error, attempts=2, policy=policy).state is JobState.WAITING
+    v = judge(error, attempts=3, policy=policy)
+    assert (v.state, v.retry_at) == (JobState.FAILED, None)
+
+
+def test_retries_end_at_the_deadline() -> None:
+    policy = RetryPolicy(deadline=60.0)
+    error = AttemptError(Outcome.TIMEOUT, "timed out", retry_after=5.0)
+    early = judge(error, first=T0, now=T0 + timedelta(seconds=54), policy=policy)
+    assert early.retry_at == T0 + timedelta(seconds=59)
+    late = judge(error, first=T0, now=T0 + timedelta(seconds=56), policy=policy)
+    assert (late.state, late.retry_at) == (JobState.FAILED, None)
+
+
+def test_retry_after_sets_both_the_route_pause_and_the_jobs_next_try() -> None:
+    v = judge(AttemptError(Outcome.RATE_LIMITED, "slow down", status=429, retry_after=12.0))
+    assert v.pause_s == 12.0
+    assert (v.state, v.retry_at) == (JobState.WAITING, T0 + timedelta(seconds=12))
+
+
+def test_without_retry_after_a_429_pauses_for_the_policys_backoff() -> None:
+    v = judge(AttemptError(Outcome.RATE_LIMITED, "slow down", status=429), attempts=3, seed=7)
+    rng = random.Random(7)
+    pause = POLICY.backoff(3, rng)
+    assert v.pause_s == pause
+    assert v.retry_at == T0 + timedelta(seconds=POLICY.backoff(3, rng))
+    assert 2.0 <= pause <= 4.0
+
+
+def test_a_zero_retry_after_counts_as_no_hint_for_the_pause() -> None:
+    v = judge(AttemptError(Outcome.RATE_LIMITED, "429", retry_after=0.0), seed=1)
+    assert v.pause_s == POLICY.backoff(1, random.Random(1))
+    assert v.retry_at == T0
+
+
+def test_scale_zero_retries_at_once() -> None:
+    v = judge(AttemptError(Outcome.TIMEOUT, "timed out"), policy=RetryPolicy(scale=0.0))
+    assert v.retry_at == T0
+    assert v.state is JobState.WAITING
