@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -101,7 +101,7 @@ def image_200(
     eol: bytes = b"\r\n",
     encode: Callable[[bytes], bytes] = lambda body: body,
     b64: Callable[[str], str] | None = None,
-    after: Callable[[Zoo, Conn], object] | None = None,
+    after: Callable[[Zoo, Conn], Awaitable[None]] | None = None,
 ) -> Handler:
     """A 200 carrying an image, framed by ``headers(body)`` (given the bytes on the wire)."""
 
@@ -110,10 +110,8 @@ def image_200(
         text = b64(zoo.image_b64()) if b64 else None
         body = encode(zoo.image_json(seen, b64=text))
         await answer(conn, seen, status, [DATE, *headers(body)], body, eol=eol)
-        if after is not None:
-            result = after(zoo, conn)
-            if hasattr(result, "__await__"):
-                await result  # type: ignore[misc]
+        if after is not None:  # what the server does to the connection once it has answered
+            await after(zoo, conn)
 
     return api(respond)
 
@@ -259,6 +257,27 @@ async def _trickle(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
         await anyio.sleep(TRICKLE_GAP)
         await conn.write(body[at : at + step])
     seen.delivered = True
+
+
+async def _truncated(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
+    """Half the 200's body, then the connection closes (the image was made and billed)."""
+    await read_body(conn, head, seen)
+    body = zoo.image_json(seen)
+    seen.delivered = False
+    await answer(conn, seen, "200 OK", [DATE, *plain(body)], body[: len(body) // 2])
+    await conn.close()
+
+
+def _no_answer(*, reset: bool) -> Handler:
+    """The whole request read (and billed, as an origin that crashed after the work), then
+    the connection closed without a byte of answer: a FIN, or with ``reset`` an RST."""
+
+    async def respond(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
+        await read_body(conn, head, seen)
+        seen.billed = True
+        await conn.close(abort=reset)
+
+    return api(respond)
 
 
 def _url_result(files: Handler) -> Handler:
@@ -448,6 +467,9 @@ CASES: dict[str, Case] = {
         Case(name="error_in_200", handler=api(_error_in_200)),
         *(Case(name=f"cdn_{code}", handler=_cdn_error(code)) for code in CDN_PAGES),
         Case(name="trickle", handler=api(_trickle)),
+        Case(name="truncated_200", handler=api(_truncated)),
+        Case(name="close_after_request", handler=_no_answer(reset=False)),
+        Case(name="reset_after_request", handler=_no_answer(reset=True)),
         Case(name="url_result", handler=_url_result(serve_file)),
         Case(name="url_403", handler=_url_result(_file_403)),
         Case(name="url_307", handler=_url_result(_file_redirect("307 Temporary Redirect"))),

@@ -85,6 +85,21 @@ async def test_error_object_in_a_200_is_that_error(zoo_world: MakeWorld) -> None
     assert out.ledger.states() == {"queued": 3}
 
 
+@pytest.mark.parametrize("case", ["truncated_200", "close_after_request", "reset_after_request"])
+async def test_request_written_then_lost_is_never_not_charged(
+    zoo_world: MakeWorld, case: str
+) -> None:
+    """The request went out whole and the answer was lost (cut short, a close, a reset):
+    the provider may have billed it, so no attempt of it is recorded ``not_charged``."""
+    world = zoo_world(case, max_attempts=2)
+    out = await world.run_case(jobs=1)
+    assert_paid_once(world, out)
+    attempts = out.job_attempts("job-0")
+    assert attempts, briefs(out)
+    assert all(a["charge_status"] != "not_charged" for a in attempts), briefs(out)
+    assert out.ledger.states().keys() <= {"failed", "unknown"}, briefs(out)
+
+
 @pytest.mark.parametrize("case", ["cdn_502", "cdn_504", "cdn_524"])
 async def test_cdn_gateway_error_is_a_timeout(zoo_world: MakeWorld, case: str) -> None:
     """A CDN's 502/504/524 HTML page: class timeout, charged by the route's timeout policy

@@ -29,7 +29,6 @@ async def test_base64_with_line_breaks_is_kept(zoo_world: MakeWorld, case: str) 
     assert_all_kept(world, out, jobs=2)
 
 
-@xfail("an image of another size is bad_response: discarded and re-bought max_attempts times")
 async def test_image_of_another_size_is_a_paid_success(zoo_world: MakeWorld) -> None:
     """Asked for 1024x1024, got 96x64: kept as a success, one request, charged."""
     world = zoo_world("other_size", max_attempts=2)
