@@ -248,14 +248,21 @@ class JobRunner:
         )
         return result
 
-    async def _unsent(self, lane: Lane, job: Job, error: AttemptError | None = None) -> None:
+    async def _unsent(
+        self,
+        lane: Lane,
+        job: Job,
+        error: AttemptError | None = None,
+        *,
+        budget_stop: str | None = None,
+    ) -> None:
         """Leave a job that sent nothing: failed if it cannot be sent at all, else released."""
         if error is None:
             await self.store.release_unstarted(self.worker_id, [job.id])
         else:
             await self.store.fail_unsent(job.id, error.outcome.value, error.message)
         state = JobState.QUEUED if error is None else JobState.FAILED
-        self.stats.record(JobSettled(route=lane.route.name, state=state))
+        self.stats.record(JobSettled(route=lane.route.name, state=state, budget_stop=budget_stop))
 
     async def _save(
         self, lane: Lane, job: Job, attempt_id: str, payloads: list[ImagePayload]

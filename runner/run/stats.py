@@ -27,6 +27,8 @@ class JobSettled:
             sent (it could not be built or priced, or went back to the queue first).
         spent_usd: what the attempt adds to the run's expected spend.
         route_stopped: the route's stop reason, when this attempt stopped it.
+        budget_stop: why the run stops claiming, when the job went back because a budget
+            has no room for it.
     """
 
     route: str
@@ -34,6 +36,7 @@ class JobSettled:
     outcome: Outcome | None = None
     spent_usd: float = 0.0
     route_stopped: str | None = None
+    budget_stop: str | None = None
 
 
 @dataclass(slots=True)
@@ -45,7 +48,6 @@ class RunStats:
     done_before: int = 0
     succeeded: int = 0
     failed: int = 0
-    unknown: int = 0
     released: int = 0
     in_flight: int = 0
     attempts: int = 0
@@ -58,6 +60,7 @@ class RunStats:
 
     @property
     def finished(self) -> int:
+        """Jobs this run brought to an end (succeeded or failed)."""
         return self.succeeded + self.failed
 
     def record(self, event: JobSettled) -> None:
@@ -76,6 +79,8 @@ class RunStats:
         if event.route_stopped is not None:
             # The first reason a route stopped for is the one the run reports.
             self.stopped_routes.setdefault(event.route, event.route_stopped)
+        if event.budget_stop is not None:
+            self.budget_stop = event.budget_stop
 
     @contextmanager
     def attempt(self) -> Iterator[None]:

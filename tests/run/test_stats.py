@@ -59,3 +59,11 @@ def test_an_attempt_is_in_flight_until_its_block_ends_however_it_ends() -> None:
     with pytest.raises(RuntimeError), stats.attempt():
         raise RuntimeError("cancelled")
     assert (stats.attempts, stats.in_flight) == (3, 0)
+
+
+def test_a_job_sent_back_for_want_of_budget_says_why_the_run_stops_claiming() -> None:
+    stats = RunStats()
+    stats.record(JobSettled(route="r", state=JobState.QUEUED))
+    assert stats.budget_stop is None
+    stats.record(JobSettled(route="r", state=JobState.QUEUED, budget_stop="budget reached: $1"))
+    assert (stats.budget_stop, stats.released) == ("budget reached: $1", 2)
