@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+
+from runner.store import Store
 
 from .cases import CASES
 from .harness import IMAGE, ZooWorld, large_png
@@ -22,8 +26,28 @@ def large_source() -> bytes:
     return large_png()
 
 
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite file, made once; each test runs on a copy of it."""
+    path = tmp_path_factory.mktemp("zoo-db") / "imagerun.db"
+
+    async def migrate() -> None:
+        store = await Store.open(f"sqlite+aiosqlite:///{path}")
+        await store.close()
+
+    anyio.run(migrate)
+    return path
+
+
 @pytest.fixture
-def zoo_world(tmp_path: Path, sqlite_url: str, large_source: bytes) -> Iterator[MakeWorld]:
+def zoo_db(tmp_path: Path, migrated_db: Path) -> str:
+    copy = tmp_path / "imagerun.db"
+    shutil.copyfile(migrated_db, copy)
+    return f"sqlite+aiosqlite:///{copy}"
+
+
+@pytest.fixture
+def zoo_world(tmp_path: Path, zoo_db: str, large_source: bytes) -> Iterator[MakeWorld]:
     """``zoo_world(case, route="openai", **route_settings)``: the zoo serving ``case``."""
     with contextlib.ExitStack() as stack:
 
@@ -34,7 +58,7 @@ def zoo_world(tmp_path: Path, sqlite_url: str, large_source: bytes) -> Iterator[
                 zoo=zoo,
                 case=chosen,
                 root=tmp_path,
-                db_url=sqlite_url,
+                db_url=zoo_db,
                 route=route,
                 settings_=settings,
                 large_source=large_source if chosen.large else b"",
