@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runner.models import Outcome
+    from runner.models import Outcome, RateLimits
 
 
 class ImagerunError(Exception):
@@ -82,12 +82,16 @@ class AttemptError(ImagerunError):
     Attributes:
         outcome: the outcome class (``rate_limited``, ``timeout``, …).
         status: the HTTP status if a response arrived.
-        retry_after: a server-directed delay in seconds, if one was given.
+        retry_after: a server-directed delay in seconds, if one was given (``Retry-After``,
+            ``retry-after-ms``, else the longest ``x-ratelimit-reset-*``).
+        rate_limits: the answer's ``x-ratelimit-*`` headers, parsed, if it had any.
         provider_request_id: the provider's ``x-request-id``, if a response carried one.
         gateway_request_id: a gateway's own request id (header or error message), if any.
         latency_ms: time from sending to this failure, when it was measured.
         sent: False only when the request provably never reached the server (it could not
             connect, or failed before anything was written): such an attempt costs nothing.
+        stops_route: the answer says every request on the route would fail alike (its
+            outcome stops the route, or its base URL moved: error code ``redirect``).
     """
 
     def __init__(
@@ -103,6 +107,8 @@ class AttemptError(ImagerunError):
         gateway_request_id: str | None = None,
         latency_ms: float | None = None,
         sent: bool = True,
+        rate_limits: RateLimits | None = None,
+        stops_route: bool = False,
     ) -> None:
         super().__init__(message)
         self.outcome = outcome
@@ -115,6 +121,8 @@ class AttemptError(ImagerunError):
         self.gateway_request_id = gateway_request_id
         self.latency_ms = latency_ms
         self.sent = sent
+        self.rate_limits = rate_limits
+        self.stops_route = stops_route or outcome.stops_route
 
     def seen(
         self,

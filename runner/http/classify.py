@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from runner.errors import AttemptError
-from runner.http.hints import retry_after
+from runner.http.hints import rate_limits, retry_after
+from runner.http.transport import UnreadableResponse
 from runner.models import Outcome
 
 
@@ -34,9 +35,14 @@ class Failure:
 
 #: httpx exception type → classification; the most specific class in an exception's MRO wins.
 EXCEPTION_MAP: dict[type[Exception], Failure] = {
-    # No connection was made, so nothing was sent.
+    # No connection was made (or none was free), so nothing was sent.
     httpx.ConnectError: Failure(outcome=Outcome.NETWORK, sent=False),
     httpx.ConnectTimeout: Failure(outcome=Outcome.NETWORK, sent=False),
+    httpx.PoolTimeout: Failure(outcome=Outcome.NETWORK, sent=False),
+    httpx.UnsupportedProtocol: Failure(outcome=Outcome.INVALID_REQUEST, sent=False),
+    # The server answered something no parser reads: it had the whole request and may have
+    # done (and billed) the work, so the attempt is recorded as lost, never re-sent by itself.
+    UnreadableResponse: Failure(outcome=Outcome.LOST, sent=True),
     # Waiting for the answer (or writing the body) took too long: the server may be working.
     httpx.TimeoutException: Failure(outcome=Outcome.TIMEOUT, sent=True),
     # The connection broke or the answer was garbled after the request was (partly) written.
@@ -61,6 +67,7 @@ CODE_MAP: dict[str, Outcome] = {
         ("moderation_blocked", "content_policy_violation", "image_content_policy_violation"),
         Outcome.MODERATION_BLOCKED,
     ),
+    **dict.fromkeys(("invalid_api_key", "account_deactivated"), Outcome.AUTH),
     # OpenAI's 404, and a gateway's 503 "no available channel for model M under group G":
     # the same request will not do better later, whatever the status says.
     "model_not_found": Outcome.INVALID_REQUEST,
@@ -69,6 +76,7 @@ CODE_MAP: dict[str, Outcome] = {
 TYPE_MAP: dict[str, Outcome] = {
     "insufficient_quota": Outcome.QUOTA_EXHAUSTED,
     "image_generation_user_error": Outcome.MODERATION_BLOCKED,
+    "authentication_error": Outcome.AUTH,
 }
 #: HTTP status → outcome, for an answer whose code and type are not in the maps above.
 STATUS_MAP: dict[int, Outcome] = {
@@ -77,11 +85,24 @@ STATUS_MAP: dict[int, Outcome] = {
     408: Outcome.SERVER_ERROR,
     409: Outcome.SERVER_ERROR,
     429: Outcome.RATE_LIMITED,
+    # A gateway or CDN gave up waiting for the origin, which may have done (and billed) the
+    # work: a timeout, charged as the route's policy for timeouts says.
+    502: Outcome.TIMEOUT,
+    504: Outcome.TIMEOUT,
+    520: Outcome.TIMEOUT,
+    524: Outcome.TIMEOUT,
 }
+#: Redirects a POST follows (same method, same body); the others stop the route.
+FOLLOWED_REDIRECTS = frozenset({307, 308})
+STOPPING_REDIRECTS = frozenset({301, 302, 303})
+#: Error code of an answer that moved the route's endpoint (301/302/303): stops the route.
+REDIRECT = "redirect"
+#: Hops of 307/308 followed for one attempt.
+MAX_REDIRECTS = 3
 #: The error code of a key (or its gateway token group) that cannot use the model asked for.
 MODEL_NOT_FOUND = "model_not_found"
 #: Answers whose ``Retry-After`` is kept (elsewhere a hint changes nothing).
-HINTED = frozenset({Outcome.RATE_LIMITED, Outcome.SERVER_ERROR})
+HINTED = frozenset({Outcome.RATE_LIMITED, Outcome.SERVER_ERROR, Outcome.TIMEOUT})
 #: Response headers a gateway puts its own request id in.
 GATEWAY_ID_HEADERS = ("x-oneapi-request-id", "x-api-request-id")
 _REQUEST_ID_IN_TEXT = re.compile(r"\(request id: ([^)\s]+)\)")
@@ -103,6 +124,8 @@ def status_outcome(status: int, error_type: str | None, code: str | None) -> Out
         return outcome
     if (outcome := STATUS_MAP.get(status)) is not None:
         return outcome
+    if status < 300:  # an error object in a 200 whose code says nothing known
+        return Outcome.BAD_RESPONSE
     return Outcome.SERVER_ERROR if status >= 500 else Outcome.INVALID_REQUEST
 
 
@@ -150,7 +173,10 @@ def _during(exc: httpx.HTTPError, response: httpx.Response) -> AttemptError:
 
 
 def classify_error(status: int, headers: httpx.Headers, content: bytes) -> AttemptError:
-    """Turn a non-200 response into an outcome class with the provider's type, code, message."""
+    """Turn an error answer into an outcome class with the provider's type, code, message.
+
+    Also for a 200 whose body is an error object (:func:`error_in_body`), as gateways send.
+    """
     error_type, code, message = error_fields(content)
     outcome = status_outcome(status, error_type, code)
     return AttemptError(
@@ -160,6 +186,28 @@ def classify_error(status: int, headers: httpx.Headers, content: bytes) -> Attem
         error_type=error_type,
         error_code=code,
         retry_after=retry_after(headers) if outcome in HINTED else None,
+        rate_limits=rate_limits(headers),
+    )
+
+
+def error_in_body(body: Any) -> bool:
+    """Whether a 200's JSON body is an error object (``{"error": {…}}``) and no result."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return False
+    return not any(body.get(key) for key in ("data", "choices", "output"))
+
+
+def redirect_error(status: int, headers: httpx.Headers, hops: int) -> AttemptError:
+    """A redirect not followed: 301/302/303, too many hops, or to an insecure other host."""
+    location = headers.get("location") or "(no Location)"
+    if status in STOPPING_REDIRECTS:
+        why = f"HTTP {status}: the endpoint moved to {location}; update the route's base_url"
+    elif hops > MAX_REDIRECTS:
+        why = f"HTTP {status}: more than {MAX_REDIRECTS} redirects (last to {location})"
+    else:
+        why = f"HTTP {status} to {location}: only same-host or https redirects are followed"
+    return AttemptError(
+        Outcome.INVALID_REQUEST, why, status=status, error_code=REDIRECT, stops_route=True
     )
 
 

@@ -1,29 +1,81 @@
-"""Server-directed waits: ``Retry-After`` and ``retry-after-ms``."""
+"""What a server says about waiting: ``Retry-After``, ``retry-after-ms`` and rate-limit headers.
+
+``x-ratelimit-limit-*``, ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` (for
+``requests``, ``tokens`` and ``images``) come as counts and Go durations (``20ms``, ``1s``,
+``6m0s``, ``1h2m3.5s``); :class:`runner.models.RateLimits` holds them parsed.
+"""
 
 from __future__ import annotations
 
+import re
 from email.utils import parsedate_to_datetime
 
 import httpx
 
-from runner.models import utcnow
+from runner.models import Limit, RateLimits, utcnow
+
+#: The resources a provider reports rate limits for.
+KINDS = ("requests", "tokens", "images")
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration(text: str) -> float | None:
+    """Seconds in a Go duration (``20ms``, ``6m0s``, ``1h2m3.5s``); a bare number is seconds."""
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _GO_DURATION.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) and pos else None
+
+
+def rate_limits(headers: httpx.Headers) -> RateLimits | None:
+    """The ``x-ratelimit-*`` headers parsed, or ``None`` when there are none."""
+    found: dict[str, Limit] = {}
+    for kind in KINDS:
+        limit = _count(headers.get(f"x-ratelimit-limit-{kind}"))
+        remaining = _count(headers.get(f"x-ratelimit-remaining-{kind}"))
+        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        reset_s = go_duration(reset) if reset is not None else None
+        if limit is not None or remaining is not None or reset_s is not None:
+            found[kind] = Limit(limit=limit, remaining=remaining, reset_s=reset_s)
+    return RateLimits(**found) if found else None
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
-    """Server-directed delay in seconds: ``retry-after-ms`` first, then ``Retry-After``."""
+    """Server-directed delay in seconds.
+
+    ``retry-after-ms`` first, then ``Retry-After`` (seconds or an HTTP date), then, when
+    neither came, the longest ``x-ratelimit-reset-*``.
+    """
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
-    if value is None:
-        return None
+    if value is not None:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+        except (TypeError, ValueError):
+            pass
+    limits = rate_limits(headers)
+    return limits.reset_s if limits else None
+
+
+def _count(value: str | None) -> int | None:
     try:
-        return max(0.0, float(value))
+        return int(value) if value is not None else None
     except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
-    except (TypeError, ValueError):
         return None

@@ -7,17 +7,29 @@ Exceptions and error answers are turned into :class:`~runner.errors.AttemptError
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import anyio
 import httpx
 
 from runner.errors import AttemptError
-from runner.http.classify import classify_error, gateway_id, request_id_in_text, translated
+from runner.http.classify import (
+    FOLLOWED_REDIRECTS,
+    MAX_REDIRECTS,
+    STOPPING_REDIRECTS,
+    classify_error,
+    error_in_body,
+    gateway_id,
+    redirect_error,
+    request_id_in_text,
+    translated,
+)
 from runner.http.client import ApiClient
-from runner.models import Outcome
+from runner.http.hints import rate_limits
+from runner.models import Outcome, RateLimits
 from runner.shapes.base import PreparedRequest
 
 
@@ -40,8 +52,35 @@ class Exchange:
     provider_request_id: str | None
     gateway_request_id: str | None
     latency_ms: float
+    #: The URL that answered (the endpoint's, or where a 307/308 led).
+    url: str = ""
+    #: The answer's ``x-ratelimit-*`` headers, parsed.
+    rate_limits: RateLimits | None = None
+    #: When (``anyio.current_time()``) the attempt must be over: what is left of it bounds the
+    #: download of an image returned by URL.
+    deadline: float = math.inf
     #: Bytes reserved from the run's memory budget for this body (released by the caller).
     held: int = 0
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What the answer has told so far (kept for the error if the deadline cuts it short)."""
+
+    started: float
+    status: int | None = None
+    provider_id: str | None = None
+    gateway_id: str | None = None
+
+    def stamp(self, error: AttemptError) -> AttemptError:
+        if self.status is not None:
+            error.sent = True
+            error.status = error.status or self.status
+        return error.seen(
+            provider_request_id=self.provider_id,
+            gateway_request_id=self.gateway_id,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+        )
 
 
 async def send(
@@ -49,25 +88,41 @@ async def send(
     prepared: PreparedRequest,
     client_request_id: str,
     budget: Memory | None = None,
+    *,
+    deadline: float | None = None,
 ) -> Exchange:
     """Send ``prepared`` and return the decoded 200 body, or raise :class:`AttemptError`.
 
-    With a ``budget``, a large 200 body is only read once memory for it is reserved; the
-    reservation travels in :attr:`Exchange.held` and the caller releases it.
+    Args:
+        client: the route's endpoint.
+        prepared: what the shape adapter built.
+        client_request_id: our id for the attempt (``X-Client-Request-Id``).
+        budget: with one, a large 200 body is only read once memory for it is reserved; the
+            reservation travels in :attr:`Exchange.held` and the caller releases it.
+        deadline: when (on ``anyio.current_time()``'s clock) the whole exchange, from
+            connecting to the last byte of the answer, must be over; by default the client's
+            ``deadline_s`` from now. A body trickling in slowly does not extend it.
     """
-    started = time.perf_counter()
+    seen = _Seen(time.perf_counter())
+    if deadline is None:
+        deadline = anyio.current_time() + (client.deadline_s or math.inf)
     request = client.request(prepared, client_request_id)
-    try:
-        # Streamed, so that a body cut short is told apart from a request that got no answer:
-        # once the status line and headers are in, the provider saw (and may bill) the call,
-        # and its request ids are ours to record.
-        with translated():
-            response = await client.send(request)
-    except AttemptError as error:
-        error.latency_ms = (time.perf_counter() - started) * 1000
-        raise
-    provider_id = response.headers.get("x-request-id")
-    gateway = gateway_id(response.headers)
+    with anyio.move_on_at(deadline) as scope:
+        try:
+            return replace(await _exchange(client, request, budget, seen), deadline=deadline)
+        except AttemptError as error:
+            seen.stamp(error)
+            raise
+    assert scope.cancelled_caught
+    limit = f" ({client.deadline_s:g} s)" if client.deadline_s else ""
+    late = AttemptError(Outcome.TIMEOUT, f"no whole answer within the route's timeout{limit}")
+    raise seen.stamp(late)
+
+
+async def _exchange(
+    client: ApiClient, request: httpx.Request, budget: Memory | None, seen: _Seen
+) -> Exchange:
+    response = await _answer(client, request, seen)
     held = 0
     try:
         if budget is not None and response.status_code == 200:
@@ -75,36 +130,71 @@ async def send(
             held = await budget.acquire(budget.cost(int(length) if length else None))
         with translated(response):
             content = await _read_body(response)
-    except AttemptError as error:
-        if budget is not None:
-            await budget.release(held)
-        error.seen(
-            provider_request_id=provider_id,
-            gateway_request_id=gateway,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-        raise
-    except BaseException:  # cancelled while waiting for memory or reading: give it all back
+        body = _decode(response, content, seen)
+    except BaseException:  # failed, or cancelled while waiting for memory or reading
         if budget is not None:
             await budget.release(held)
         raise
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()
-    latency = (time.perf_counter() - started) * 1000
-    try:
-        body = _decode(response, content, provider_id, gateway, latency)
-    except AttemptError:
-        if budget is not None:
-            await budget.release(held)
-        raise
     return Exchange(
         status=200,
         body=body,
-        provider_request_id=provider_id,
-        gateway_request_id=gateway,
-        latency_ms=latency,
+        provider_request_id=seen.provider_id,
+        gateway_request_id=seen.gateway_id,
+        latency_ms=(time.perf_counter() - seen.started) * 1000,
+        url=str(response.request.url),
+        rate_limits=rate_limits(response.headers),
         held=held,
+    )
+
+
+async def _answer(client: ApiClient, request: httpx.Request, seen: _Seen) -> httpx.Response:
+    """The answer to ``request``, through at most ``MAX_REDIRECTS`` 307/308 hops.
+
+    Streamed, so that a body cut short is told apart from a request that got no answer: once
+    the status line and headers are in, the provider saw (and may bill) the call, and its
+    request ids are ours to record.
+    """
+    for hops in range(MAX_REDIRECTS + 1):
+        with translated():
+            response = await client.send(request)
+        seen.status = response.status_code
+        seen.provider_id = response.headers.get("x-request-id")
+        seen.gateway_id = gateway_id(response.headers)
+        if response.status_code not in FOLLOWED_REDIRECTS | STOPPING_REDIRECTS:
+            return response
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+        target = _redirected(request, response, hops)
+        if target is None:
+            raise redirect_error(response.status_code, response.headers, hops + 1)
+        request = target
+    raise AssertionError("unreachable: the last hop returns or raises")
+
+
+def _redirected(
+    request: httpx.Request, response: httpx.Response, hops: int
+) -> httpx.Request | None:
+    """The same request to where a 307/308 points, if that is allowed; else ``None``.
+
+    Allowed: at most ``MAX_REDIRECTS`` hops, to the same host (never from https to http) or to
+    https on another host.
+    """
+    location = response.headers.get("location")
+    if response.status_code not in FOLLOWED_REDIRECTS or hops >= MAX_REDIRECTS or not location:
+        return None
+    url = request.url.join(location)
+    same_host = url.host == request.url.host
+    if url.scheme not in ("http", "https") or not (same_host or url.scheme == "https"):
+        return None
+    if request.url.scheme == "https" and url.scheme == "http":
+        return None
+    headers = request.headers.copy()
+    headers.pop("host", None)
+    return httpx.Request(
+        request.method, url, headers=headers, stream=request.stream, extensions=request.extensions
     )
 
 
@@ -123,26 +213,19 @@ async def _read_body(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _decode(
-    response: httpx.Response,
-    content: bytes,
-    provider_id: str | None,
-    gateway: str | None,
-    latency: float,
-) -> Any:
+def _decode(response: httpx.Response, content: bytes, seen: _Seen) -> Any:
+    """The JSON body of a 200; an error answer (or a 200 carrying an error) raises."""
     if response.status_code != 200:
         error = classify_error(response.status_code, response.headers, content)
-        raise error.seen(
-            provider_request_id=provider_id,
-            gateway_request_id=gateway or request_id_in_text(error.message),
-            latency_ms=latency,
-        )
+        seen.gateway_id = seen.gateway_id or request_id_in_text(error.message)
+        raise error
     try:
-        return json.loads(content)
+        body = json.loads(content)
     except ValueError as exc:
-        error = AttemptError(Outcome.BAD_RESPONSE, f"200 response is not JSON: {exc}", status=200)
-        raise error.seen(
-            provider_request_id=provider_id,
-            gateway_request_id=gateway,
-            latency_ms=latency,
-        ) from exc
+        message = f"200 response is not JSON: {exc}"
+        raise AttemptError(Outcome.BAD_RESPONSE, message, status=200) from exc
+    if error_in_body(body):
+        error = classify_error(200, response.headers, content)
+        seen.gateway_id = seen.gateway_id or request_id_in_text(error.message)
+        raise error
+    return body

@@ -59,7 +59,8 @@ class FaultKind(StrEnum):
 FAULT_OUTCOMES: Mapping[FaultKind, Outcome] = MappingProxyType(
     {
         FaultKind.SERVER_ERROR: Outcome.SERVER_ERROR,
-        FaultKind.BAD_GATEWAY: Outcome.SERVER_ERROR,
+        # The gateway gave up on its upstream, which may have done (and billed) the work.
+        FaultKind.BAD_GATEWAY: Outcome.TIMEOUT,
         FaultKind.UNAVAILABLE: Outcome.SERVER_ERROR,
         FaultKind.RATE_LIMIT: Outcome.RATE_LIMITED,
         FaultKind.HANG: Outcome.TIMEOUT,

@@ -206,9 +206,9 @@ def overloaded() -> ApiError:
 
 
 def bad_gateway() -> ApiError:
-    """502 with an HTML body."""
+    """502 with an HTML body: the gateway gave up on an upstream that may have done the work."""
     return ApiError(
-        502, "Bad Gateway", type="server_error", outcome=Outcome.SERVER_ERROR, html=BAD_GATEWAY_HTML
+        502, "Bad Gateway", type="server_error", outcome=Outcome.TIMEOUT, html=BAD_GATEWAY_HTML
     )
 
 

@@ -34,7 +34,8 @@ MARKER = "#FAULT#"
 #: Retryable faults: the outcome class each becomes in the ledger, and the HTTP status recorded.
 RETRYABLE: dict[FaultKind, tuple[str, int | None]] = {
     FaultKind.SERVER_ERROR: ("server_error", 500),
-    FaultKind.BAD_GATEWAY: ("server_error", 502),
+    # A gateway gave up on the origin, which may have done the work: a timeout.
+    FaultKind.BAD_GATEWAY: ("timeout", 502),
     FaultKind.UNAVAILABLE: ("server_error", 503),
     FaultKind.RATE_LIMIT: ("rate_limited", 429),
     FaultKind.HANG: ("timeout", None),

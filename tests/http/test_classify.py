@@ -53,11 +53,19 @@ def test_a_429_that_means_quota_is_not_a_rate_limit() -> None:
     assert error.outcome.stops_route
 
 
-def test_a_502_with_an_html_body_is_a_retryable_server_error() -> None:
+def test_a_502_with_an_html_body_is_a_retryable_timeout() -> None:
+    """A gateway in front of the origin gave up: the origin may have done (and billed) it."""
     error = classify_error(502, httpx.Headers(), b"<html><body>Bad Gateway</body></html>")
-    assert error.outcome is Outcome.SERVER_ERROR
+    assert error.outcome is Outcome.TIMEOUT
     assert error.outcome.retryable
     assert "Bad Gateway" in error.message
+
+
+def test_a_503_with_an_html_body_is_a_retryable_server_error() -> None:
+    error = classify_error(503, httpx.Headers(), b"<html><body>Unavailable</body></html>")
+    assert error.outcome is Outcome.SERVER_ERROR
+    assert error.outcome.retryable
+    assert "Unavailable" in error.message
 
 
 def test_retry_after_ms_wins_over_retry_after() -> None:
