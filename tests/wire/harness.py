@@ -88,6 +88,8 @@ class ZooWorld:
     db_url: str
     route: str = "openai"
     settings_: dict[str, Any] = field(default_factory=dict)
+    #: The route's base URL when not the zoo's own (a name only a proxy can reach).
+    base_url: str | None = None
     large_source: bytes = b""
 
     @property
@@ -98,7 +100,8 @@ class ZooWorld:
         config = self.root / "imagerun.toml"
         config.write_text(route_config(**{self.route: ROUTE_DEFAULTS | self.settings_}), "utf-8")
         key_env, key = API_KEYS[self.route]
-        environ = {env_key(self.route, "BASE_URL"): self.zoo.base_url, key_env: key}
+        base_url = self.base_url or self.zoo.base_url
+        environ = {env_key(self.route, "BASE_URL"): base_url, key_env: key}
         return load_settings(config=config, db=self.db_url, data=self.data_dir, environ=environ)
 
     def lines(self, jobs: int) -> list[dict[str, Any]]:

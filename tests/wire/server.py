@@ -47,8 +47,16 @@ class Head:
         return next((v for k, v in self.headers if k == name), None)
 
     @property
+    def proxied(self) -> bool:
+        """The request came as to a forward proxy (``POST http://host/path``)."""
+        return self.target.startswith(("http://", "https://"))
+
+    @property
     def path(self) -> str:
-        return self.target.partition("?")[0]
+        target = self.target
+        if self.proxied:  # the zoo answers as the origin behind the proxy would
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        return target.partition("?")[0]
 
 
 @dataclass(slots=True, kw_only=True)
