@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
+from runner.abc import ChargePolicy
 from runner.models import Outcome
 from runner.routes import Route
-from runner.store import Store
 from runner.store.charges import ChargeObservation
 
 
@@ -28,6 +28,6 @@ def apply_observed(route: Route, observed: Mapping[Outcome, ChargeObservation]) 
     return replace(route, failure_charges=charges) if changed else route
 
 
-async def observed_route(store: Store, route: Route) -> Route:
+async def observed_route(store: ChargePolicy, route: Route) -> Route:
     """``route`` as observed: what the worker uses to price and hold attempts."""
     return apply_observed(route, await store.observed_policy(route.name))

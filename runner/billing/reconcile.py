@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from runner.abc import Charges
 from runner.billing.endpoints import (
     AccountEndpoints,
     BillingUnavailable,
@@ -28,7 +29,7 @@ from runner.billing.endpoints import (
 from runner.billing.matching import Matching, Verdict, match_log
 from runner.models import ChargeEvidence, ChargeStatus, Outcome
 from runner.routes import Catalog, Route
-from runner.store import BatchInfo, Store
+from runner.store import BatchInfo
 from runner.store.charges import (
     BalanceSnapshot,
     BilledAttempt,
@@ -115,7 +116,7 @@ def account_routes(catalog: Catalog, route: Route, endpoints: AccountEndpoints) 
 
 
 async def reconcile(
-    store: Store,
+    store: Charges,
     catalog: Catalog,
     route_name: str,
     *,
@@ -158,7 +159,7 @@ async def reconcile(
 
 
 async def _call_log(
-    store: Store,
+    store: Charges,
     route: Route,
     endpoints: AccountEndpoints,
     environ: Mapping[str, str],
@@ -232,7 +233,7 @@ def _observations(route: str, verdicts: list[Verdict], source: str) -> list[Char
 
 
 async def _balance_check(
-    store: Store,
+    store: Charges,
     route: Route,
     endpoints: AccountEndpoints,
     siblings: list[str],

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.abc import Costs
 from runner.errors import ConfigError
 from runner.models import ChargeStatus, Outcome
 from runner.pricing import PriceBook, reprice
 from runner.routes import Catalog
-from runner.store import BatchInfo, Store
+from runner.store import BatchInfo
 from runner.store.charges import ChargeObservation, CostRow
 
 
@@ -112,7 +113,7 @@ def _failure_json(f: FailureCharge) -> dict[str, Any]:
 
 
 async def cost_report(
-    store: Store,
+    store: Costs,
     catalog: Catalog,
     book: PriceBook,
     batches: Sequence[BatchInfo],
@@ -159,7 +160,7 @@ def _failure_charges(
 
 
 async def reprice_attempts(
-    store: Store, catalog: Catalog, book: PriceBook, batch_ids: Sequence[str] | None
+    store: Costs, catalog: Catalog, book: PriceBook, batch_ids: Sequence[str] | None
 ) -> RepriceSummary:
     """Recompute every attempt's ``expected_usd`` from its stored usage and job fields.
 

@@ -13,13 +13,12 @@ Every index row has the columns of :data:`runner.export.rows.COLUMNS`. Re-export
 incremental: files whose content would not change are not rewritten.
 """
 
-from runner.export.batch import FORMATS, ExportSource, export_batch
+from runner.export.batch import FORMATS, export_batch
 from runner.export.report import ExportReport, FormatReport, Renamed, Skipped
 
 __all__ = [
     "FORMATS",
     "ExportReport",
-    "ExportSource",
     "FormatReport",
     "Renamed",
     "Skipped",

@@ -7,15 +7,16 @@ its own. At most two pages are in memory, whatever the size of the batch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import anyio
 from anyio.abc import ObjectSendStream
 
+from runner.abc import Exports
 from runner.errors import UsageError
 from runner.export.files import FilesSink
 from runner.export.gallery import GallerySink
@@ -52,18 +53,8 @@ _Page = list[ExportOutput] | _Failed
 _R = TypeVar("_R")
 
 
-class ExportSource(Protocol):
-    """The store queries an export needs (:class:`runner.store.exports.ExportOps`)."""
-
-    async def count_export(self, batch_id: str, *, include_failed: bool = False) -> int: ...
-
-    def iter_outputs(self, batch_id: str) -> AsyncGenerator[list[ExportOutput], None]: ...
-
-    def iter_failed(self, batch_id: str) -> AsyncGenerator[list[ExportJob], None]: ...
-
-
 async def export_batch(
-    store: ExportSource,
+    store: Exports,
     batch: BatchInfo,
     *,
     data_dir: Path,
@@ -78,7 +69,7 @@ async def export_batch(
     """Export ``batch`` to ``out_dir`` in each of ``formats``.
 
     Args:
-        store: the store (any object with the :class:`ExportSource` queries).
+        store: the store (any object with the :class:`runner.abc.Exports` queries).
         batch: the batch to export.
         data_dir: the data directory its outputs' paths are relative to.
         out_dir: where to write; created if missing.
@@ -120,7 +111,7 @@ async def export_batch(
 
 
 async def _run(
-    store: ExportSource, ctx: ExportContext, wanted: list[str], progress: Progress | None
+    store: Exports, ctx: ExportContext, wanted: list[str], progress: Progress | None
 ) -> ExportReport:
     sinks: dict[str, Sink] = {}
     try:
@@ -176,7 +167,7 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
 
 
 async def _stream(
-    store: ExportSource, batch_id: str, sinks: list[Sink], progress: Progress | None
+    store: Exports, batch_id: str, sinks: list[Sink], progress: Progress | None
 ) -> tuple[int, int]:
     need_failed = any(s.wants_failed for s in sinks)
     total = await store.count_export(batch_id, include_failed=need_failed)
@@ -209,7 +200,7 @@ async def _in_thread(call: Callable[[_R], None], rows: _R) -> None:
 
 
 async def _read(
-    store: ExportSource, batch_id: str, need_failed: bool, send: ObjectSendStream[_Page]
+    store: Exports, batch_id: str, need_failed: bool, send: ObjectSendStream[_Page]
 ) -> None:
     async with send:
         async with aclosing(store.iter_outputs(batch_id)) as outputs:

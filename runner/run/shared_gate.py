@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import anyio
 
+from runner.abc import RouteState
 from runner.run.gate import RATE_MARGIN, BaseGate, burst_size
-from runner.store import Store
 
 
 class SharedGate(BaseGate):
@@ -21,7 +21,7 @@ class SharedGate(BaseGate):
         rpm: requests per minute for the route as a whole.
     """
 
-    def __init__(self, store: Store, route: str, rpm: int) -> None:
+    def __init__(self, store: RouteState, route: str, rpm: int) -> None:
         super().__init__(rpm)
         self._store = store
         self._route = route

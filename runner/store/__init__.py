@@ -28,20 +28,18 @@ Verbs, grouped by module:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from runner.errors import StoreError
 from runner.store.budgets import BudgetOps
 from runner.store.charges import ChargeOps
-from runner.store.engine import (
-    DEFAULT_DB,
-    create_engine,
-    dispose_sync_twin,
-    normalise_url,
-    reading,
-)
+from runner.store.database import Database
+from runner.store.engine import DEFAULT_DB
 from runner.store.exports import ExportOps
+from runner.store.groupcommit import LedgerWriter
 from runner.store.leases import LeaseOps
 from runner.store.ledger import LeaseLost, LedgerOps
 from runner.store.queue import QueueOps
@@ -73,17 +71,24 @@ class Store(
     ChargeOps,
     BudgetOps,
 ):
-    """imagerun's database. Open with :meth:`open`; close with :meth:`close`."""
+    """imagerun's database, as the verbs of every role in :mod:`runner.abc`.
 
-    def __init__(self, url: str) -> None:
-        self.url = normalise_url(url)
-        self.engine = create_engine(self.url)
-        self.dialect = self.engine.dialect.name
+    Open with :meth:`open`; close with :meth:`close`.
+
+    Args:
+        db: the database the verbs run on (the store closes it).
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.url = db.url
+        self.engine = db.engine
+        self.dialect = db.dialect
 
     @classmethod
     async def open(cls, url: str = DEFAULT_DB, *, migrate: bool = True) -> Store:
         """Connect, applying migrations first unless ``migrate`` is false."""
-        store = cls(url)
+        store = cls(Database(url))
         if migrate:
             try:
                 if not await store._schema_is_current():
@@ -106,7 +111,7 @@ class Store(
         as ``imagerun status``.
         """
         try:
-            async with reading(self.engine) as conn:
+            async with self.db.reading() as conn:
                 current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
         except SQLAlchemyError:
             return False  # a new database: no version table yet
@@ -114,12 +119,22 @@ class Store(
 
     @property
     def safe_url(self) -> str:
-        """The URL with any password masked, for messages."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.db.safe_url
+
+    def group_ledger(self) -> LedgerWriter:
+        return LedgerWriter(self.db)
 
     async def close(self) -> None:
-        dispose_sync_twin(self.engine)
-        await self.engine.dispose()
+        await self.db.close()
+
+
+if TYPE_CHECKING:  # mypy proves here that the store plays every role of runner.abc
+    from runner import abc
+
+    def _plays_every_role(
+        store: Store,
+    ) -> tuple[abc.RunStore, abc.ProbeStore, abc.Exports, abc.Costs, abc.Charges, abc.Reports]:
+        return store, store, store, store, store, store
 
 
 __all__ = [
@@ -128,6 +143,7 @@ __all__ = [
     "AttemptStart",
     "BatchInfo",
     "BatchStatus",
+    "Database",
     "EnqueueResult",
     "LeaseLost",
     "OutputRecord",

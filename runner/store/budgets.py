@@ -19,19 +19,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import utcnow
-from runner.store.engine import run_write
+from runner.store.database import Database
 from runner.store.reports import exposure
 from runner.store.tables import attempts, batches, budget_grants, workers
 
 
 class BudgetOps:
-    """Budget grants. Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.BudgetGrants` verbs. Mixed into :class:`runner.store.Store`."""
 
-    engine: AsyncEngine
-    dialect: str
+    db: Database
 
     async def grant_budget(
         self,
@@ -42,29 +40,18 @@ class BudgetOps:
         at_least: float = 0.0,
         hold_s: float,
     ) -> float:
-        """Grant ``worker_id`` up to ``want_usd`` more of ``batch_id``'s budget.
-
-        Returns what was granted: less than asked when the budget is nearly gone, 0 when
-        less than ``at_least`` is left, and ``want_usd`` for a batch without a budget.
-        """
-        return await run_write(
-            self.engine,
+        return await self.db.run_write(
             _grant,
             batch_id,
             worker_id,
             want_usd,
             at_least,
             hold_s,
-            self.dialect == "postgresql",
+            self.db.dialect == "postgresql",
         )
 
     async def renew_budget_grants(self, worker_id: str, hold_s: float) -> list[str]:
-        """Extend ``worker_id``'s grants by ``hold_s``; return the batches whose grant had lapsed.
-
-        A lapsed grant may have been handed to others meanwhile: it is cut down to what this
-        worker has spent, and the worker must drop its unspent share (``Budget.forfeit``).
-        """
-        return await run_write(self.engine, _renew, worker_id, hold_s)
+        return await self.db.run_write(_renew, worker_id, hold_s)
 
 
 def _spent_by(conn: Connection, batch_id: str) -> dict[str | None, float]:

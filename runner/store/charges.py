@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
 from runner.pricing import PricedJob
-from runner.store.engine import reading, writing
+from runner.store.database import Database
+from runner.store.engine import reading
 from runner.store.tables import attempts, balance_snapshots, charge_observations, jobs
 
 
@@ -137,8 +138,11 @@ def _scope(
 
 
 class ChargeOps:
-    """Charge, policy, repricing and spend verbs. Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.Charges`, :class:`~runner.abc.ChargePolicy` and
+    :class:`~runner.abc.Costs` verbs. Mixed into :class:`runner.store.Store`.
+    """
 
+    db: Database
     engine: AsyncEngine
 
     async def billed_attempts(
@@ -148,11 +152,10 @@ class ChargeOps:
         batch_ids: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[BilledAttempt]:
-        """Finished attempts in scope, oldest first (``sending`` ones are still in the air)."""
         where = _scope(routes, batch_ids)
         if ids is not None:
             where.append(attempts.c.id.in_(list(ids)))
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             rows = await conn.execute(
                 select(attempts).where(and_(*where)).order_by(attempts.c.started_at)
             )
@@ -179,7 +182,6 @@ class ChargeOps:
             ]
 
     async def record_charges(self, updates: Sequence[ChargeUpdate]) -> int:
-        """Set each attempt's charge status, evidence and observed amount; returns how many."""
         if not updates:
             return 0
         statement = (
@@ -200,12 +202,11 @@ class ChargeOps:
             }
             for u in updates
         ]
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(statement, params)
         return len(updates)
 
     async def record_observations(self, observations: Sequence[ChargeObservation]) -> None:
-        """Keep what was observed about failure charges on a route (newest wins)."""
         if not observations:
             return
         rows = []
@@ -217,17 +218,16 @@ class ChargeOps:
                 evidence=obs.evidence.value,
             )
             rows.append(row)
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(insert(charge_observations), rows)
 
     async def observations(self, routes: Sequence[str] | None = None) -> list[ChargeObservation]:
-        """Every observation (of ``routes``), oldest first."""
         query = select(charge_observations).order_by(
             charge_observations.c.observed_at, charge_observations.c.id
         )
         if routes is not None:
             query = query.where(charge_observations.c.route.in_(list(routes)))
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             return [
                 ChargeObservation(
                     route=r.route,
@@ -243,7 +243,6 @@ class ChargeOps:
             ]
 
     async def observed_policy(self, route: str) -> dict[Outcome, ChargeObservation]:
-        """The newest observation of each outcome class on ``route``."""
         return {obs.outcome: obs for obs in await self.observations([route])}
 
     async def repricing_inputs(self, batch_ids: Sequence[str] | None = None) -> list[RepriceInput]:
@@ -287,7 +286,6 @@ class ChargeOps:
             ]
 
     async def set_expected(self, prices: Sequence[tuple[str, float]]) -> int:
-        """Store recomputed ``expected_usd`` values (attempt id, USD)."""
         if not prices:
             return 0
         statement = (
@@ -295,12 +293,11 @@ class ChargeOps:
             .where(attempts.c.id == bindparam("b_id"))
             .values(expected_usd=bindparam("b_usd"))
         )
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(statement, [{"b_id": i, "b_usd": usd} for i, usd in prices])
         return len(prices)
 
     async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
-        """Spend grouped by route, outcome, charge status and evidence (computed in SQL)."""
         status = attempts.c.charge_status
         cost = case(
             (status == ChargeStatus.NOT_CHARGED.value, 0.0),
@@ -321,7 +318,7 @@ class ChargeOps:
             .group_by(*keys)
             .order_by(*keys)
         )
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             return [
                 CostRow(
                     route=route,
@@ -340,17 +337,16 @@ class ChargeOps:
             ]
 
     async def record_balance(self, snapshot: BalanceSnapshot) -> None:
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(insert(balance_snapshots).values(**asdict(snapshot)))
 
     async def balance_snapshots(self, account: str) -> list[BalanceSnapshot]:
-        """Readings of ``account``, oldest first."""
         query = (
             select(balance_snapshots)
             .where(balance_snapshots.c.account == account)
             .order_by(balance_snapshots.c.taken_at, balance_snapshots.c.id)
         )
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             return [
                 BalanceSnapshot(
                     route=r.route,

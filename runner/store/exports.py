@@ -21,10 +21,10 @@ from typing import Any
 import anyio
 from sqlalchemy import func, select
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.models import JobState
-from runner.store.engine import reading
+from runner.store.database import Database
 from runner.store.tables import attempts, jobs, outputs
 
 #: Jobs per page. A page holds at most this many jobs' outputs (``n`` of each).
@@ -52,6 +52,8 @@ _OUTPUT_COLUMNS = (
     outputs.c.format,
     outputs.c.bytes,
     outputs.c.created_at,
+    outputs.c.asked,
+    outputs.c.got,
 )
 _ATTEMPT_COLUMNS = (
     attempts.c.id.label("request_id"),
@@ -121,6 +123,9 @@ class ExportOutput(ExportJob):
     format: str
     bytes: int
     created_at: datetime
+    #: What the job asked for and what came, where they differ; ``None`` when they agree.
+    asked: str | None = None
+    got: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +136,14 @@ class _JobRef:
 
 
 class ExportOps:
-    """Streaming export reads. Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.Exports` verbs. Mixed into :class:`runner.store.Store`."""
 
-    engine: AsyncEngine
+    db: Database
 
     async def count_export(self, batch_id: str, *, include_failed: bool = False) -> int:
-        """How many rows :meth:`iter_outputs` (plus :meth:`iter_failed`) will yield."""
         failed: int | None = 0
         with anyio.CancelScope(shield=True):
-            async with reading(self.engine) as conn:
+            async with self.db.reading() as conn:
                 produced = await conn.scalar(
                     select(func.count()).select_from(outputs).where(outputs.c.batch_id == batch_id)
                 )
@@ -154,10 +158,9 @@ class ExportOps:
     async def iter_outputs(
         self, batch_id: str, *, page_size: int = PAGE_SIZE
     ) -> AsyncGenerator[list[ExportOutput], None]:
-        """The batch's outputs in job-id then ``k`` order, one page of jobs at a time."""
         async for refs in self._job_pages(batch_id, page_size):
             with anyio.CancelScope(shield=True):
-                async with reading(self.engine) as conn:
+                async with self.db.reading() as conn:
                     page = await _outputs_page(conn, refs)
             if page:
                 yield page
@@ -165,13 +168,12 @@ class ExportOps:
     async def iter_failed(
         self, batch_id: str, *, page_size: int = PAGE_SIZE
     ) -> AsyncGenerator[list[ExportJob], None]:
-        """The batch's ``failed`` and ``unknown`` jobs in id order, with their last attempt."""
         async for refs in self._job_pages(batch_id, page_size):
             wanted = [r for r in refs if r.state in FAILED_STATES]
             if not wanted:
                 continue
             with anyio.CancelScope(shield=True):
-                async with reading(self.engine) as conn:
+                async with self.db.reading() as conn:
                     page = await _failed_page(conn, wanted)
             yield page
 
@@ -181,7 +183,7 @@ class ExportOps:
         # planner pick the (batch_id, state) index and sort the whole batch for every page:
         # quadratic in the batch size.
         with anyio.CancelScope(shield=True):
-            async with reading(self.engine) as conn:
+            async with self.db.reading() as conn:
                 first, last = (
                     await conn.execute(
                         select(func.min(jobs.c.id), func.max(jobs.c.id)).where(
@@ -194,7 +196,7 @@ class ExportOps:
         after, index = first - 1, 0
         while after < last:
             with anyio.CancelScope(shield=True):
-                async with reading(self.engine) as conn:
+                async with self.db.reading() as conn:
                     rows = (
                         await conn.execute(
                             select(jobs.c.id, jobs.c.state, jobs.c.batch_id)

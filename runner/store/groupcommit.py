@@ -20,37 +20,19 @@ committed by its caller.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runner.models import JobState
-from runner.store.engine import run_write
+from runner.store.database import Database
 from runner.store.ledger import Finish, FinishVerbs, apply_finishes, apply_starts
-from runner.store.records import AttemptResult, AttemptStart, OutputRecord
+from runner.store.records import AttemptStart
 
 #: Most writes committed in one transaction (bounds a transaction's size and latency).
 MAX_GROUP = 512
-
-
-class Ledger(Protocol):
-    """The ledger verbs a job runner needs; :class:`runner.store.Store` and
-    :class:`LedgerWriter` both provide them (documented on ``runner.store.ledger.LedgerOps``).
-    """
-
-    async def start_attempt(self, start: AttemptStart) -> None: ...
-    async def flush(self) -> None: ...
-    async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None: ...
-    async def retry_later(self, result: AttemptResult, at: datetime) -> None: ...
-    async def fail(self, result: AttemptResult) -> None: ...
-    async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -73,13 +55,10 @@ def _apply(conn: Connection, group: list[_Pending]) -> None:
 
 
 class LedgerWriter(FinishVerbs):
-    """The ledger verbs of :class:`runner.store.Store`, committed in groups.
+    """A :class:`runner.abc.GroupLedger` on one database."""
 
-    Start :meth:`run` in the worker's task group before using the verbs.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._queue: list[_Pending] = []
         self._wake = anyio.Event()
         self._idle = anyio.Event()
@@ -90,7 +69,6 @@ class LedgerWriter(FinishVerbs):
         self._closed = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit queued writes until cancelled; what is queued then is committed first."""
         task_status.started()
         try:
             while True:
@@ -105,7 +83,6 @@ class LedgerWriter(FinishVerbs):
             self._closed = True
 
     async def flush(self) -> None:
-        """Wait until every write queued so far is committed (raises a failed one's error)."""
         if not self._idle.is_set():
             with anyio.CancelScope(shield=True):
                 await self._idle.wait()
@@ -121,7 +98,7 @@ class LedgerWriter(FinishVerbs):
 
     async def _commit(self, group: list[_Pending]) -> None:
         try:
-            await run_write(self._engine, _apply, group)
+            await self._db.run_write(_apply, group)
         except Exception as exc:  # every caller in the group sees the store's failure
             for pending in group:
                 pending.error = exc
@@ -165,5 +142,4 @@ class LedgerWriter(FinishVerbs):
                 raise pending.error
 
     async def start_attempt(self, start: AttemptStart) -> None:
-        """See :meth:`runner.store.Store.start_attempt` (raises :class:`LeaseLost`)."""
         await self._submit(start)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, func, select, text, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.models import (
     AttemptState,
@@ -18,16 +18,18 @@ from runner.models import (
     SourceImage,
     utcnow,
 )
-from runner.store.engine import run_write, writing
+from runner.store.database import Database
 from runner.store.records import Recovery
 from runner.store.tables import attempts, batches, jobs
 
 
 class LeaseOps:
-    """Claiming and lease verbs. Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.Leases` claim and heartbeat, and :class:`runner.abc.LeaseRecovery`.
 
-    engine: AsyncEngine
-    dialect: str
+    Mixed into :class:`runner.store.Store`.
+    """
+
+    db: Database
 
     async def claim(
         self,
@@ -38,11 +40,6 @@ class LeaseOps:
         lease_seconds: float,
         cap: int | None = None,
     ) -> list[Job]:
-        """Lease up to ``limit`` runnable jobs (queued, or waiting and due) to ``worker_id``.
-
-        With ``cap``, never more than ``cap`` jobs of these batches are leased at once by all
-        workers together (a route's global concurrency, counted from live leases).
-        """
         now = utcnow()
         # Queued jobs and due retries are looked up apart, each oldest first, then merged: a
         # single ``queued OR (waiting AND due)`` condition cannot walk the (batch_id, state)
@@ -60,7 +57,7 @@ class LeaseOps:
                 .where(jobs.c.batch_id.in_(batch_ids), runnable)
                 .order_by(jobs.c.id)
             )
-            if self.dialect == "postgresql":
+            if self.db.dialect == "postgresql":
                 # Concurrent claimers skip each other's rows instead of queueing behind them.
                 query = query.with_for_update(of=jobs, skip_locked=True)
             queries.append(query)
@@ -70,10 +67,9 @@ class LeaseOps:
             "lease_expires": now + timedelta(seconds=lease_seconds),
             "updated_at": now,
         }
-        return await run_write(self.engine, _lease, queries, lease, cap, batch_ids, limit)
+        return await self.db.run_write(_lease, queries, lease, cap, batch_ids, limit)
 
     async def heartbeat(self, worker_id: str, job_ids: list[int], lease_seconds: float) -> int:
-        """Extend the leases ``worker_id`` holds on ``job_ids``; returns how many it still holds."""
         if not job_ids:
             return 0
         now = utcnow()
@@ -82,12 +78,12 @@ class LeaseOps:
             jobs.c.lease_owner == worker_id,
             jobs.c.state == JobState.RUNNING.value,
         )
-        if self.dialect == "postgresql":
+        if self.db.dialect == "postgresql":
             # Skip rows another transaction holds (our own ledger commit finishing those jobs):
             # waiting for them while holding the others, locked in another order, deadlocks.
             # A skipped job is either done or extended by the next beat, well within the lease.
             mine = mine.with_for_update(skip_locked=True, key_share=True)
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(mine))
@@ -96,21 +92,15 @@ class LeaseOps:
             return int(result.rowcount)
 
     async def recover_expired(self, *, resend_routes: frozenset[str] = frozenset()) -> Recovery:
-        """Take back running jobs whose lease ran out (their worker died or hung).
-
-        A job whose last attempt never left goes back to the queue. A job with an attempt still
-        ``sending`` may have reached the provider (and been charged): that attempt is closed as
-        ``lost`` and the job becomes ``unknown``, unless its route's policy is ``resend``.
-        """
         now = utcnow()
         query = (
             select(jobs.c.id, batches.c.route)
             .join(batches, batches.c.id == jobs.c.batch_id)
             .where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires < now)
         )
-        if self.dialect == "postgresql":
+        if self.db.dialect == "postgresql":
             query = query.with_for_update(of=jobs, skip_locked=True)
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             expired = {r.id: r.route for r in await conn.execute(query)}
             if not expired:
                 return Recovery()

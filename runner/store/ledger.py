@@ -13,11 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Update, bindparam, exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.errors import StoreError
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, JobState, utcnow
-from runner.store.engine import writing
+from runner.store.database import Database
 from runner.store.records import AttemptResult, AttemptStart, OutputRecord
 from runner.store.tables import attempts, jobs, outputs
 
@@ -48,57 +47,50 @@ class FinishVerbs:
         raise NotImplementedError
 
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
-        """The attempt succeeded and its outputs are on disk: record them, finish the job."""
         await self._finish(
             Finish(job_id=result.job_id, state=JobState.SUCCEEDED, result=result, files=files)
         )
 
     async def retry_later(self, result: AttemptResult, at: datetime) -> None:
-        """The attempt failed in a retryable way: the job waits until ``at``."""
         await self._finish(
             Finish(job_id=result.job_id, state=JobState.WAITING, result=result, next_at=at)
         )
 
-    async def fail(self, result: AttemptResult) -> None:
-        """The attempt failed for good: the job is ``failed``."""
-        await self._finish(Finish(job_id=result.job_id, state=JobState.FAILED, result=result))
+    async def fail(self, result: AttemptResult, files: Sequence[OutputRecord] = ()) -> None:
+        await self._finish(
+            Finish(job_id=result.job_id, state=JobState.FAILED, result=result, files=files)
+        )
 
     async def release(self, result: AttemptResult | None, job_id: int, state: JobState) -> None:
-        """Give the job back without a verdict (route stopped, run interrupted)."""
         await self._finish(Finish(job_id=job_id, state=state, result=result))
 
 
 class LedgerOps(FinishVerbs):
-    """Attempt and job-completion verbs. Mixed into :class:`runner.store.Store`.
+    """The :class:`runner.abc.Ledger` verbs, one transaction each, and the rest of
+    :class:`runner.abc.Leases`. Mixed into :class:`runner.store.Store`.
 
-    Each verb is one transaction; :class:`runner.store.groupcommit.LedgerWriter` offers the same
-    verbs with many callers' writes committed together.
+    :class:`runner.store.groupcommit.LedgerWriter` offers the same ledger verbs with many
+    callers' writes committed together.
     """
 
-    engine: AsyncEngine
+    db: Database
 
     async def flush(self) -> None:
-        """Nothing to wait for: every verb here is committed before it returns."""
+        return None  # every verb here is committed before it returns
 
     async def start_attempt(self, start: AttemptStart) -> None:
-        """Record that a request is about to leave. Commits before returning.
-
-        Raises:
-            LeaseLost: the job's lease is no longer ours; the request must not be sent.
-        """
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             (lost,) = await conn.run_sync(apply_starts, [start])
         if lost is not None:
             raise lost
 
     async def _finish(self, finish: Finish) -> None:
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.run_sync(apply_finishes, [finish])
 
     async def fail_unsent(self, job_id: int, outcome: str, message: str) -> None:
-        """Fail a job before any request left (e.g. its source image cannot be read)."""
         now = utcnow()
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -114,10 +106,9 @@ class LedgerOps(FinishVerbs):
             )
 
     async def release_unstarted(self, worker_id: str, job_ids: Sequence[int]) -> int:
-        """Return claimed jobs that never started an attempt to the queue (graceful stop)."""
         if not job_ids:
             return 0
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(

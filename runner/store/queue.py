@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.errors import NotFound, UsageError
 from runner.models import (
@@ -19,7 +19,7 @@ from runner.models import (
     utcnow,
 )
 from runner.store.bulk import JobRows, jobs_raw, roomy_cache
-from runner.store.engine import reading, writing
+from runner.store.database import Database
 from runner.store.records import BatchInfo, EnqueueResult
 from runner.store.tables import batches, jobs
 
@@ -53,14 +53,12 @@ def new_batch_id() -> str:
 
 
 class QueueOps:
-    """Batch and job-queue verbs. Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.Queue` verbs. Mixed into :class:`runner.store.Store`."""
 
-    engine: AsyncEngine
-    dialect: str
+    db: Database
 
     async def find_batch(self, ref: str) -> BatchInfo:
-        """A batch by id or by name."""
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             row = (
                 await conn.execute(
                     select(batches).where(or_(batches.c.id == ref, batches.c.name == ref))
@@ -71,7 +69,7 @@ class QueueOps:
         return _batch_info(row)
 
     async def list_batches(self) -> list[BatchInfo]:
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             rows = await conn.execute(select(batches).order_by(batches.c.created_at))
             return [_batch_info(r) for r in rows]
 
@@ -86,15 +84,9 @@ class QueueOps:
         budget_usd: float | None,
         specs: Iterable[JobSpec],
     ) -> EnqueueResult:
-        """Create (or reuse) the batch called ``name`` and enqueue ``specs`` atomically.
-
-        Jobs whose key is already in the database (in this batch or any other) are skipped, so
-        re-submitting a manifest adds nothing. When nothing is added and the batch would be
-        new, nothing is created at all.
-        """
         now = utcnow()
         try:
-            async with writing(self.engine) as conn:
+            async with self.db.writing() as conn:
                 batch, created = await self._batch_for(
                     conn, name, route, manifest, manifest_sha256, route_snapshot, budget_usd, now
                 )
@@ -195,8 +187,7 @@ class QueueOps:
         return {r.key: (r.id, r.name) for r in rows}
 
     async def next_due(self, batch_ids: list[str]) -> datetime | None:
-        """When the earliest waiting job becomes runnable (``None`` if none is waiting)."""
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             due: datetime | None = await conn.scalar(
                 select(func.min(jobs.c.next_at)).where(
                     jobs.c.batch_id.in_(batch_ids), jobs.c.state == JobState.WAITING.value
@@ -207,21 +198,16 @@ class QueueOps:
     async def count_states(
         self, batch_ids: list[str], states: Iterable[JobState] | None = None
     ) -> dict[JobState, int]:
-        """Jobs of these batches by state (only ``states`` if given).
-
-        Counting walks one index entry per job counted: narrow ``states`` to what is small.
-        """
         query = select(jobs.c.state, func.count()).where(jobs.c.batch_id.in_(batch_ids))
         if states is not None:
             query = query.where(jobs.c.state.in_([s.value for s in states]))
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             rows = await conn.execute(query.group_by(jobs.c.state))
             return {JobState(state): count for state, count in rows}
 
     async def any_live(self, batch_ids: list[str]) -> bool:
-        """Whether any job of these batches is queued, waiting or running (one index probe)."""
         live = [JobState.QUEUED.value, JobState.WAITING.value, JobState.RUNNING.value]
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             found = await conn.scalar(
                 select(jobs.c.id)
                 .where(jobs.c.batch_id.in_(batch_ids), jobs.c.state.in_(live))
@@ -230,9 +216,8 @@ class QueueOps:
         return found is not None
 
     async def requeue(self, batch_id: str, states: Iterable[JobState]) -> int:
-        """Put jobs in ``states`` back in the queue (``imagerun retry``)."""
         now = utcnow()
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(jobs.c.batch_id == batch_id, jobs.c.state.in_([s.value for s in states]))
@@ -248,10 +233,9 @@ class QueueOps:
             return int(result.rowcount)
 
     async def cancel(self, batch_id: str) -> int:
-        """Cancel every job of the batch that is not running or finished."""
         now = utcnow()
         states = [JobState.QUEUED.value, JobState.WAITING.value, JobState.UNKNOWN.value]
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             result = await conn.execute(
                 update(jobs)
                 .where(jobs.c.batch_id == batch_id, jobs.c.state.in_(states))

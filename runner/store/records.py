@@ -95,6 +95,8 @@ class BatchStatus:
     failures: dict[str, int]
     #: Attempt outcomes of every attempt that did not succeed (including retried ones).
     attempt_failures: dict[str, int]
+    #: Outputs kept although not what their job asked for (another size or format).
+    mismatched: int = 0
 
     @property
     def total(self) -> int:
@@ -115,6 +117,7 @@ class BatchStatus:
             "jobs": self.total,
             "states": {s.value: self.counts.get(s, 0) for s in JobState},
             "outputs": self.outputs,
+            "mismatched_outputs": self.mismatched,
             "attempts": self.attempts,
             "spent_usd": round(self.spent_usd, 6),
             "unknown_charges_usd": round(self.unknown_charges_usd, 6),

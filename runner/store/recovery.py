@@ -6,32 +6,29 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.files.adopt import JobFiles
 from runner.files.outputs import OutputRecord
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome, utcnow
-from runner.store.engine import reading, writing
+from runner.store.database import Database
 from runner.store.tables import attempts, jobs, outputs
 
 
 class RecoveryOps:
-    """Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.FileAdoption` verbs. Mixed into :class:`runner.store.Store`."""
 
-    engine: AsyncEngine
+    db: Database
 
     async def recorded_paths(self, batch_ids: Sequence[str]) -> set[str]:
-        """Relative paths of every recorded output of these batches."""
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             rows = await conn.execute(
                 select(outputs.c.path).where(outputs.c.batch_id.in_(list(batch_ids)))
             )
             return {r.path for r in rows}
 
     async def jobs_for_files(self, job_ids: Sequence[int]) -> dict[int, JobFiles]:
-        """State, recorded outputs and lost attempt of each job that has files on disk."""
         ids = list(job_ids)
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             found = {
                 r.id: r
                 for r in await conn.execute(
@@ -80,14 +77,8 @@ class RecoveryOps:
         files: Sequence[OutputRecord],
         expected_usd: float,
     ) -> bool:
-        """Record images a dead worker wrote but never recorded, and finish the job with them.
-
-        Only for a job held as ``unknown`` because its request was in flight: the images on
-        disk prove the request succeeded (they are verified before they are renamed into
-        place), so the attempt is closed ``ok`` and charged, and nothing is resent.
-        """
         now = utcnow()
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             moved = await conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.UNKNOWN.value)

@@ -10,10 +10,9 @@ never need to agree (only the database's clock is read).
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import utcnow
-from runner.store.engine import writing
+from runner.store.database import Database
 
 _ENSURE = text(
     "INSERT INTO route_state (route, tat, updated_at) VALUES (:route, 0, :now) "
@@ -29,30 +28,18 @@ _NOW = {
 
 
 class RouteStateOps:
-    """Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.RouteState` verbs. Mixed into :class:`runner.store.Store`."""
 
-    engine: AsyncEngine
-    dialect: str
+    db: Database
 
     async def ensure_route_state(self, route: str) -> None:
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(_ENSURE, {"route": route, "now": utcnow()})
 
     async def take_rate_slot(
         self, route: str, interval: float, tolerance: float = 0.0
     ) -> tuple[float, float]:
-        """Reserve the route's next request slot.
-
-        ``tolerance`` lets a slot be used that long before its place in the schedule (GCRA's
-        burst tolerance): time the schedule lost while nobody asked is made up, by at most
-        that much, instead of being lost for good.
-
-        Returns:
-            ``(wait, paused)``: seconds to wait before sending, and seconds the route is still
-            paused for after a 429 (when positive, the slot was *not* taken: wait and ask
-            again).
-        """
-        now, greatest = _NOW[self.dialect], _GREATEST[self.dialect]
+        now, greatest = _NOW[self.db.dialect], _GREATEST[self.db.dialect]
         paused = f"COALESCE(pause_until, 0) - {now}"
         statement = text(
             f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
@@ -61,27 +48,26 @@ class RouteStateOps:
             f"RETURNING tat - :interval - :tolerance - {now} AS wait, {paused} AS paused"
         )
         params = {"route": route, "interval": interval, "tolerance": tolerance}
-        if self.dialect != "postgresql":
-            async with writing(self.engine) as conn:
+        if self.db.dialect != "postgresql":
+            async with self.db.writing() as conn:
                 row = (await conn.execute(statement, params)).one()
             return max(0.0, float(row.wait)), float(row.paused)
         # One autocommitted statement: the row lock is released by the server as soon as the
         # UPDATE is done. In a BEGIN … COMMIT, every other worker's slot request would queue
         # behind this one until our COMMIT arrived, however long our event loop took to send
         # it, and the schedule would fall behind the clock (capacity lost for good).
-        async with self.engine.connect() as conn:
+        async with self.db.engine.connect() as conn:
             auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
             row = (await auto.execute(statement, params)).one()
         return max(0.0, float(row.wait)), float(row.paused)
 
     async def pause_route(self, route: str, seconds: float) -> None:
-        """Pause the route for everyone (a 429's ``Retry-After``); pauses only ever extend."""
-        now, greatest = _NOW[self.dialect], _GREATEST[self.dialect]
+        now, greatest = _NOW[self.db.dialect], _GREATEST[self.db.dialect]
         statement = text(
             "UPDATE route_state SET "
             f"pause_until = {greatest}(COALESCE(pause_until, 0), {now} + :seconds), "
             f"tat = {greatest}(tat, {now} + :seconds) "
             f"WHERE route = :route"
         )
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(statement, {"route": route, "seconds": seconds})

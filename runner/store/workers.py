@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.files.procs import pid_alive
 from runner.models import JobState, utcnow
-from runner.store.engine import reading, writing
+from runner.store.database import Database
 from runner.store.tables import jobs, workers
 
 
@@ -26,13 +25,13 @@ class WorkerInfo:
 
 
 class WorkerOps:
-    """Worker verbs. Mixed into :class:`runner.store.Store`."""
+    """The :class:`runner.abc.Workers` verbs. Mixed into :class:`runner.store.Store`."""
 
-    engine: AsyncEngine
+    db: Database
 
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
         now = utcnow()
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(
                 insert(workers).values(
                     id=worker_id, host=host, pid=pid, started_at=now, heartbeat_at=now
@@ -40,24 +39,19 @@ class WorkerOps:
             )
 
     async def worker_heartbeat(self, worker_id: str) -> None:
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(
                 update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
             )
 
     async def stop_worker(self, worker_id: str) -> None:
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(
                 update(workers).where(workers.c.id == worker_id).values(stopped_at=utcnow())
             )
 
     async def expire_dead_local_workers(self, host: str) -> int:
-        """End the leases of workers on ``host`` whose process no longer exists.
-
-        A killed runner on this machine need not be waited out for a full lease: its pid is
-        gone, so its jobs can be recovered at once (and judged by ``recover_expired``).
-        """
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             rows = (
                 await conn.execute(
                     select(workers.c.id, workers.c.pid).where(
@@ -69,7 +63,7 @@ class WorkerOps:
         if not dead:
             return 0
         now = utcnow()
-        async with writing(self.engine) as conn:
+        async with self.db.writing() as conn:
             await conn.execute(
                 update(jobs)
                 .where(jobs.c.lease_owner.in_(dead), jobs.c.state == JobState.RUNNING.value)
@@ -79,9 +73,8 @@ class WorkerOps:
         return len(dead)
 
     async def list_workers(self, *, live_within: float = 120.0) -> list[WorkerInfo]:
-        """Workers not stopped whose heartbeat is recent."""
         since = utcnow() - timedelta(seconds=live_within)
-        async with reading(self.engine) as conn:
+        async with self.db.reading() as conn:
             rows = (
                 await conn.execute(
                     select(workers).where(

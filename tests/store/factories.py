@@ -16,7 +16,6 @@ from sqlalchemy.engine import Row
 
 from runner.models import ChargeEvidence, ChargeStatus, Job, JobSpec, Outcome, utcnow
 from runner.store import AttemptResult, AttemptStart, EnqueueResult, OutputRecord, Store
-from runner.store.engine import reading
 from runner.store.tables import attempts, jobs
 
 ROUTE = "sandbox-images"
@@ -121,11 +120,11 @@ def output_of(start: AttemptStart, k: int, *, created_at: datetime | None = None
 
 
 async def job_row(store: Store, job_id: int) -> Row[Any]:
-    async with reading(store.engine) as conn:
+    async with store.db.reading() as conn:
         return (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
 
 
 async def attempt_rows(store: Store, job_id: int) -> list[Row[Any]]:
-    async with reading(store.engine) as conn:
+    async with store.db.reading() as conn:
         query = select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
         return list((await conn.execute(query)).all())

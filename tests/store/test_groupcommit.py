@@ -8,9 +8,9 @@ import anyio
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from runner.abc import GroupLedger
 from runner.models import AttemptState, Job, JobState, Outcome
 from runner.store import AttemptStart, LeaseLost, Store
-from runner.store.groupcommit import LedgerWriter
 
 from .factories import attempt_rows, claim_all, job_row, output_of, result_of, specs, start_of
 from .factories import submit as submit_batch
@@ -24,8 +24,8 @@ async def claimed(store: Store, n: int) -> list[Job]:
 
 
 @pytest.fixture
-async def writer(store: Store) -> AsyncIterator[LedgerWriter]:
-    ledger = LedgerWriter(store.engine)
+async def writer(store: Store) -> AsyncIterator[GroupLedger]:
+    ledger = store.group_ledger()
     async with anyio.create_task_group() as tg:
         await tg.start(ledger.run)
         yield ledger
@@ -33,7 +33,7 @@ async def writer(store: Store) -> AsyncIterator[LedgerWriter]:
 
 
 async def test_a_start_is_visible_to_another_process_when_the_verb_returns(
-    store: Store, db_url: str, writer: LedgerWriter
+    store: Store, db_url: str, writer: GroupLedger
 ) -> None:
     [job] = await claimed(store, 1)
     await writer.start_attempt(start_of(job, "w1"))
@@ -46,7 +46,7 @@ async def test_a_start_is_visible_to_another_process_when_the_verb_returns(
         await observer.close()
 
 
-async def test_finishes_queue_and_flush_commits_them(store: Store, writer: LedgerWriter) -> None:
+async def test_finishes_queue_and_flush_commits_them(store: Store, writer: GroupLedger) -> None:
     jobs = await claimed(store, 3)
     starts = [start_of(job, "w1") for job in jobs]
     for start in starts:
@@ -67,7 +67,7 @@ async def test_concurrent_starts_share_commits_and_each_lost_lease_is_told_apart
 ) -> None:
     jobs = await claimed(store, 40)
     foreign = start_of(jobs[0], "someone-else")  # not the lease holder: must not be written
-    ledger = LedgerWriter(store.engine)
+    ledger = store.group_ledger()
     verdicts: dict[str, str] = {}
 
     async def start(job_start: AttemptStart) -> None:
@@ -95,7 +95,7 @@ async def test_concurrent_starts_share_commits_and_each_lost_lease_is_told_apart
 async def test_writes_queued_when_the_writer_is_stopped_are_committed(store: Store) -> None:
     """A run that stops (Ctrl-C, the end of the work) never drops a queued ledger write."""
     jobs = await claimed(store, 5)
-    ledger = LedgerWriter(store.engine)
+    ledger = store.group_ledger()
     starts = [start_of(job, "w1") for job in jobs]
     async with anyio.create_task_group() as tg:
         await tg.start(ledger.run)
@@ -110,7 +110,7 @@ async def test_writes_queued_when_the_writer_is_stopped_are_committed(store: Sto
 
 
 async def test_a_failed_commit_is_raised_by_flush_and_by_every_later_verb(
-    store: Store, writer: LedgerWriter
+    store: Store, writer: GroupLedger
 ) -> None:
     [job] = await claimed(store, 1)
     start = start_of(job, "w1")
@@ -129,7 +129,7 @@ async def test_a_failed_commit_is_raised_by_flush_and_by_every_later_verb(
 
 
 async def test_a_start_cancelled_while_committing_still_returns_to_its_caller(
-    store: Store, writer: LedgerWriter
+    store: Store, writer: GroupLedger
 ) -> None:
     """Whoever started an attempt gets to finish it: a cancellation waits until the start
     is settled, so no `sending` row is left behind for a request that never left."""
@@ -151,7 +151,7 @@ async def test_writes_after_the_writer_stopped_are_committed_by_their_callers(
     store: Store,
 ) -> None:
     jobs = await claimed(store, 2)
-    ledger = LedgerWriter(store.engine)
+    ledger = store.group_ledger()
     async with anyio.create_task_group() as tg:
         await tg.start(ledger.run)
         tg.cancel_scope.cancel()

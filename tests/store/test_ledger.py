@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from runner.errors import StoreError
 from runner.models import AttemptState, ChargeStatus, Job, JobState, Outcome, utcnow
 from runner.store import LeaseLost, Recovery, Store
-from runner.store.engine import reading
 from runner.store.tables import outputs
 
 from .factories import (
@@ -150,7 +149,7 @@ async def test_complete_records_the_outputs_and_finishes_attempt_and_job(store: 
         None,
         result.finished_at,
     )
-    async with reading(store.engine) as conn:
+    async with store.db.reading() as conn:
         saved = (await conn.execute(select(outputs).order_by(outputs.c.k))).all()
     assert [(o.attempt_id, o.k, o.path) for o in saved] == [
         (start.id, 0, f"out/{job.id}-0.png"),

@@ -1,0 +1,121 @@
+"""One database: the async engine and, on SQLite, the writer lock, sync twin and writer thread.
+
+Every verb of the store reaches the database through a :class:`Database`; nothing about a
+connection lives in module globals, so two stores on two files never share a lock or a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Concatenate, ParamSpec, TypeVar
+
+import anyio
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from runner.store.engine import create_engine, create_sync_twin, normalise_url, reading
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Database:
+    """The connection side of the store: how to read, how to write, and when to close.
+
+    Args:
+        url: a database URL (plain ``sqlite:///`` and ``postgresql://`` are accepted and mapped
+            to the async drivers).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.engine: AsyncEngine = create_engine(self.url)
+        self.dialect: str = self.engine.dialect.name
+        # SQLite has one writer at a time; writers of this process take turns here (see
+        # ``writing``). Unused on PostgreSQL.
+        self._write_lock = anyio.Lock()
+        self._twin: Engine | None = None
+        self._writer: ThreadPoolExecutor | None = None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for queries that only read (no write lock on SQLite)."""
+        async with reading(self.engine) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed on exit (rolled back on error).
+
+        On SQLite, writers of this process take turns on an in-process lock first. SQLite has
+        one writer at a time anyway, and a connection that finds the file locked waits in
+        sqlite's busy handler, which sleeps in steps of milliseconds: queueing here instead
+        keeps many concurrent jobs from turning every commit into a sleep. Other processes
+        still meet at BEGIN IMMEDIATE.
+        """
+        if self.dialect != "sqlite":
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    async def run_write(
+        self,
+        fn: Callable[Concatenate[Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(conn, ...)`` as one write transaction, committed before returning.
+
+        On SQLite the whole function runs in one hop to the writer thread, on a synchronous
+        engine over the same file (same pragmas, same BEGIN IMMEDIATE): aiosqlite hops to its
+        thread and back for every statement, and a transaction of a few statements then costs
+        milliseconds on a busy event loop. On PostgreSQL it runs on the async connection via
+        ``run_sync``. Hot-path verbs (claim, ledger writes) use this; the rest use
+        :meth:`writing`.
+        """
+        if self.dialect != "sqlite":
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
+        twin = self._sync_twin()
+
+        def in_thread() -> T:
+            with twin.begin() as conn:
+                return fn(conn, *args, **kwargs)
+
+        async with self._write_lock:
+            done = asyncio.wrap_future(self._writer_thread().submit(in_thread))
+            with anyio.CancelScope(shield=True):  # a started transaction is always seen through
+                result = await done
+        return result
+
+    def _sync_twin(self) -> Engine:
+        if self._twin is None:
+            self._twin = create_sync_twin(self.engine)
+        return self._twin
+
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        # One thread is cheaper than anyio's pool for many short hops, and the writes are
+        # serialised by the write lock anyway.
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, "imagerun-sqlite-writer")
+        return self._writer
+
+    async def close(self) -> None:
+        """Wait for the writer thread, then close every connection."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await anyio.to_thread.run_sync(writer.shutdown)
+        if self._twin is not None:
+            twin, self._twin = self._twin, None
+            twin.dispose()
+        await self.engine.dispose()
