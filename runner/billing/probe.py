@@ -49,7 +49,7 @@ from runner.run.gate import RouteGate
 from runner.run.lane import Lane
 from runner.run.retry import RetryPolicy
 from runner.run.sources import SourceLoader
-from runner.run.spending import Budget
+from runner.run.spending import RunCap, Spending
 from runner.run.stats import RunStats
 from runner.shapes import ADAPTERS
 from runner.store import BatchInfo, Store
@@ -86,6 +86,7 @@ async def probe_billing(
         notes: list[str] = []
         log_ok = await _check_readable(account, endpoints, notes)
         batch = await _probe_batch(store, route, probes, worst)
+        worker_id = f"probe-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         prober = _Prober(
             store=store,
             route=route,
@@ -99,9 +100,10 @@ async def probe_billing(
                 ledger=store,  # probes are serial: nothing to group
                 book=book,
                 data_dir=data_dir,
-                worker_id=f"probe-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}",
+                worker_id=worker_id,
                 stats=RunStats(),
-                budgets={batch.id: Budget(worst)},
+                # The probes' batch is the whole run: its worst case caps what they may spend.
+                spending=Spending(store=store, worker_id=worker_id, cap=RunCap(cap_usd=worst)),
             ),
         )
         await prober.open(stack, environ)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,14 @@ from runner.files.layout import OutputName
 from runner.files.outputs import output_record
 from runner.http.download import download
 from runner.http.send import Exchange, send
-from runner.models import ChargeStatus, Job, JobState, Outcome, utcnow
+from runner.models import Job, JobState, Outcome, utcnow
 from runner.pricing import PriceBook, PricedJob, PriceNotFound, attempt_cost, worst_case
 from runner.routes.sizes import parse_size
 from runner.run import verdict
 from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
 from runner.run.records import result_record, start_record
-from runner.run.spending import Budget
+from runner.run.spending import Spending, exposure_of
 from runner.run.stats import JobSettled, RunStats
 from runner.run.verdict import Verdict
 from runner.shapes import ImagePayload, LoadedImage, ParsedResponse, PreparedRequest
@@ -40,10 +40,6 @@ from runner.store.groupcommit import Ledger
 MAX_OUTPUT_BYTES = 200 * 1024 * 1024
 #: Images up to this size are verified and written on the event loop (see ``_save``).
 INLINE_WRITE_BYTES = 32 * 1024
-#: A batch budget is granted to a worker in shares of at least this many worst-case attempts…
-GRANT_ATTEMPTS = 2
-#: …or this fraction of the budget, whichever is more (fewer grants, still a fair share).
-GRANT_SHARE = 0.02
 #: Make every image durable against power loss before recording it (slower; see write_atomic).
 FSYNC = os.environ.get("IMAGERUN_FSYNC", "") not in ("", "0")
 
@@ -59,12 +55,10 @@ class JobRunner:
     data_dir: Path
     worker_id: str
     stats: RunStats
-    budgets: dict[str, Budget]
+    #: The run's budget scopes; every attempt reserves its worst case here before it starts.
+    spending: Spending
     #: Bounds the memory held by large responses across all in-flight attempts.
     memory: ByteBudget | None = None
-    #: How long a share of a batch budget is held without renewal (see runner.store.budgets).
-    grant_hold_s: float = 120.0
-    _grant_locks: dict[str, anyio.Lock] = field(default_factory=dict)
 
     async def run_job(self, lane: Lane, job: Job) -> None:
         """Take ``job`` through one attempt and leave it in its next state."""
@@ -74,55 +68,23 @@ class JobRunner:
         except AttemptError as exc:
             await self._unsent(lane, job, exc)
             return
-        scopes = [b for key in ("run", job.batch_id) if (b := self.budgets.get(key))]
-        if not await self._reserve(scopes, worst):
-            await self._unsent(lane, job)
+        reservation = await self.spending.reserve(job.batch_id, worst)
+        if reservation is None:
+            await self._unsent(lane, job, budget_stop=self.spending.stopped)
             return
         await lane.gate.admit()
         if lane.gate.stopped:
-            _cancel(scopes, worst)
+            reservation.cancel()
             await self._unsent(lane, job)
             return
         start = start_record(lane, job, prepared, worst_usd=worst, worker_id=self.worker_id)
         try:
             await self.ledger.start_attempt(start)
         except LeaseLost:
-            _cancel(scopes, worst)
+            reservation.cancel()
             return
         result = await self._attempt(lane, job, start, prepared)
-        for scope in scopes:
-            scope.settle(worst, _exposure(result))
-
-    async def _reserve(self, scopes: list[Budget], worst: float) -> bool:
-        reserved: list[Budget] = []
-        for scope in scopes:
-            if not scope.reserve(worst) and not await self._grow(scope, worst):
-                _cancel(reserved, worst)
-                self.stats.budget_stop = _budget_reached(scope, worst)
-                return False
-            reserved.append(scope)
-        return True
-
-    async def _grow(self, scope: Budget, worst: float) -> bool:
-        """Ask the database for more of a batch's shared budget, then reserve again.
-
-        One request at a time per batch: the lanes that ran out meanwhile first look whether
-        the last grant made room, instead of each taking a share of their own.
-        """
-        if scope.batch_id is None:
-            return False
-        lock = self._grant_locks.setdefault(scope.batch_id, anyio.Lock())
-        async with lock:
-            if scope.reserve(worst):
-                return True
-            need = worst - scope.room()
-            want = max(worst * GRANT_ATTEMPTS, (scope.cap_usd or 0.0) * GRANT_SHARE, need)
-            granted = await self.store.grant_budget(
-                scope.batch_id, self.worker_id, want, at_least=need, hold_s=self.grant_hold_s
-            )
-            if granted > 0:
-                scope.extend(granted)
-            return scope.reserve(worst)
+        reservation.settle(exposure_of(result))
 
     async def _prepare(self, lane: Lane, job: Job) -> PreparedRequest:
         need_bytes = lane.route.shape == "images"
@@ -320,27 +282,3 @@ class JobRunner:
 
 #: Stands in for a payload once its image has been written (so its base64 text can be freed).
 _SPENT = ImagePayload()
-
-
-def _budget_reached(scope: Budget, worst: float) -> str:
-    if scope.batch_id is None:
-        return (
-            f"budget reached: ${scope.committed_usd + scope.reserved_usd:.4f} committed "
-            f"of ${scope.limit_usd:.2f}; the next job could cost up to ${worst:.4f}"
-        )
-    return (
-        f"budget reached: batch {scope.batch_id}'s ${scope.cap_usd or 0.0:.2f} is spent, in "
-        f"flight or granted to other live workers; the next job could cost up to ${worst:.4f}"
-    )
-
-
-def _cancel(scopes: list[Budget], worst: float) -> None:
-    for scope in scopes:
-        scope.cancel(worst)
-
-
-def _exposure(result: AttemptResult) -> float:
-    """What an attempt counts against a budget: anything not known to be free."""
-    if result.charge_status is ChargeStatus.NOT_CHARGED:
-        return 0.0
-    return result.expected_usd or 0.0

@@ -43,7 +43,7 @@ from runner.run.memory import ByteBudget
 from runner.run.retry import RetryPolicy
 from runner.run.shared_gate import SharedGate
 from runner.run.sources import SourceLoader
-from runner.run.spending import Budget
+from runner.run.spending import Spending
 from runner.run.stats import RunStats
 from runner.shapes import ADAPTERS
 from runner.store import BatchInfo, Recovery, Store
@@ -118,9 +118,10 @@ class Runner:
             data_dir=data_dir,
             worker_id=self.worker_id,
             stats=self.stats,
-            budgets={},
+            spending=Spending(
+                store=store, worker_id=self.worker_id, hold_s=2 * options.lease_seconds
+            ),
             memory=ByteBudget(options.memory_mb * 1024 * 1024),
-            grant_hold_s=2 * options.lease_seconds,
         )
 
     def request_stop(self) -> None:
@@ -177,14 +178,7 @@ class Runner:
         )
 
     async def _setup_budgets(self) -> None:
-        budgets = self._jobs.budgets
-        if self.options.budget_usd is not None:
-            spent = await self.store.exposure_usd([b.id for b in self.batches])
-            budgets["run"] = Budget(self.options.budget_usd, committed_usd=spent)
-        for batch in self.batches:
-            if batch.budget_usd is not None:
-                # Shared with any other worker on the batch: spent as the database grants it.
-                budgets[batch.id] = Budget(0.0, batch_id=batch.id, cap_usd=batch.budget_usd)
+        await self._jobs.spending.open(self.store, self.batches, cap_usd=self.options.budget_usd)
 
     @functools.cached_property
     def _tls(self) -> ssl.SSLContext:
@@ -319,10 +313,7 @@ class Runner:
             held = [job_id for lane in lanes for job_id in lane.held]
             await self.store.heartbeat(self.worker_id, held, lease)
             await self.store.worker_heartbeat(self.worker_id)
-            if any(b.batch_id for b in self._jobs.budgets.values()):  # shares to keep
-                for batch_id in await self.store.renew_budget_grants(self.worker_id, 2 * lease):
-                    if (budget := self._jobs.budgets.get(batch_id)) is not None:
-                        budget.forfeit()
+            await self._jobs.spending.renew()
             await self._recover()
 
     async def _signals(
