@@ -57,6 +57,17 @@ CLAIM_AHEAD = 64
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunOptions:
+    """How a run goes: limits over the routes' own, the budget, leases, the stop's grace.
+
+    Attributes:
+        concurrency: requests in flight per route (default: the route's ``concurrency``).
+        rpm: requests per minute per route (default: the route's ``rpm``).
+        budget_usd: the most this run may spend across its batches, or ``None``.
+        lease_seconds: how long a claimed job stays ours without a heartbeat.
+        grace_seconds: how long in-flight requests may finish after the first stop signal.
+        handle_signals: whether SIGINT/SIGTERM stop the run (off where the caller handles them).
+    """
+
     concurrency: int | None = None
     rpm: int | None = None
     budget_usd: float | None = None
@@ -71,6 +82,17 @@ class RunOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunReport:
+    """What a run did and where it left its batches.
+
+    Attributes:
+        stats: the run's statistics.
+        recovered: what recovery did with jobs whose lease ran out.
+        files: what adopting images left on disk by an earlier process did.
+        counts: jobs per state across the run's batches at the end.
+        stopped_routes: route name → why it stopped (bad key, no quota, model out of reach).
+        interrupted: a signal stopped the run before its work was done.
+    """
+
     stats: RunStats
     recovered: Recovery
     files: AdoptionReport
@@ -130,6 +152,7 @@ class Runner:
         self._stopping.set()
 
     async def run(self) -> RunReport:
+        """Recover, adopt orphaned images, then run every lane until nothing is left."""
         self.stats.started = anyio.current_time()
         recovered = await self._recover()
         await anyio.to_thread.run_sync(sweep_temporaries, self.data_dir)
