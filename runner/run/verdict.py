@@ -136,6 +136,8 @@ def _next_state(
 def _stop_reason(error: AttemptError, *, own_model: bool) -> str | None:
     """Why ``error`` stops the whole route, or ``None`` when only this job is affected."""
     stop = error.outcome.value if error.outcome.stops_route else None
+    if stop is None and error.stops_route:  # the wire says so: e.g. the endpoint moved (301)
+        stop = error.error_code or error.outcome.value
     if error.error_code == MODEL_NOT_FOUND and own_model:
         # The route's own model is out of reach of its key: every job would fail alike.
         stop = MODEL_NOT_FOUND
