@@ -60,7 +60,7 @@ def status_table(statuses: Sequence[BatchStatus]) -> Table:
             str(c.get(JobState.FAILED, 0)),
             str(c.get(JobState.UNKNOWN, 0)),
             pending or "-",
-            str(st.outputs),
+            f"{st.outputs} ({st.mismatched} not as asked)" if st.mismatched else str(st.outputs),
             str(st.attempts),
             spent,
             failures or "-",
@@ -85,6 +85,11 @@ def status_hints(statuses: Sequence[BatchStatus]) -> list[str]:
             hints.append(f"{name}: `imagerun retry {name} --failed` requeues the failed jobs.")
         if st.runnable:
             hints.append(f"{name}: {st.runnable} job(s) runnable: `imagerun run {name}`.")
+        if st.mismatched:
+            hints.append(
+                f"{name}: {st.mismatched} image(s) kept (and paid for) though not what was asked "
+                f"for (another size or format); exports name them in `asked` and `got`."
+            )
     return hints
 
 

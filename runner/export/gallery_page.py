@@ -137,10 +137,13 @@ def output_card(
         if link is not None:
             img = f"<a href='{_e(quote(link))}'>{img}</a>"
         picture = f"<div class='thumb'>{img}</div>"
-    facts = [
-        ("size", f"{row.width}×{row.height} {row.format}, {_kib(row.bytes)}"),
-        *_common_facts(row),
+    facts: list[tuple[str, Any]] = [
+        ("size", f"{row.width}×{row.height} {row.format}, {_kib(row.bytes)}")
     ]
+    if row.asked is not None:
+        # Kept as delivered (and paid for), though not what the job asked for.
+        facts.append(("mismatch", f"asked for {row.asked}, got {row.got}"))
+    facts += _common_facts(row)
     return _card(row, picture, facts, error=None)
 
 

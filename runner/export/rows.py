@@ -8,6 +8,9 @@ Money columns: ``expected_usd`` / ``observed_usd`` / ``charge_status`` are the r
 produced the row (for a failed job, its last request); ``job_expected_usd`` /
 ``job_observed_usd`` sum every attempt of the job, retries included. A request (and a job)
 with ``n`` outputs has its cost repeated on each of its ``n`` rows: sum per job, not per row.
+
+``asked`` / ``got``: where an image is not what its job asked for (another size or format),
+what was asked and what came, e.g. ``1024x1024`` and ``96x64``; empty when they agree.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ COLUMNS = (
     "height",
     "format",
     "bytes",
+    "asked",
+    "got",
     "request_id",
     "provider_request_id",
     "gateway_request_id",
@@ -73,6 +78,8 @@ def index_row(row: ExportJob, batch: BatchInfo) -> dict[str, Any]:
         "height": None,
         "format": None,
         "bytes": None,
+        "asked": None,
+        "got": None,
         "request_id": row.request_id,
         "provider_request_id": row.provider_request_id,
         "gateway_request_id": row.gateway_request_id,
@@ -96,6 +103,8 @@ def index_row(row: ExportJob, batch: BatchInfo) -> dict[str, Any]:
             height=row.height,
             format=row.format,
             bytes=row.bytes,
+            asked=row.asked,
+            got=row.got,
         )
     return record
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 
+from runner.abc import FileAdoption
 from runner.files.atomic import is_temporary
-from runner.files.images import ImageError, inspect_image
+from runner.files.images import Expected, ImageError, check_expected, inspect_image
 from runner.files.layout import OutputName, parse_output_name
 from runner.files.outputs import OutputRecord, output_record
 from runner.models import JobState, Outcome
@@ -55,18 +56,6 @@ class AdoptionReport:
     removed_files: int = 0
 
 
-class AdoptionStore(Protocol):
-    """The store verbs adoption uses (see :mod:`runner.store.recovery`)."""
-
-    async def recorded_paths(self, batch_ids: Sequence[str]) -> set[str]: ...
-
-    async def jobs_for_files(self, job_ids: Sequence[int]) -> Mapping[int, JobFiles]: ...
-
-    async def adopt(
-        self, job_id: int, attempt_id: str, files: Sequence[OutputRecord], expected_usd: float
-    ) -> bool: ...
-
-
 class Batch(Protocol):
     """The two facts of a batch adoption needs."""
 
@@ -78,7 +67,7 @@ class Batch(Protocol):
 
 
 async def adopt_orphans(
-    store: AdoptionStore,
+    store: FileAdoption,
     data_dir: Path,
     batches: Sequence[Batch],
     catalog: Catalog,
@@ -103,7 +92,7 @@ async def adopt_orphans(
 
 
 async def _orphans(
-    store: AdoptionStore, data_dir: Path, batch_id: str
+    store: FileAdoption, data_dir: Path, batch_id: str
 ) -> dict[int, list[OutputName]]:
     """The output files of a batch that no recorded output names, by job."""
     names = await anyio.to_thread.run_sync(_listing, data_dir / batch_id)
@@ -119,7 +108,7 @@ async def _orphans(
 
 
 async def _adopt(
-    store: AdoptionStore,
+    store: FileAdoption,
     data_dir: Path,
     batch: Batch,
     job: JobFiles,
@@ -130,9 +119,10 @@ async def _adopt(
     if job.state is not JobState.UNKNOWN or job.lost_attempt is None or job.recorded:
         return False
     attempt_id = job.lost_attempt
+    expected = Expected.from_params(job.params)
     try:
         records = [
-            await anyio.to_thread.run_sync(_record, data_dir, attempt_id, name)
+            await anyio.to_thread.run_sync(_record, data_dir, attempt_id, name, expected)
             for name in sorted(names, key=lambda n: n.k)
         ]
     except (OSError, ImageError):
@@ -153,15 +143,17 @@ async def _adopt(
     return await store.adopt(job.job_id, attempt_id, records, cost)
 
 
-def _record(data_dir: Path, attempt_id: str, name: OutputName) -> OutputRecord:
+def _record(data_dir: Path, attempt_id: str, name: OutputName, expected: Expected) -> OutputRecord:
     data = (data_dir / name.path).read_bytes()
+    info = inspect_image(data)
     return output_record(
         name,
-        inspect_image(data),
+        info,
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
         attempt_id=attempt_id,
         worker_id=None,
+        mismatch=check_expected(info, expected),
     )
 
 

@@ -12,13 +12,14 @@ import base64
 import binascii
 import io
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from runner.errors import AttemptError, ImagerunError
-from runner.models import Outcome
-from runner.routes.sizes import Size
+from runner.errors import ImagerunError
+from runner.routes.sizes import Size, parse_size
 
 #: Our file extension (and format name) for each Pillow format name.
 EXTENSIONS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
@@ -112,13 +113,55 @@ def _unidentified(data: bytes) -> str:
     return "not an image (Pillow cannot identify the format)"
 
 
-def check_expected(info: ImageInfo, *, fmt: str | None, size: Size | None) -> None:
-    """Raise ``bad_response`` when the image is not what was asked for."""
-    wanted = "jpeg" if fmt == "jpg" else fmt
-    if wanted and info.format != wanted:
-        raise AttemptError(Outcome.BAD_RESPONSE, f"asked for {wanted}, got {info.format}")
-    if size and (info.width, info.height) != (size.width, size.height):
-        raise AttemptError(
-            Outcome.BAD_RESPONSE,
-            f"asked for {size}, got {info.width}x{info.height}",
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expected:
+    """What a job asked its images to be; ``None`` where it left the choice to the provider."""
+
+    format: str | None = None
+    size: Size | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Expected:
+        """Read ``output_format`` and ``size`` (``auto`` asks for nothing) from job params."""
+        fmt = params.get("output_format")
+        size = params.get("size")
+        return cls(
+            format="jpeg" if fmt == "jpg" else (str(fmt) if fmt else None),
+            size=parse_size(str(size)) if size and size != "auto" else None,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mismatch:
+    """How a delivered image differs from what was asked, in the asked-for terms only.
+
+    Attributes:
+        asked: e.g. ``"1024x1024"``, ``"jpeg"`` or ``"1024x1024 jpeg"``.
+        got: the same aspects of the image that came, e.g. ``"96x64"`` or ``"96x64 png"``.
+    """
+
+    asked: str
+    got: str
+
+    def __str__(self) -> str:
+        return f"asked for {self.asked}, got {self.got}"
+
+
+def check_expected(info: ImageInfo, expected: Expected) -> Mismatch | None:
+    """How ``info`` differs from ``expected``, or ``None`` when it is what was asked for.
+
+    A difference is a fact to record, not a failure: the provider delivered (and billed) an
+    image, and the route decides what a mismatch means for the job.
+    """
+    asked: list[str] = []
+    got: list[str] = []
+    size = expected.size
+    if size is not None and (info.width, info.height) != (size.width, size.height):
+        asked.append(str(size))
+        got.append(f"{info.width}x{info.height}")
+    if expected.format and info.format != expected.format:
+        asked.append(expected.format)
+        got.append(info.format)
+    if not asked:
+        return None
+    return Mismatch(asked=" ".join(asked), got=" ".join(got))

@@ -37,6 +37,8 @@ _SANDBOX_KEYS = {
 COMMON_FIELDS = frozenset({"id", "prompt", "model", "metadata"})
 
 BillingUnit = Literal["call", "token"]
+#: What a delivered image that is not what was asked for means for its job.
+MismatchPolicy = Literal["keep", "fail"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +78,9 @@ class Route:
     max_attempts: int = 5
     deadline: float = 3600.0
     unknown_policy: UnknownPolicy = UnknownPolicy.HOLD
+    #: An image of another size or format than asked: ``keep`` (the job succeeds) or
+    #: ``fail`` (the job fails); either way the paid image is kept and nothing is re-sent.
+    on_mismatch: MismatchPolicy = "keep"
     failure_charges: Mapping[Outcome, ChargeStatus] = field(default_factory=dict)
     #: Only sandbox routes have one: the sandbox's keys are not secrets.
     api_key_default: str | None = None
@@ -124,6 +129,7 @@ class Route:
             "concurrency": self.concurrency,
             "max_in_flight": self.max_in_flight,
             "unknown_policy": self.unknown_policy.value,
+            "on_mismatch": self.on_mismatch,
             "failure_charges": {k.value: v.value for k, v in self.failure_charges.items()},
             "mirrors": self.mirrors,
         }
@@ -195,6 +201,7 @@ def _build_route(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any])
             max_attempts=int(merged["max_attempts"]),
             deadline=float(merged["deadline"]),
             unknown_policy=UnknownPolicy(merged["unknown_policy"]),
+            on_mismatch=_mismatch_policy(merged.get("on_mismatch", "keep")),
             failure_charges={Outcome(k): ChargeStatus(v) for k, v in charges.items()},
             api_key_default=merged.get("api_key_default"),
             mirrors=merged.get("mirrors"),
@@ -203,6 +210,14 @@ def _build_route(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any])
         raise ConfigError(f"route {name!r}: missing setting {exc.args[0]!r}") from None
     except ValueError as exc:
         raise ConfigError(f"route {name!r}: {exc}") from None
+
+
+def _mismatch_policy(value: object) -> MismatchPolicy:
+    if value == "keep":
+        return "keep"
+    if value == "fail":
+        return "fail"
+    raise ValueError(f'on_mismatch must be "keep" or "fail", not {value!r}')
 
 
 def _sandbox_mirrors(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -11,20 +11,24 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 from runner.errors import AttemptError
 from runner.files.atomic import write_atomic
-from runner.files.images import ImageError, check_expected, decode_b64, inspect_image
+from runner.files.images import (
+    Expected,
+    ImageError,
+    check_expected,
+    decode_b64,
+    inspect_image,
+)
 from runner.files.layout import OutputName
-from runner.files.outputs import output_record
+from runner.files.outputs import mismatch_summary, output_record
 from runner.http.download import download
 from runner.http.send import Exchange, send
 from runner.models import Job, JobState, Outcome, utcnow
 from runner.pricing import PriceBook, PricedJob, PriceNotFound, attempt_cost, worst_case
-from runner.routes.sizes import parse_size
 from runner.run import verdict
 from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
@@ -139,12 +143,14 @@ class JobRunner:
             outcome=Outcome.OK,
             images=len(files),
         )
+        refused = mismatch_summary(files) if lane.route.on_mismatch == "fail" else None
         result = replace(
             result_record(start, Outcome.OK, exchange=exchange),
             usage=usage.to_json() if usage else None,
             images_returned=len(files),
+            error_message=refused,
         )
-        return await self._apply(lane, job, result, verdict.succeeded(cost), files)
+        return await self._apply(lane, job, result, verdict.succeeded(cost, refused=refused), files)
 
     async def _failed(
         self,
@@ -197,7 +203,7 @@ class JobRunner:
         elif decision.state is JobState.QUEUED:
             await self.ledger.release(result, job.id, JobState.QUEUED)
         else:
-            await self.ledger.fail(result)
+            await self.ledger.fail(result, files)
         stopped = (lane.gate.stopped or "") if decision.stop is not None else None
         self.stats.record(
             JobSettled(
@@ -229,10 +235,12 @@ class JobRunner:
     async def _save(
         self, lane: Lane, job: Job, attempt_id: str, payloads: list[ImagePayload]
     ) -> list[OutputRecord]:
-        """Decode (or download), verify and write each image; nothing is recorded yet."""
-        fmt = job.params.get("output_format")
-        raw_size = job.params.get("size")
-        size = parse_size(raw_size) if raw_size and raw_size != "auto" else None
+        """Decode (or download), verify and write each image; nothing is recorded yet.
+
+        Every image that decodes is kept, whatever its size or format; where it differs from
+        what the job asked for, its record says so (``asked``, ``got``).
+        """
+        expected = Expected.from_params(job.params)
         records = []
         for k in range(len(payloads)):
             payload, payloads[k] = payloads[k], _SPENT
@@ -247,10 +255,10 @@ class JobRunner:
             if len(data) <= INLINE_WRITE_BYTES:
                 # Decoding and writing a thumbnail-sized image takes less time than the hop to
                 # a worker thread and back; bigger images never block the event loop.
-                records.append(self._write(job, attempt_id, k, data, fmt, size))
+                records.append(self._write(job, attempt_id, k, data, expected))
             else:
                 records.append(
-                    await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, fmt, size)
+                    await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, expected)
                 )
         return records
 
@@ -260,14 +268,13 @@ class JobRunner:
         attempt_id: str,
         k: int,
         data: bytes,
-        fmt: str | None,
-        size: Any,
+        expected: Expected,
     ) -> OutputRecord:
         try:
             info = inspect_image(data)
         except ImageError as exc:
             raise AttemptError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
-        check_expected(info, fmt=fmt, size=size)
+        mismatch = check_expected(info, expected)
         name = OutputName(batch_id=job.batch_id, job_id=job.id, k=k, format=info.format)
         digest = write_atomic(os.path.join(self.data_dir, name.path), data, fsync=FSYNC)
         return output_record(
@@ -277,6 +284,7 @@ class JobRunner:
             size=len(data),
             attempt_id=attempt_id,
             worker_id=self.worker_id,
+            mismatch=mismatch,
         )
 
 

@@ -66,12 +66,15 @@ class ReportOps:
                 .group_by(jobs.c.batch_id, jobs.c.last_outcome)
             ):
                 failures[bid][outcome or "unknown"] = n
-            rows = await conn.execute(
-                select(outputs.c.batch_id, func.count())
+            n_outputs: dict[str, int] = {}
+            mismatched: dict[str, int] = {}
+            # COUNT(asked) counts the non-null ones: the mismatches, in the same pass.
+            for bid, n, wrong in await conn.execute(
+                select(outputs.c.batch_id, func.count(), func.count(outputs.c.asked))
                 .where(outputs.c.batch_id.in_(ids))
                 .group_by(outputs.c.batch_id)
-            )
-            n_outputs: dict[str, int] = dict(rows.all())
+            ):
+                n_outputs[bid], mismatched[bid] = n, wrong
         money = await self._money(ids)
         attempt_failures = await self._attempt_failures([i for i in ids if money[i].failed])
         return [
@@ -79,6 +82,7 @@ class ReportOps:
                 batch=b,
                 counts=counts[b.id],
                 outputs=n_outputs.get(b.id, 0),
+                mismatched=mismatched.get(b.id, 0),
                 attempts=money[b.id].attempts,
                 spent_usd=money[b.id].spent_usd,
                 unknown_charges_usd=money[b.id].unknown_usd,

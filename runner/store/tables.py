@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -166,6 +166,9 @@ outputs = Table(
     Column("bytes", Integer, nullable=False),
     Column("worker_id", String(64), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    #: What the job asked for and what came, where they differ (both null when they agree).
+    Column("asked", String(64), nullable=True),
+    Column("got", String(64), nullable=True),
     UniqueConstraint("job_id", "k"),
 )
 

@@ -8,9 +8,14 @@ import io
 import pytest
 from PIL import Image
 
-from runner.errors import AttemptError
-from runner.files.images import ImageError, check_expected, decode_b64, inspect_image
-from runner.models import Outcome
+from runner.files.images import (
+    Expected,
+    ImageError,
+    Mismatch,
+    check_expected,
+    decode_b64,
+    inspect_image,
+)
 from runner.routes.sizes import Size
 
 
@@ -97,13 +102,37 @@ def test_a_truncated_jpeg_fails_when_decoded_and_passes_a_header_read() -> None:
     assert inspect_image(cut, decode=False).format == "jpeg"
 
 
-def test_size_and_format_mismatch_is_a_bad_response() -> None:
+def test_an_image_as_asked_has_no_mismatch() -> None:
     info = inspect_image(_png(32, 16))
     assert (info.format, info.width, info.height) == ("png", 32, 16)
-    check_expected(info, fmt="png", size=Size(32, 16))
-    with pytest.raises(AttemptError) as wrong_format:
-        check_expected(info, fmt="jpeg", size=None)
-    assert wrong_format.value.outcome is Outcome.BAD_RESPONSE
-    with pytest.raises(AttemptError) as wrong_size:
-        check_expected(info, fmt=None, size=Size(1024, 1024))
-    assert wrong_size.value.outcome is Outcome.BAD_RESPONSE
+    assert check_expected(info, Expected(format="png", size=Size(32, 16))) is None
+    assert check_expected(info, Expected()) is None
+
+
+def test_size_and_format_mismatch_is_described_not_raised() -> None:
+    """Another size or format is a fact about a paid image, stated in the asked-for terms."""
+    info = inspect_image(_png(32, 16))
+    wrong_format = check_expected(info, Expected(format="jpeg"))
+    assert wrong_format == Mismatch(asked="jpeg", got="png")
+    wrong_size = check_expected(info, Expected(size=Size(1024, 1024)))
+    assert wrong_size == Mismatch(asked="1024x1024", got="32x16")
+    assert str(wrong_size) == "asked for 1024x1024, got 32x16"
+    both = check_expected(info, Expected(format="webp", size=Size(64, 64)))
+    assert both == Mismatch(asked="64x64 webp", got="32x16 png")
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, Expected()),
+        ({"size": "auto", "output_format": "png"}, Expected(format="png")),
+        (
+            {"size": "1536x1024", "output_format": "jpg"},
+            Expected(format="jpeg", size=Size(1536, 1024)),
+        ),
+    ],
+)
+def test_what_a_job_asks_for_is_read_from_its_params(
+    params: dict[str, str], expected: Expected
+) -> None:
+    assert Expected.from_params(params) == expected

@@ -108,9 +108,6 @@ async def test_every_job_finishes_once_through_aimock_chaos(tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True, reason="a mismatched image is thrown away as bad_response and bought again"
-)
 async def test_an_image_of_another_size_is_kept_and_not_bought_again(tmp_path: Path) -> None:
     """aimock answers 1024x1024 requests with a 96x64 image: a paid success, recorded as such."""
     fixture = image_fixture(tmp_path / "fixture.json", png(96, 64))

@@ -56,6 +56,19 @@ def test_success_is_recorded_with_its_cost_and_counts_as_spent() -> None:
     assert v.spent_usd == 0.167
 
 
+def test_images_the_route_refuses_fail_the_job_but_stay_paid() -> None:
+    """``on_mismatch = "fail"``: the job fails, the attempt is still an ok, charged success."""
+    v = verdict.succeeded(cost(ChargeStatus.CHARGED, 0.167), refused="image 0: asked for …")
+    assert v == Verdict(
+        outcome=Outcome.OK,
+        state=JobState.FAILED,
+        charge_status=ChargeStatus.CHARGED,
+        expected_usd=0.167,
+    )
+    assert v.retry_at is None
+    assert v.spent_usd == 0.167
+
+
 #: Every failure class, tried once on a route that does not know whether failures are charged.
 EXPECTED_STATE = {
     Outcome.RATE_LIMITED: JobState.WAITING,
