@@ -135,7 +135,6 @@ async def test_307_is_followed(zoo_world: MakeWorld) -> None:
     assert out.ledger.states() == {"succeeded": 1}
 
 
-@xfail("a 302 to a POST is invalid_request naming the Location: the job fails, the route goes on")
 async def test_302_stops_the_route_naming_the_location(zoo_world: MakeWorld) -> None:
     """A 302 on the API call: nothing followed, the route stops and says where it pointed."""
     world = zoo_world("api_302")
