@@ -101,7 +101,8 @@ async def send(
             reservation travels in :attr:`Exchange.held` and the caller releases it.
         deadline: when (on ``anyio.current_time()``'s clock) the whole exchange, from
             connecting to the last byte of the answer, must be over; by default the client's
-            ``deadline_s`` from now. A body trickling in slowly does not extend it.
+            ``deadline_s`` from now. A body trickling in slowly does not extend it; time spent
+            waiting for ``budget`` (our own memory, not the server) does.
     """
     seen = _Seen(time.perf_counter())
     if deadline is None:
@@ -109,7 +110,8 @@ async def send(
     request = client.request(prepared, client_request_id)
     with anyio.move_on_at(deadline) as scope:
         try:
-            return replace(await _exchange(client, request, budget, seen), deadline=deadline)
+            exchange = await _exchange(client, request, budget, seen, scope)
+            return replace(exchange, deadline=scope.deadline)
         except AttemptError as error:
             seen.stamp(error)
             raise
@@ -120,14 +122,21 @@ async def send(
 
 
 async def _exchange(
-    client: ApiClient, request: httpx.Request, budget: Memory | None, seen: _Seen
+    client: ApiClient,
+    request: httpx.Request,
+    budget: Memory | None,
+    seen: _Seen,
+    deadline: anyio.CancelScope,
 ) -> Exchange:
     response = await _answer(client, request, seen)
     held = 0
     try:
         if budget is not None and response.status_code == 200:
             length = response.headers.get("content-length")
+            waiting, due = anyio.current_time(), deadline.deadline
+            deadline.deadline = math.inf  # the clock stops while we queue for our own memory
             held = await budget.acquire(budget.cost(int(length) if length else None))
+            deadline.deadline = due + anyio.current_time() - waiting
         with translated(response):
             content = await _read_body(response)
         body = _decode(response, content, seen)

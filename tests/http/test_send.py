@@ -418,3 +418,34 @@ async def test_a_private_ca_named_by_ssl_cert_file_is_trusted(
         async with api(server.url, tls=httpx.create_ssl_context()) as client:
             exchange = await send(client, GENERATE, "ir-1")
     assert exchange.status == 200
+
+
+class SlowMemory:
+    """A memory budget that makes every large body wait ``wait`` seconds for its share."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self.held = 0
+
+    def cost(self, content_length: int | None) -> int:
+        return 3 * (content_length or 0)
+
+    async def acquire(self, amount: int) -> int:
+        await anyio.sleep(self.wait)
+        self.held += amount
+        return amount
+
+    async def release(self, amount: int) -> None:
+        self.held -= amount
+
+
+async def test_waiting_for_memory_does_not_count_against_the_deadline() -> None:
+    """The image was delivered: our own queue for memory must not turn it into a timeout."""
+    memory = SlowMemory(wait=0.8)
+    async with (
+        serve(replying(lambda _: json_reply(IMAGE_BODY))) as server,
+        api(server.url, timeout=0.4) as client,
+    ):
+        exchange = await send(client, GENERATE, "ir-1", memory)
+    assert exchange.status == 200
+    assert exchange.held == memory.held == 3 * len(IMAGE_BODY)
