@@ -7,7 +7,10 @@ size and quality) on route ``sandbox``. Measured, each in a fresh child process:
 - start-up: wall clock from just before ``imagerun run`` is spawned to the first request the
   sandbox logs (its ``time``), with every job still queued; the run is then let go for a few
   seconds and stopped with SIGINT (graceful). Repeated ``--starts`` times;
-- ``imagerun status``: wall time of the command, and of ``Store.batch_status`` alone.
+- ``imagerun status``: wall time of the command, and of ``Store.batch_status`` alone, on the
+  queued million and again on a *finished* batch of 1,000,000 attempts: every job then gets
+  one ``ok`` attempt and one output, written straight into the file by SQL (a run of a million
+  would take half an hour and measure nothing more about ``status``).
 
 Plus where start-up goes: ``-X importtime`` of ``runner.cli``, and a timeline of one start-up
 run in this process (``app.run`` with every store verb, ``adopt_orphans`` and
@@ -15,13 +18,15 @@ run in this process (``app.run`` with every store verb, ``adopt_orphans`` and
 statement that took over 20 ms.
 
     python bench/queue_scale.py [--jobs 1000000] [--runs 2] [--starts 3] [--reuse-db FILE]
+                                [--dir DIR] [--status-only]
+
+Scratch goes to tmpfs (``/dev/shm``) when the machine has one; ``--dir`` picks another place.
+``--status-only`` skips the start-up measurements.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import inspect
 import os
 import re
 import resource
@@ -31,27 +36,27 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-from _support import PYTHON, imagerun_env, median, sandbox_process, table, timed, write_results
-from sqlalchemy import Engine, event
+from _support import (
+    PYTHON,
+    imagerun_env,
+    median,
+    sandbox_process,
+    scratch,
+    table,
+    timed,
+    write_results,
+)
+from _timeline import startup_timeline
 
-import runner.run.worker
-from runner import app
-from runner.config import load_settings
-from runner.http.client import ApiClient
-from runner.run.worker import RunOptions
 from runner.store import Store
 
 CLI = [PYTHON, "-m", "runner.cli"]
-#: A statement slower than this during start-up gets its query plan reported.
-SLOW_STATEMENT = 0.02
 
 
 def run_timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, float, str]:
@@ -173,10 +178,45 @@ def status(env: dict[str, str], tmp: Path, repeats: int = 3) -> dict[str, Any]:
     }
 
 
+#: Every job of the file gets one ``ok``, charged attempt and one output: a finished batch.
+FINISH_EVERY_JOB = (
+    """INSERT INTO attempts (id, job_id, batch_id, number, worker_id, route, provider, shape,
+        endpoint, model, billing_unit, state, outcome, http_status, provider_request_id,
+        started_at, finished_at, latency_ms, usage, params, images_returned, worst_case_usd,
+        expected_usd, charge_status, charge_evidence)
+    SELECT 'ir-' || lower(hex(randomblob(12))), id, batch_id, 1, 'bench-worker', 'sandbox',
+        'sandbox', 'images', '/images/generations', 'gpt-image-1', 'tokens', 'done', 'ok', 200,
+        'req_' || lower(hex(randomblob(12))), updated_at, updated_at, 812.5,
+        '{"input_tokens": 12, "output_tokens": 272, "total_tokens": 284}',
+        json_set(params, '$.prompt', prompt), 1, 0.25, 0.011, 'charged', 'policy'
+    FROM jobs""",
+    """INSERT INTO outputs (job_id, batch_id, attempt_id, k, path, sha256, width, height,
+        format, bytes, worker_id, created_at)
+    SELECT job_id, batch_id, id, 0, batch_id || '/' || job_id || '-0.png',
+        lower(hex(randomblob(32))), 64, 64, 'png', 1234, 'bench-worker', finished_at
+    FROM attempts""",
+    """UPDATE jobs SET state = 'succeeded', attempts = 1, last_outcome = 'ok',
+        first_attempt_at = updated_at, finished_at = updated_at, lease_owner = NULL,
+        lease_expires = NULL, next_at = NULL""",
+)
+
+
+def finish_every_job(db_file: Path) -> float:
+    """Replace whatever a short run left with one ``ok`` attempt and output per job."""
+    started = time.perf_counter()
+    with sqlite3.connect(db_file) as db:
+        db.execute("DELETE FROM outputs")
+        db.execute("DELETE FROM attempts")
+        for statement in FINISH_EVERY_JOB:
+            db.execute(statement)
+    return time.perf_counter() - started
+
+
 def import_profile(env: dict[str, str], tmp: Path, top: int = 6) -> dict[str, Any]:
-    """``python -X importtime -c 'import runner.cli'``: total, and self time by top package."""
+    """``python -X importtime`` of what ``imagerun run`` imports (``runner.cli.run``; ``status``
+    needs less): total, and self time by top package."""
     done = subprocess.run(
-        [PYTHON, "-X", "importtime", "-c", "import runner.cli"],
+        [PYTHON, "-X", "importtime", "-c", "import runner.cli.run"],
         env=env,
         cwd=tmp,
         capture_output=True,
@@ -196,144 +236,29 @@ def import_profile(env: dict[str, str], tmp: Path, top: int = 6) -> dict[str, An
     return {"total_s": round(total, 3), "self_s_by_package": {k: round(v, 3) for k, v in heaviest}}
 
 
-class Timeline:
-    """Times store verbs, named start-up steps and SQL statements until the first request."""
-
-    def __init__(self) -> None:
-        self.origin = time.perf_counter()
-        self.steps: list[tuple[str, float, float]] = []
-        self.statements: list[tuple[float, str, Any]] = []
-        self.first_send: float | None = None
-        self.sent = anyio.Event()
-
-    def now(self) -> float:
-        return time.perf_counter() - self.origin
-
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                started = self.now()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    if self.first_send is None:
-                        self.steps.append((name, started, self.now() - started))
-
-            return timed_async
-
-        @functools.wraps(fn)
-        def timed_sync(*args: Any, **kwargs: Any) -> Any:
-            started = self.now()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                if self.first_send is None:
-                    self.steps.append((name, started, self.now() - started))
-
-        return timed_sync
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        missing = object()
-        patched: list[tuple[Any, str, Any]] = []
-
-        def patch(owner: Any, attr: str, value: Any) -> None:
-            patched.append((owner, attr, vars(owner).get(attr, missing)))
-            setattr(owner, attr, value)
-
-        for attr, fn in inspect.getmembers(Store, inspect.iscoroutinefunction):
-            if not attr.startswith("_") and attr not in ("open", "close"):
-                patch(Store, attr, self.wrap(f"store.{attr}", fn))
-        patch(Store, "open", classmethod(self.wrap("store.open", vars(Store)["open"].__func__)))
-        for attr in ("adopt_orphans", "sweep_temporaries"):
-            patch(runner.run.worker, attr, self.wrap(attr, getattr(runner.run.worker, attr)))
-        send = ApiClient.send
-
-        async def first_send(client: ApiClient, *args: Any, **kwargs: Any) -> Any:
-            if self.first_send is None:
-                self.first_send = self.now()
-                self.sent.set()
-            return await send(client, *args, **kwargs)
-
-        patch(ApiClient, "send", first_send)
-        starts: dict[Any, float] = {}
-
-        def before(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-            starts[cursor] = time.perf_counter()
-
-        def after(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-            spent = time.perf_counter() - starts.pop(cursor, time.perf_counter())
-            if self.first_send is None:
-                self.statements.append((spent, statement, params))
-
-        event.listen(Engine, "before_cursor_execute", before)
-        event.listen(Engine, "after_cursor_execute", after)
-        try:
-            yield
-        finally:
-            event.remove(Engine, "before_cursor_execute", before)
-            event.remove(Engine, "after_cursor_execute", after)
-            for owner, attr, value in reversed(patched):
-                if value is missing:
-                    delattr(owner, attr)
-                else:
-                    setattr(owner, attr, value)
-
-
-def startup_timeline(env: dict[str, str], db_file: Path) -> dict[str, Any]:
-    """One ``app.run`` in this process, timed step by step until its first request leaves."""
-    timeline = Timeline()
-    settings = timeline.wrap("load_settings", load_settings)(environ=env)
-
-    async def go() -> None:
-        async with anyio.create_task_group() as tg:
-            holder: list[runner.run.worker.Runner] = []
-
-            async def stop_after_first() -> None:
-                await timeline.sent.wait()
-                while not holder:
-                    await anyio.sleep(0.01)
-                holder[0].request_stop()
-
-            tg.start_soon(stop_after_first)
-            options = RunOptions(concurrency=8, rpm=100_000_000, handle_signals=False)
-            await app.run(settings, [], options, on_start=holder.append)
-
-    with timeline.installed():
-        anyio.run(go)
-    slow = sorted(timeline.statements, key=lambda s: -s[0])
-    plans = []
-    with sqlite3.connect(db_file) as db:
-        for spent, statement, params in slow:
-            if spent < SLOW_STATEMENT:
-                break
-            if isinstance(params, list):  # executemany
-                continue
-            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", params)]
-            plans.append({"s": round(spent, 3), "sql": " ".join(statement.split()), "plan": plan})
-    return {
-        "first_request_s": timeline.first_send,
-        "steps": [[n, round(at, 3), round(s, 3)] for n, at, s in timeline.steps],
-        "slow_statements": plans,
-    }
-
-
 def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     with sandbox_process("--tiny") as url:
         env = imagerun_env(tmp, {"IMAGERUN_ROUTE_SANDBOX_BASE_URL": f"{url}/openai/v1"})
         result: dict[str, Any] = {"load_before": os.getloadavg()[0]}
         result.update(enqueue(tmp, env, args.jobs, args.reuse_db))
         print(f"  enqueued: {result}")
-        result["imports"] = import_profile(env, tmp)
-        result["timeline"] = startup_timeline(env, tmp / "imagerun.db")
-        starts = [first_request(url, env, tmp, args.run_seconds) for _ in range(args.starts)]
-        result["starts"] = starts
-        result["first_request_s"] = median([s["first_request_s"] for s in starts])
-        result["requests_per_s"] = median([s["requests_per_s"] for s in starts])
+        if not args.status_only:
+            result.update(startups(args, env, tmp, url))
         result.update(status(env, tmp))
+        result["finish_s"] = finish_every_job(tmp / "imagerun.db")
+        result.update({f"finished_{k}": v for k, v in status(env, tmp).items()})
         result["load_after"] = os.getloadavg()[0]
+    return result
+
+
+def startups(args: argparse.Namespace, env: dict[str, str], tmp: Path, url: str) -> dict[str, Any]:
+    """Where start-up goes, then ``--starts`` timed start-ups of ``imagerun run``."""
+    result: dict[str, Any] = {"imports": import_profile(env, tmp)}
+    result["timeline"] = startup_timeline(env, tmp / "imagerun.db")
+    starts = [first_request(url, env, tmp, args.run_seconds) for _ in range(args.starts)]
+    result["starts"] = starts
+    result["first_request_s"] = median([s["first_request_s"] for s in starts])
+    result["requests_per_s"] = median([s["requests_per_s"] for s in starts])
     return result
 
 
@@ -358,6 +283,9 @@ def report(runs: list[dict[str, Any]], jobs: int) -> None:
             ("status: wall (median of 3)", "status_s", "s"),
             ("status: CPU (user+sys)", "status_cpu_s", "s"),
             ("status: batch_status query alone", "batch_status_query_s", "s"),
+            ("finished batch of N attempts: status wall", "finished_status_s", "s"),
+            ("finished: status CPU (user+sys)", "finished_status_cpu_s", "s"),
+            ("finished: batch_status query alone", "finished_batch_status_query_s", "s"),
             ("load average (1 min) before", "load_before", ""),
             ("load average (1 min) after", "load_after", ""),
         ]
@@ -365,10 +293,14 @@ def report(runs: list[dict[str, Any]], jobs: int) -> None:
     header = ["queue at scale", *(f"run {i + 1}" for i in range(len(runs)))]
     print(table(rows, header))
     for i, run in enumerate(runs):
+        if "timeline" not in run:
+            continue
         timeline = run["timeline"]
         print(f"\nrun {i + 1}: start-ups {[round(s['first_request_s'], 3) for s in run['starts']]}")
         imports = run["imports"]
-        print(f"  import runner.cli: {imports['total_s']:.2f} s; {imports['self_s_by_package']}")
+        print(
+            f"  import runner.cli.run: {imports['total_s']:.2f} s; {imports['self_s_by_package']}"
+        )
         print(f"  in-process start-up, first request at {timeline['first_request_s']:.3f} s:")
         for name, at, spent in timeline["steps"]:
             print(f"    {at:7.3f} +{spent:.3f}  {name}")
@@ -384,11 +316,13 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=3, help="start-ups measured per run")
     parser.add_argument("--run-seconds", type=float, default=3.0)
     parser.add_argument("--reuse-db", type=Path, help="copy this submitted database, skip submit")
+    parser.add_argument("--dir", help="scratch directory (default: tmpfs if available)")
+    parser.add_argument("--status-only", action="store_true", help="skip the start-ups")
     args = parser.parse_args()
     runs = []
     for i in range(args.runs):
         print(f"run {i + 1} of {args.runs} (load {os.getloadavg()[0]:.2f})")
-        with tempfile.TemporaryDirectory(prefix="queue-scale-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="queue-scale-", dir=scratch(args.dir)) as tmp:
             runs.append(one_run(args, Path(tmp)))
     report(runs, args.jobs)
     path = write_results("queue_scale", {"args": vars(args), "runs": runs})

@@ -8,6 +8,7 @@ and ``imagerun costs`` start without loading the HTTP stack, Pillow or pyarrow.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from runner.abc import Queue
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
 from runner.manifest import CheckReport, check_manifest, scan_manifest
-from runner.models import JobSpec, JobState
+from runner.models import JobSpec, JobState, UnknownPolicy
 from runner.pricing import Estimate, PricedJob, estimate_job
 from runner.routes import Route
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store, WorkerInfo
@@ -46,6 +47,24 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def _judged_store(settings: Settings) -> AsyncIterator[Store]:
+    """The database once the jobs of dead workers are judged, as a run judges them at start.
+
+    A worker whose process is gone from this host, or whose lease ran out, holds its jobs no
+    longer: a job it had not sent goes back to the queue; one whose request may have reached
+    the provider becomes ``unknown`` (queued again on a route whose ``unknown_policy`` resends).
+    ``status``, ``retry`` and ``cancel`` then report and act on what the jobs really are.
+    """
+    resend = frozenset(
+        r.name for r in settings.catalog.routes.values() if r.unknown_policy is UnknownPolicy.RESEND
+    )
+    async with open_store(settings) as store:
+        await store.expire_dead_local_workers(socket.gethostname())
+        await store.recover_expired(resend_routes=resend)
+        yield store
 
 
 async def check(settings: Settings, manifest: Path, route_name: str) -> CheckReport:
@@ -119,7 +138,7 @@ class StatusReport:
 
 async def status(settings: Settings, refs: Sequence[str] = ()) -> StatusReport:
     """Counts, spend and failures of the named (default: all) batches; live workers."""
-    async with open_store(settings) as store:
+    async with _judged_store(settings) as store:
         statuses = await store.batch_status(await resolve_batches(store, refs))
         return StatusReport(batches=statuses, workers=await store.list_workers())
 
@@ -169,14 +188,14 @@ async def run(
 async def retry(settings: Settings, ref: str, *, failed: bool, unknown: bool) -> int:
     """Requeue failed and/or unknown jobs of a batch; returns how many."""
     states = [s for s, on in ((JobState.FAILED, failed), (JobState.UNKNOWN, unknown)) if on]
-    async with open_store(settings) as store:
+    async with _judged_store(settings) as store:
         batch = await store.find_batch(ref)
         return await store.requeue(batch.id, states)
 
 
 async def cancel(settings: Settings, ref: str) -> int:
     """Cancel every job of a batch that has not started; returns how many."""
-    async with open_store(settings) as store:
+    async with _judged_store(settings) as store:
         batch = await store.find_batch(ref)
         return await store.cancel(batch.id)
 

@@ -13,9 +13,26 @@ from runner.cli.command import async_command
 from runner.cli.demo import DemoResult, run_demo
 from runner.cli.output import console, money, say, warn
 from runner.cli.progress import with_progress
+from runner.sandbox import DEFAULT_MODERATION_WORD, FaultKind
+
+_KINDS = ", ".join(k.value for k in FaultKind)
+
+_SANDBOX_EPILOG = f"""\b
+Triggers in a prompt:
+  {DEFAULT_MODERATION_WORD!r} (any case; --moderation-word changes it, "" turns it off):
+      blocked by moderation (HTTP 400, outcome moderation_blocked).
+  A --rule MARKER (case-sensitive, anywhere in the prompt): the fault KIND, for the
+      first TIMES such requests (default: every one), on one profile with @openai or
+      @laozhang. Example: --rule '#RESET#:reset:2' --rule '#BUSY#:unavailable@laozhang'.
+
+Fault kinds (--rule KIND, --faults KIND=RATE): {_KINDS}.
+
+Keys: any sk-... key works; one containing "invalid" gets 401. On /laozhang the prefix picks
+the token group: sk-default-, sk-sora2official-, sk-enterprise-.
+"""
 
 
-@click.command()
+@click.command(epilog=_SANDBOX_EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", "-p", default=8765, show_default=True, type=int)
 @click.option("--latency", default=0.0, show_default=True, help="Mean seconds per image.")
@@ -27,7 +44,13 @@ from runner.cli.progress import with_progress
     "--rule",
     "rules",
     multiple=True,
-    help='Scripted fault "MARKER:KIND[:TIMES]" for prompts containing MARKER.',
+    help='Scripted fault "MARKER:KIND[:TIMES][@PROFILE]" for prompts containing MARKER.',
+)
+@click.option(
+    "--moderation-word",
+    default=DEFAULT_MODERATION_WORD,
+    show_default=True,
+    help='Prompts containing it (any case) are blocked by moderation; "" turns it off.',
 )
 @click.option(
     "--policy",
