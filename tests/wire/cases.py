@@ -301,6 +301,19 @@ async def _file_403(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
     )
 
 
+async def _file_trickle(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
+    """The image of a URL result, in pieces, slower in all than the route's timeout."""
+    await conn.body(head, seen)
+    image = zoo.image
+    await answer(conn, seen, "200 OK", ["Content-Type: image/png", f"Content-Length: {len(image)}"])
+    step = -(-len(image) // TRICKLE_PIECES)
+    for at in range(0, len(image), step):
+        await anyio.sleep(TRICKLE_GAP)
+        await conn.write(image[at : at + step])
+    number = int(head.path.rsplit("/", 1)[-1].split(".")[0])
+    zoo.by_number(number).delivered = True
+
+
 def _file_redirect(status: str) -> Handler:
     async def files(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
         if head.path.startswith("/files/moved/"):
@@ -442,6 +455,12 @@ CASES: dict[str, Case] = {
         Case(name="large_headers", handler=image_200(_large_headers)),
         Case(name="huge_header_line", handler=image_200(_huge_header)),
         Case(name="many_duplicate_headers", handler=image_200(_many_duplicates)),
+        Case(
+            name="json_as_text_plain",
+            handler=image_200(
+                lambda b: ["Content-Type: text/plain; charset=utf-8", f"Content-Length: {len(b)}"]
+            ),
+        ),
         Case(name="no_reason_phrase", handler=image_200(plain, status="200")),
         Case(name="other_size", handler=image_200(plain), size="1024x1024"),
         Case(name="b64_mime_lf", handler=image_200(plain, b64=mime_lines("\n"))),
@@ -471,6 +490,7 @@ CASES: dict[str, Case] = {
         Case(name="close_after_request", handler=_no_answer(reset=False)),
         Case(name="reset_after_request", handler=_no_answer(reset=True)),
         Case(name="url_result", handler=_url_result(serve_file)),
+        Case(name="url_trickle", handler=_url_result(_file_trickle)),
         Case(name="url_403", handler=_url_result(_file_403)),
         Case(name="url_307", handler=_url_result(_file_redirect("307 Temporary Redirect"))),
         Case(name="url_302", handler=_url_result(_file_redirect("302 Found"))),

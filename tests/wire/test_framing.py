@@ -42,6 +42,7 @@ FRAMINGS = [
     "huge_header_line",
     "many_duplicate_headers",
     "no_reason_phrase",
+    "json_as_text_plain",
 ]
 
 
