@@ -40,18 +40,16 @@ from runner.billing.endpoints import (
 from runner.billing.findings import ProbeReport, ProbeResult
 from runner.billing.matching import rows_for
 from runner.billing.plan import Probe, ProbeOptions, plan_probes, probes_worst_case
-from runner.http.client import ApiClient
 from runner.models import ChargeEvidence, ChargeStatus, JobSpec, Outcome, utcnow
 from runner.pricing import PriceBook
 from runner.routes import Catalog, Route
 from runner.run.attempt import JobRunner
 from runner.run.gate import RouteGate
 from runner.run.lane import Lane
+from runner.run.lanes import LaneClients, assemble, open_clients
 from runner.run.retry import RetryPolicy
-from runner.run.sources import SourceLoader
 from runner.run.spending import RunCap, Spending
 from runner.run.stats import RunStats
-from runner.shapes import ADAPTERS
 from runner.store import BatchInfo, Store
 from runner.store.charges import BalanceSnapshot, BilledAttempt, ChargeObservation, ChargeUpdate
 
@@ -169,25 +167,17 @@ class _Prober:
     account: httpx.AsyncClient
     log_ok: bool
     jobs: JobRunner
-    clients: dict[float | None, ApiClient] = field(default_factory=dict)
-    fetch: httpx.AsyncClient | None = None
+    clients: dict[float | None, LaneClients] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
 
     async def open(self, stack: AsyncExitStack, environ: Mapping[str, str]) -> None:
         """HTTP clients: the route's own timeout, and the probes' short client timeouts."""
         key = self.route.api_key(environ) or ""
-        timeouts = {None, self.options.timeout_after}
-        for timeout in timeouts:
-            self.clients[timeout] = await stack.enter_async_context(
-                ApiClient(
-                    self.route.base_url,
-                    api_key=key,
-                    timeout=httpx.Timeout(
-                        timeout or self.route.timeout, connect=self.route.connect_timeout
-                    ),
-                )
+        tls = httpx.create_ssl_context()
+        for timeout in {None, self.options.timeout_after}:
+            self.clients[timeout] = await open_clients(
+                stack, self.route, api_key=key, concurrency=1, tls=tls, call_timeout=timeout
             )
-        self.fetch = await stack.enter_async_context(httpx.AsyncClient(timeout=self.route.timeout))
 
     async def run_all(self, probes: list[Probe], notes: list[str]) -> list[ProbeResult]:
         worker = self.jobs.worker_id
@@ -207,16 +197,13 @@ class _Prober:
         return results
 
     def _lane(self, probe: Probe) -> Lane:
-        assert self.fetch is not None
-        return Lane(
-            route=self.route,
+        # A fresh gate per probe: a probe's 429 or stop is its finding, not the next one's wait.
+        return assemble(
+            self.route,
+            self.clients[probe.client_timeout],
             batch_ids=[self.batch.id],
             concurrency=1,
             gate=RouteGate(self.route.rpm),
-            adapter=ADAPTERS[self.route.shape],
-            client=self.clients[probe.client_timeout],
-            fetch=self.fetch,
-            loader=SourceLoader(self.fetch),
             policy=RetryPolicy(max_attempts=1),
         )
 

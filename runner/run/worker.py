@@ -29,23 +29,17 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.billing.policy import observed_route
-from runner.errors import ConfigError
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
-from runner.http.client import ApiClient
 from runner.models import Job, JobState, UnknownPolicy
 from runner.pricing import PriceBook
 from runner.routes import Catalog, Route
 from runner.run.attempt import JobRunner
-from runner.run.gate import Gate, RouteGate
 from runner.run.lane import Lane
+from runner.run.lanes import open_gate, open_lane, require_api_key, retry_policy
 from runner.run.memory import ByteBudget
-from runner.run.retry import RetryPolicy
-from runner.run.shared_gate import SharedGate
-from runner.run.sources import SourceLoader
 from runner.run.spending import Spending
 from runner.run.stats import RunStats
-from runner.shapes import ADAPTERS
 from runner.store import BatchInfo, Recovery, Store
 from runner.store.groupcommit import LedgerWriter
 
@@ -216,45 +210,17 @@ class Runner:
 
     async def _lane(self, stack: AsyncExitStack, route: Route, batch_ids: list[str]) -> Lane:
         route = await observed_route(self.store, route)  # probe/call-log findings win
-        key = route.api_key(self.environ)
-        if key is None:
-            raise ConfigError(
-                f"route {route.name!r} needs an API key: set the environment variable "
-                f"{route.api_key_env}"
-            )
+        key = require_api_key(route, self.environ)
         concurrency = self.options.concurrency or route.concurrency
-        rpm = self.options.rpm or route.rpm
-        # On PostgreSQL every worker process shares the route's rate and 429 pause.
-        gate: Gate = (
-            SharedGate(self.store, route.name, rpm)
-            if self.store.dialect == "postgresql"
-            else RouteGate(rpm)
-        )
-        await gate.start()
-        timeout = httpx.Timeout(route.timeout, connect=route.connect_timeout)
-        limits = httpx.Limits(
-            max_connections=concurrency + 4, max_keepalive_connections=concurrency
-        )
-        client = await stack.enter_async_context(
-            ApiClient(route.base_url, api_key=key, timeout=timeout, limits=limits, tls=self._tls)
-        )
-        fetch = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=timeout, limits=limits, verify=self._tls)
-        )
-        return Lane(
-            route=route,
+        return await open_lane(
+            stack,
+            route,
+            api_key=key,
             batch_ids=batch_ids,
             concurrency=concurrency,
-            gate=gate,
-            adapter=ADAPTERS[route.shape],
-            client=client,
-            fetch=fetch,
-            loader=SourceLoader(fetch),
-            policy=RetryPolicy(
-                max_attempts=route.max_attempts,
-                deadline=route.deadline,
-                scale=self.options.retry_scale,
-            ),
+            gate=await open_gate(self.store, route, self.options.rpm or route.rpm),
+            policy=retry_policy(route, scale=self.options.retry_scale),
+            tls=self._tls,
         )
 
     async def _work(self, lanes: list[Lane]) -> None:
