@@ -39,6 +39,10 @@ class ByteBudget:
         return min(self.limit, COPIES * (content_length or UNKNOWN_LENGTH))
 
     async def acquire(self, amount: int) -> int:
+        """Wait until ``amount`` bytes fit, then hold them; returns what is held.
+
+        A waiter that is cancelled holds nothing.
+        """
         if amount <= 0:
             return 0
         async with self._changed:
@@ -48,6 +52,7 @@ class ByteBudget:
         return amount
 
     async def release(self, amount: int) -> None:
+        """Give back ``amount`` held bytes; shielded, so a cancelled holder still returns them."""
         if amount <= 0:
             return
         with anyio.CancelScope(shield=True):

@@ -15,12 +15,20 @@ from runner.models import Outcome
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
+    """How often and how long a failed job is tried again.
+
+    Attributes:
+        max_attempts: attempts in all, the first included.
+        deadline: seconds after the first attempt after which no retry is scheduled.
+        base: the wait before the first retry, before jitter.
+        cap: the longest wait, before jitter.
+        scale: multiplies every wait (0 in tests that must not wait).
+    """
+
     max_attempts: int = 5
-    #: Seconds after the first attempt after which no retry is scheduled.
     deadline: float = 3600.0
     base: float = 1.0
     cap: float = 60.0
-    #: Multiplies every computed wait (0 in tests that must not wait).
     scale: float = 1.0
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
