@@ -1,8 +1,8 @@
 """Shared batch budgets: every worker spends only what the database granted it.
 
 A batch's budget is one promise, however many ``imagerun run`` processes work on the batch.
-Each process keeps its own :class:`runner.run.spending.Budget` for the batch, whose limit is the sum
-of its grants, and asks for more only when an attempt would not fit. A grant comes out of what
+Each process keeps its own :class:`runner.run.spending.BatchShare` of the batch, the sum of its
+grants, and asks for more only when an attempt would not fit. A grant comes out of what
 is left: the budget, less everything spent or possibly spent on the batch (attempts in flight
 at their worst case), less the unspent part of every live grant. Each worker stays within its
 grants, so together they stay within the budget.
