@@ -9,6 +9,7 @@ the ledger (job, attempt and output rows), and the image files on disk.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -120,7 +121,7 @@ class ZooWorld:
             source = self.large_source if self.case.large else png(32, 32)
             (self.root / "source.png").write_bytes(source)
         manifest = self.root / "jobs.jsonl"
-        manifest.write_text("".join(_json(line) + "\n" for line in self.lines(jobs)), "utf-8")
+        manifest.write_text("".join(json.dumps(line) + "\n" for line in self.lines(jobs)), "utf-8")
         result = await app.submit(self.settings(), manifest, self.route, name="zoo")
         assert result.added == jobs
         return result.batch
@@ -136,12 +137,6 @@ class ZooWorld:
         return CaseRun(
             result=result, ledger=ledger, seen=self.zoo.seen(), downloads=self.zoo.downloads()
         )
-
-
-def _json(line: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(dict(line))
 
 
 def assert_paid_once(
