@@ -48,17 +48,20 @@ def zoo_db(tmp_path: Path, migrated_db: Path) -> str:
 
 @pytest.fixture
 def zoo_world(tmp_path: Path, zoo_db: str, large_source: bytes) -> Iterator[MakeWorld]:
-    """``zoo_world(case, route="openai", **route_settings)``: the zoo serving ``case``."""
+    """``zoo_world(case, route="openai", db_url=None, **route_settings)``: the zoo serving
+    ``case``, on a copy of the migrated SQLite file unless ``db_url`` names another."""
     with contextlib.ExitStack() as stack:
 
-        def make(case: str, *, route: str = "openai", **settings: Any) -> ZooWorld:
+        def make(
+            case: str, *, route: str = "openai", db_url: str | None = None, **settings: Any
+        ) -> ZooWorld:
             chosen = CASES[case]
             zoo = stack.enter_context(running_zoo(chosen.handler, IMAGE))
             return ZooWorld(
                 zoo=zoo,
                 case=chosen,
                 root=tmp_path,
-                db_url=zoo_db,
+                db_url=db_url or zoo_db,
                 route=route,
                 settings_=settings,
                 large_source=large_source if chosen.large else b"",
