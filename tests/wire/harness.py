@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,36 @@ class ZooWorld:
         result = await app.submit(self.settings(), manifest, self.route, name="zoo")
         assert result.added == jobs
         return result.batch
+
+    async def run_cli(self, jobs: int = 2, *, python_flags: Sequence[str] = ()) -> CaseRun:
+        """Submit ``jobs`` lines, then ``imagerun run`` them in a child Python process."""
+        batch = await self.submit(jobs)
+        settings = self.settings()
+        command = [
+            sys.executable,
+            *python_flags,
+            "-m",
+            "runner.cli",
+            "--db",
+            self.db_url,
+            "--data",
+            str(self.data_dir),
+            "--config",
+            str(settings.config_path),
+            "run",
+            batch.id,
+        ]
+        environ = {**os.environ, **settings.environ}
+        with anyio.fail_after(RUN_DEADLINE * 2):
+            await anyio.run_process(command, env=environ, check=False)
+        async with app.open_store(settings) as store:
+            ledger = await read_ledger(store, batch.id)
+        return CaseRun(
+            result=app.RunResult(report=None, batches=[batch], nothing_to_do=False),
+            ledger=ledger,
+            seen=self.zoo.seen(),
+            downloads=self.zoo.downloads(),
+        )
 
     async def run_case(self, jobs: int = 2, *, deadline: float = RUN_DEADLINE) -> CaseRun:
         """Submit ``jobs`` lines, run them to the end (within ``deadline``), read it all back."""
