@@ -123,6 +123,7 @@ class BatchShare(Scope):
 class Reservation:
     """One attempt's worst case, held on each of its scopes until it settles or is cancelled."""
 
+    #: What is held on each of ``scopes``.
     worst_case_usd: float
     scopes: tuple[Scope, ...] = ()
 
@@ -135,6 +136,10 @@ class Reservation:
         """The attempt never started: give its worst case back."""
         for scope in self.scopes:
             scope.cancel(self.worst_case_usd)
+
+
+#: An attempt no budget applies to holds nothing (one instance serves them all).
+UNLIMITED = Reservation(worst_case_usd=0.0)
 
 
 def exposure_of(result: AttemptResult) -> float:
@@ -185,20 +190,21 @@ class Spending:
 
         Returns ``None`` when it does not fit (:attr:`stopped` then says why).
         """
-        share = self.shares.get(batch_id)
-        if self.cap is None and share is None:
-            return Reservation(worst_case_usd=worst_case_usd)
-        held: list[Scope] = []
-        for scope in (self.cap, share):
-            if scope is None:
-                continue
-            if not scope.reserve(worst_case_usd) and not await self._grow(scope, worst_case_usd):
-                for taken in held:
-                    taken.cancel(worst_case_usd)
-                self.stopped = scope.reached(worst_case_usd)
-                return None
-            held.append(scope)
-        return Reservation(worst_case_usd=worst_case_usd, scopes=tuple(held))
+        cap, share = self.cap, self.shares.get(batch_id)
+        if cap is not None and not cap.reserve(worst_case_usd):
+            self.stopped = cap.reached(worst_case_usd)
+            return None
+        if share is None:
+            if cap is None:
+                return UNLIMITED
+            return Reservation(worst_case_usd=worst_case_usd, scopes=(cap,))
+        if not share.reserve(worst_case_usd) and not await self._grow(share, worst_case_usd):
+            if cap is not None:
+                cap.cancel(worst_case_usd)
+            self.stopped = share.reached(worst_case_usd)
+            return None
+        scopes: tuple[Scope, ...] = (share,) if cap is None else (cap, share)
+        return Reservation(worst_case_usd=worst_case_usd, scopes=scopes)
 
     async def renew(self) -> None:
         """Renew this process's grants (on each heartbeat); forfeit the shares that lapsed."""
@@ -208,14 +214,12 @@ class Spending:
             if (share := self.shares.get(batch_id)) is not None:
                 share.forfeit()
 
-    async def _grow(self, scope: Scope, worst_case_usd: float) -> bool:
+    async def _grow(self, scope: BatchShare, worst_case_usd: float) -> bool:
         """Ask the database for more of a batch's shared budget, then reserve again.
 
         One request at a time per batch: the lanes that ran out meanwhile first look whether
         the last grant made room, instead of each taking a share of their own.
         """
-        if not isinstance(scope, BatchShare):
-            return False
         lock = self._grant_locks.setdefault(scope.batch_id, anyio.Lock())
         async with lock:
             if scope.reserve(worst_case_usd):

@@ -10,6 +10,7 @@ from runner.models import ChargeStatus, Job, Outcome, utcnow
 from runner.run.spending import (
     GRANT_ATTEMPTS,
     GRANT_SHARE,
+    UNLIMITED,
     BatchShare,
     RunCap,
     Spending,
@@ -177,9 +178,10 @@ async def test_without_budgets_every_attempt_fits(store: Store) -> None:
 
     reservation = await spending.reserve(batch, 1_000.0)
 
-    assert reservation is not None
+    assert reservation is UNLIMITED
     assert reservation.scopes == ()
     reservation.settle(1_000.0)
+    reservation.cancel()
     assert spending.stopped is None
 
 
