@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at ru
         ChargeObservation,
         ChargeUpdate,
         CostRow,
+        MismatchRow,
         RepriceInput,
     )
     from runner.store.exports import ExportJob, ExportOutput
@@ -297,6 +298,9 @@ class Costs(Protocol):
 
     async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
         """Spend grouped by route, outcome, charge status and evidence."""
+
+    async def mismatch_rows(self, batch_ids: Sequence[str] | None = None) -> list[MismatchRow]:
+        """Per route: images kept though not what was asked, their attempts and its cost."""
 
     async def observations(self, routes: Sequence[str] | None = None) -> list[ChargeObservation]:
         """Every charge observation (of ``routes``), oldest first."""

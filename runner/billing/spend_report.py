@@ -14,7 +14,7 @@ from runner.models import ChargeStatus, Outcome
 from runner.pricing import PriceBook, reprice
 from runner.routes import Catalog
 from runner.store import BatchInfo
-from runner.store.charges import ChargeObservation, CostRow
+from runner.store.charges import ChargeObservation, CostRow, MismatchRow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +50,8 @@ class CostReport:
     rows: list[CostRow]
     failures: list[FailureCharge]
     reprice: RepriceSummary | None = None
+    #: Images kept (and paid for) though not the size or format asked, by route.
+    mismatched: list[MismatchRow] = field(default_factory=list)
 
     def total(self, status: ChargeStatus) -> float:
         return round(sum(r.cost_usd for r in self.rows if r.charge_status is status), 6)
@@ -80,6 +82,15 @@ class CostReport:
                 for r in self.rows
             ],
             "failure_charges": [_failure_json(f) for f in self.failures],
+            "mismatched": [
+                {
+                    "route": m.route,
+                    "images": m.images,
+                    "attempts": m.attempts,
+                    "cost_usd": m.cost_usd,
+                }
+                for m in self.mismatched
+            ],
             "reprice": None
             if self.reprice is None
             else {
@@ -132,6 +143,7 @@ async def cost_report(
         rows=rows,
         failures=_failure_charges(catalog, rows, observed),
         reprice=summary,
+        mismatched=await store.mismatch_rows(ids),
     )
 
 

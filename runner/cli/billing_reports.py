@@ -46,6 +46,12 @@ def print_costs(report: CostReport) -> None:
         f"{money(report.total(ChargeStatus.UNKNOWN))} more.",
         markup=False,
     )
+    for m in report.mismatched:
+        console.print(
+            f"{m.route}: {m.images} image(s) kept though not the size or format asked, from "
+            f"{m.attempts} attempt(s) costing {money(m.cost_usd)} (see `asked`/`got` in exports).",
+            markup=False,
+        )
     if report.failures:
         console.print(_failures_table(report))
     if report.count(ChargeStatus.UNKNOWN):

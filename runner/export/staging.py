@@ -17,9 +17,15 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-#: Prefix of temporaries; a file with it is never a finished export.
-TMP_PREFIX = ".tmp-"
+from runner.files.atomic import TMP_PREFIX
+
 _CHUNK = 1 << 20
+
+
+def temp_beside(target: Path) -> Path:
+    """A fresh temporary name in ``target``'s folder (:data:`TMP_PREFIX`: never a finished
+    export; the random part keeps two stagings of one target apart)."""
+    return target.parent / f"{TMP_PREFIX}{secrets.token_hex(4)}-{target.name}"
 
 
 class SourceError(Exception):
@@ -32,7 +38,7 @@ class StagedFile:
     def __init__(self, target: Path) -> None:
         self.target = target
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = target.parent / f"{TMP_PREFIX}{secrets.token_hex(4)}-{target.name}"
+        self.temp = temp_beside(target)
         self._handle: IO[bytes] | None = None
         self._text: io.TextIOWrapper | None = None
 
@@ -111,7 +117,7 @@ def copy_verified(source: Path, target: Path, sha256: str, size: int) -> bool:
     """
     if holds(target, sha256, size):
         return False
-    temp = target.parent / f"{TMP_PREFIX}{secrets.token_hex(4)}-{target.name}"
+    temp = temp_beside(target)
     digest = hashlib.sha256()
     try:
         with _open_source(source) as src, open(temp, "wb") as dst:

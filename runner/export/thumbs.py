@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from runner.export.staging import TMP_PREFIX, SourceError
+from runner.export.staging import SourceError, temp_beside
 
 #: Longest side of a thumbnail, in pixels.
 THUMB_PX = 256
@@ -36,7 +35,7 @@ def make_thumbnail(source: Path, target: Path, px: int = THUMB_PX) -> bool:
     """
     if target.exists():
         return False
-    temp = target.parent / f"{TMP_PREFIX}{secrets.token_hex(4)}-{target.name}"
+    temp = temp_beside(target)
     try:
         with Image.open(source) as image:
             # Lets JPEG decode at a reduced scale: much faster for large photos.

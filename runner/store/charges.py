@@ -21,7 +21,13 @@ from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, u
 from runner.pricing import PricedJob
 from runner.store.database import Database
 from runner.store.engine import reading
-from runner.store.tables import attempts, balance_snapshots, charge_observations, jobs
+from runner.store.tables import (
+    attempts,
+    balance_snapshots,
+    charge_observations,
+    jobs,
+    outputs,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +112,17 @@ class CostRow:
     #: Attempts of the group with an observed amount.
     observed: int
     #: Charged: what they cost. Unknown: what they may have cost. Not charged: 0.
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MismatchRow:
+    """One route's images kept (and paid for) though not what their jobs asked for."""
+
+    route: str
+    images: int
+    #: The attempts that delivered them, and what those attempts cost (or may have).
+    attempts: int
     cost_usd: float
 
 
@@ -334,6 +351,33 @@ class ChargeOps:
                 for route, outcome, charge, evidence, n, expected, observed, n_observed, spent in (
                     await conn.execute(query)
                 )
+            ]
+
+    async def mismatch_rows(self, batch_ids: Sequence[str] | None = None) -> list[MismatchRow]:
+        wrong = (
+            select(outputs.c.attempt_id, func.count().label("images"))
+            .where(outputs.c.asked.is_not(None))
+            .group_by(outputs.c.attempt_id)
+            .subquery()
+        )
+        query = (
+            select(
+                attempts.c.route,
+                func.sum(wrong.c.images),
+                func.count(),
+                func.sum(func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0)),
+            )
+            .join(wrong, wrong.c.attempt_id == attempts.c.id)
+            .where(and_(*_scope(None, batch_ids)))
+            .group_by(attempts.c.route)
+            .order_by(attempts.c.route)
+        )
+        async with self.db.reading() as conn:
+            return [
+                MismatchRow(
+                    route=route, images=int(images), attempts=n, cost_usd=round(float(usd), 6)
+                )
+                for route, images, n, usd in await conn.execute(query)
             ]
 
     async def record_balance(self, snapshot: BalanceSnapshot) -> None:

@@ -79,6 +79,11 @@ async def test_an_image_of_another_size_is_kept_as_a_success(world: MakeWorld) -
     [status] = (await app.status(w.settings(), [batch.id])).batches
     assert (status.outputs, status.mismatched) == (JOBS, JOBS)
     assert status.to_json()["mismatched_outputs"] == JOBS
+    costs = await app.costs(w.settings(), batch.id)
+    [row] = costs.mismatched
+    assert (row.route, row.images, row.attempts) == (ROUTE, JOBS, JOBS)
+    assert row.cost_usd == pytest.approx(sum(a["expected_usd"] for a in ledger.attempts))
+    assert costs.to_json()["mismatched"][0]["images"] == JOBS
 
 
 @pytest.mark.anyio
