@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at ru
         ChargeUpdate,
         CostRow,
         MismatchRow,
-        RepriceInput,
     )
     from runner.store.exports import ExportJob, ExportOutput
     from runner.store.records import (
@@ -40,6 +39,7 @@ if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at ru
         OutputRecord,
         Recovery,
     )
+    from runner.store.repricing import RepriceInput
     from runner.store.workers import WorkerInfo
 
 

@@ -19,8 +19,9 @@ Verbs, grouped by module:
   ``expire_dead_local_workers``, ``list_workers``.
 - ``recovery``: ``recorded_paths``, ``jobs_for_files``, ``adopt`` (orphan files after a crash).
 - ``charges``: ``billed_attempts``, ``record_charges``, ``record_observations``,
-  ``observed_policy``, ``repricing_inputs``, ``set_expected``, ``cost_rows``, ``record_balance``,
-  ``balance_snapshots`` (what attempts were really charged; ``imagerun costs``/``reconcile``).
+  ``observed_policy``, ``cost_rows``, ``record_balance``, ``balance_snapshots`` (what attempts
+  were really charged; ``imagerun costs``/``reconcile``).
+- ``repricing``: ``repricing_inputs``, ``set_expected`` (``imagerun costs --reprice``).
 - ``routestate``: ``ensure_route_state``, ``take_rate_slot``, ``pause_route`` (the request
   rate and 429 pause shared by every worker process).
 - ``exports``: streaming reads of a batch's outputs and failures for ``imagerun export``.
@@ -54,6 +55,7 @@ from runner.store.records import (
 )
 from runner.store.recovery import RecoveryOps
 from runner.store.reports import ReportOps
+from runner.store.repricing import RepricingOps
 from runner.store.routestate import RouteStateOps
 from runner.store.tables import SCHEMA_REVISION
 from runner.store.workers import WorkerInfo, WorkerOps
@@ -69,6 +71,7 @@ class Store(
     RecoveryOps,
     RouteStateOps,
     ChargeOps,
+    RepricingOps,
     BudgetOps,
 ):
     """imagerun's database, as the verbs of every role in :mod:`runner.abc`.

@@ -1,10 +1,10 @@
-"""Charge verbs: what attempts were really charged, observed policies, repricing, spend reports.
+"""Charge verbs: what attempts were really charged, observed policies, spend reports.
 
 The ledger (``ledger.py``) writes each attempt's *expected* charge from the route's policy.
 These verbs let the provider's own records correct it afterwards (``observed_usd``,
 ``charge_status``, ``charge_evidence``), keep the failure-charge behaviour observed per route
-(``charge_observations``), reprice with a newer price book, and keep balance readings
-(``balance_snapshots``) for comparing an account's balance delta with the ledger.
+(``charge_observations``) and keep balance readings (``balance_snapshots``) for comparing an
+account's balance delta with the ledger. Repricing is in ``repricing.py``.
 """
 
 from __future__ import annotations
@@ -15,19 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
-from runner.pricing import PricedJob
 from runner.store.database import Database
-from runner.store.engine import reading
-from runner.store.tables import (
-    attempts,
-    balance_snapshots,
-    charge_observations,
-    jobs,
-    outputs,
-)
+from runner.store.tables import attempts, balance_snapshots, charge_observations, outputs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,21 +72,6 @@ class ChargeObservation:
     attempt_id: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     observed_at: datetime = field(default_factory=utcnow)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RepriceInput:
-    """What :func:`runner.pricing.reprice` needs for one stored attempt."""
-
-    attempt_id: str
-    route: str
-    outcome: Outcome
-    usage: dict[str, Any] | None
-    images_returned: int
-    charge_status: ChargeStatus
-    expected_usd: float | None
-    #: What the price engine reads of the attempt's job.
-    job: PricedJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +136,6 @@ class ChargeOps:
     """
 
     db: Database
-    engine: AsyncEngine
 
     async def billed_attempts(
         self,
@@ -261,58 +236,6 @@ class ChargeOps:
 
     async def observed_policy(self, route: str) -> dict[Outcome, ChargeObservation]:
         return {obs.outcome: obs for obs in await self.observations([route])}
-
-    async def repricing_inputs(self, batch_ids: Sequence[str] | None = None) -> list[RepriceInput]:
-        """Stored usage, outcome and job fields of every finished attempt in scope."""
-        query = (
-            select(
-                attempts.c.id,
-                attempts.c.route,
-                attempts.c.outcome,
-                attempts.c.usage,
-                attempts.c.images_returned,
-                attempts.c.charge_status,
-                attempts.c.expected_usd,
-                jobs.c.prompt,
-                jobs.c.params,
-                jobs.c.images,
-                jobs.c.mask,
-            )
-            .join(jobs, jobs.c.id == attempts.c.job_id)
-            .where(and_(*_scope(None, batch_ids)))
-            .order_by(attempts.c.started_at)
-        )
-        async with reading(self.engine) as conn:
-            return [
-                RepriceInput(
-                    attempt_id=r.id,
-                    route=r.route,
-                    outcome=Outcome(r.outcome or Outcome.LOST.value),
-                    usage=r.usage,
-                    images_returned=r.images_returned or 0,
-                    charge_status=ChargeStatus(r.charge_status),
-                    expected_usd=r.expected_usd,
-                    job=PricedJob.from_fields(
-                        prompt=r.prompt,
-                        params=r.params,
-                        images=len(r.images or ()),
-                        mask=bool(r.mask),
-                    ),
-                )
-                for r in await conn.execute(query)
-            ]
-
-    async def set_expected(self, prices: Sequence[tuple[str, float]]) -> int:
-        if not prices:
-            return 0
-        statement = (
-            update(attempts)
-            .where(attempts.c.id == bindparam("b_id"))
-            .values(expected_usd=bindparam("b_usd"))
-        )
-        async with self.db.writing() as conn:
-            await conn.execute(statement, [{"b_id": i, "b_usd": usd} for i, usd in prices])
-        return len(prices)
 
     async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
         status = attempts.c.charge_status
