@@ -1,11 +1,13 @@
 """Overhead: imagerun against a bare ``httpx`` loop, same sandbox, same concurrency, same run.
 
 N tiny-image jobs against a zero-latency sandbox in its own process. The baseline only sends,
-decodes and writes each image (no database, no ledger, no retries); imagerun does everything
-it always does. Reported: jobs/s for both (imagerun's from its first to its last request as
-the sandbox saw them, and end to end including start-up) and the ratio.
+decodes and writes each image (no database, no ledger, no retries) through an
+``httpx.AsyncClient`` on the same transport imagerun uses (``--wire imagerun``, the default),
+or on httpx's own (``--wire httpx``); imagerun does everything it always does. Reported:
+jobs/s for both (imagerun's from its first to its last request as the sandbox saw them, and
+end to end including start-up) and the ratio.
 
-    python bench/overhead.py [--jobs 20000] [--concurrency 8] [--runs 3] [--dir DIR]
+    python bench/overhead.py [--jobs 20000] [--concurrency 8] [--runs 3] [--wire imagerun|httpx]
 
 Both sides write to the same scratch directory: tmpfs when the machine has one (see
 ``_support.scratch``), so that the file system's costs do not drown the code's.
@@ -34,14 +36,22 @@ from _support import (
     write_results,
 )
 
+from runner.http.transport import Transport
 
-async def baseline(url: str, jobs: int, concurrency: int, out: Path) -> float:
+
+def wire(name: str, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    if name == "httpx":
+        return httpx.AsyncHTTPTransport(limits=limits)
+    return Transport(httpx.create_ssl_context(), limits)
+
+
+async def baseline(url: str, jobs: int, concurrency: int, out: Path, transport: str) -> float:
     """What a user would write: an AsyncClient, a fixed set of tasks, decode, write."""
     out.mkdir(parents=True, exist_ok=True)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Authorization": "Bearer sk-bench"}
     async with httpx.AsyncClient(
-        base_url=f"{url}/openai/v1", headers=headers, limits=limits
+        base_url=f"{url}/openai/v1", headers=headers, transport=wire(transport, limits)
     ) as client:
 
         async def worker(first: int) -> None:
@@ -91,12 +101,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", help="scratch directory (default: tmpfs if available)")
+    parser.add_argument(
+        "--wire",
+        choices=["imagerun", "httpx"],
+        default="imagerun",
+        help="the baseline's transport: imagerun's own (default) or httpx's",
+    )
     args = parser.parse_args()
     root = scratch(args.dir)
     rows = []
     for run in range(args.runs):
         with sandbox_process("--tiny") as url, tempfile.TemporaryDirectory(dir=root) as tmp:
-            base = anyio.run(baseline, url, args.jobs, args.concurrency, Path(tmp) / "baseline")
+            base = anyio.run(
+                baseline, url, args.jobs, args.concurrency, Path(tmp) / "baseline", args.wire
+            )
             steady, whole = imagerun(url, args.jobs, args.concurrency, Path(tmp))
         rows.append(
             {"run": run + 1, "baseline": base, "imagerun": steady, "imagerun_end_to_end": whole}
@@ -113,7 +131,10 @@ def main() -> None:
     print(
         table(
             [[k, f"{v:.2f}" if k == "ratio" else f"{v:.0f}"] for k, v in summary.items()],
-            ["overhead (median)", f"N={args.jobs}, concurrency {args.concurrency}"],
+            [
+                "overhead (median)",
+                f"N={args.jobs}, concurrency {args.concurrency}, baseline on {args.wire}",
+            ],
         )
     )
     path = write_results(

@@ -38,15 +38,23 @@ def go_duration(text: str) -> float | None:
 
 def rate_limits(headers: httpx.Headers) -> RateLimits | None:
     """The ``x-ratelimit-*`` headers parsed, or ``None`` when there are none."""
-    found: dict[str, Limit] = {}
+    # One pass over the headers: a lookup by name walks them all, nine times per answer.
+    found = {
+        name: value
+        for name, value in headers.items()
+        if name.startswith("x-ratelimit-")  # httpx gives names lower-cased
+    }
+    if not found:
+        return None
+    kinds: dict[str, Limit] = {}
     for kind in KINDS:
-        limit = _count(headers.get(f"x-ratelimit-limit-{kind}"))
-        remaining = _count(headers.get(f"x-ratelimit-remaining-{kind}"))
-        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        limit = _count(found.get(f"x-ratelimit-limit-{kind}"))
+        remaining = _count(found.get(f"x-ratelimit-remaining-{kind}"))
+        reset = found.get(f"x-ratelimit-reset-{kind}")
         reset_s = go_duration(reset) if reset is not None else None
         if limit is not None or remaining is not None or reset_s is not None:
-            found[kind] = Limit(limit=limit, remaining=remaining, reset_s=reset_s)
-    return RateLimits(**found) if found else None
+            kinds[kind] = Limit(limit=limit, remaining=remaining, reset_s=reset_s)
+    return RateLimits(**kinds) if kinds else None
 
 
 def retry_after(headers: httpx.Headers) -> float | None:

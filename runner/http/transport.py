@@ -6,8 +6,10 @@ speak them); the wire is ``httpx_aiohttp.AiohttpTransport``, the transport the o
 server sends before it has read the whole upload (an early 401 to a large edit stays a 401,
 not a broken pipe), copes with a stray CRLF after a body, and costs less CPU per request.
 
-The same transport carries proxied calls: ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY``
-are read from the environment (``trust_env``). Private CAs come through the TLS context
+The same transport carries proxied calls: ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` (an
+http one) and ``NO_PROXY`` are read from the environment once, and each origin's proxy is
+worked out once (aiohttp's own ``trust_env`` would look both up in a worker thread on every
+request, two thread hops per call). Private CAs come through the TLS context
 (``httpx.create_ssl_context`` reads ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``).
 
 aiohttp's exceptions never leave this module: :data:`AIOHTTP_EXC_MAP` turns each into the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -108,15 +111,38 @@ class Transport(httpx.AsyncBaseTransport):
 
     Args:
         tls: the TLS context for ``https`` origins (one per run: each costs 20-40 ms).
-        limits: ``max_connections`` caps the pool (``None``: no cap) and ``keepalive_expiry``
+        limits: ``max_connections`` caps each pool (``None``: no cap) and ``keepalive_expiry``
             how long an idle connection is kept; aiohttp keeps every idle connection within
             that cap, so ``max_keepalive_connections`` is bounded by ``max_connections``.
+            There is one pool for direct calls and one per proxy in use.
     """
 
     def __init__(self, tls: ssl.SSLContext, limits: httpx.Limits | None = None) -> None:
         self._limits = limits or httpx.Limits()
         self._tls = tls
-        self._wire = AiohttpTransport(client=self._session)
+        self._proxies = urllib.request.getproxies_environment()
+        #: (scheme, host) -> the proxy URL its calls go through, or None for direct.
+        self._routes: dict[tuple[str, str], str | None] = {}
+        self._pools: dict[str | None, AiohttpTransport] = {}
+
+    def proxy_for(self, url: httpx.URL) -> str | None:
+        """The proxy a call to ``url`` goes through (``None``: direct), by the environment."""
+        key = (url.scheme, url.host)
+        if key not in self._routes:
+            proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+            if proxy and not proxy.startswith(("http://", "https://")):
+                proxy = None  # a SOCKS proxy: aiohttp speaks only HTTP proxies
+            if proxy and urllib.request.proxy_bypass(url.host):
+                proxy = None
+            self._routes[key] = proxy
+        return self._routes[key]
+
+    def _pool(self, proxy: str | None) -> AiohttpTransport:
+        pool = self._pools.get(proxy)
+        if pool is None:
+            through = httpx.Proxy(proxy) if proxy else None
+            pool = self._pools[proxy] = AiohttpTransport(client=self._session, proxy=through)
+        return pool
 
     def _session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -126,7 +152,6 @@ class Transport(httpx.AsyncBaseTransport):
         )
         return aiohttp.ClientSession(
             connector=connector,
-            trust_env=True,
             max_line_size=MAX_LINE,
             max_field_size=MAX_LINE,
             max_headers=MAX_HEADERS,
@@ -135,11 +160,13 @@ class Transport(httpx.AsyncBaseTransport):
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        pool = self._pool(self.proxy_for(request.url))
         with _mapped():
-            response = await self._wire.handle_async_request(request)
+            response = await pool.handle_async_request(request)
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Body(response.stream)
         return response
 
     async def aclose(self) -> None:
-        await self._wire.aclose()
+        for pool in self._pools.values():
+            await pool.aclose()

@@ -346,19 +346,20 @@ async def test_an_answer_that_cannot_be_parsed_is_lost_not_resent_and_its_connec
 
 
 async def test_an_early_401_to_a_large_upload_is_read_and_stops_the_route() -> None:
-    """The server answers before reading the upload, then closes: still a 401, not a network
-    error (a bad key must stop the route, not be retried)."""
+    """The server answers before reading the upload, then closes its side and drains the rest
+    (as nginx does): still a 401, not a network error (a bad key must stop the route)."""
     body = b'{"error":{"code":"invalid_api_key","message":"Incorrect API key","type":"x"}}'
 
     async def handler(peer: Peer) -> None:
         await peer.reader.readuntil(b"\r\n\r\n")
         await peer.send(json_reply(body, status=401, reason="Unauthorized"))
-        peer.writer.close()
+        peer.writer.write_eof()
+        await peer.until_hangup()
 
     edit = PreparedRequest(
         endpoint="/images/edits",
         data={"prompt": "a cat"},
-        files=[("image", ("big.png", os.urandom(16 * 1024 * 1024), "image/png"))],
+        files=[("image", ("big.png", os.urandom(8 * 1024 * 1024), "image/png"))],
     )
     async with serve(handler) as server:
         error = await attempt(server.url, edit)
