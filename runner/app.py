@@ -1,8 +1,8 @@
 """What each command does, as async functions the CLI calls (and tests call directly).
 
 No terminal code here: functions return records; ``runner.cli`` renders them. The engine,
-billing and the exporters are imported by the functions that use them: ``imagerun status``
-and ``imagerun costs`` start without loading the HTTP stack, Pillow or pyarrow.
+billing, the exporters and the manifest reader are imported by the functions that use them:
+``imagerun status`` starts without loading the HTTP stack, pyarrow or the manifest checks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import anyio
 from runner.abc import Queue
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
-from runner.manifest import CheckReport, check_manifest, scan_manifest
 from runner.models import JobSpec, JobState, UnknownPolicy
 from runner.pricing import Estimate, PricedJob, estimate_job
 from runner.routes import Route
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
         ReconcileReport,
     )
     from runner.export import ExportReport
+    from runner.manifest import CheckReport
     from runner.run.worker import Runner, RunOptions, RunReport
 
 
@@ -69,11 +69,15 @@ async def _judged_store(settings: Settings) -> AsyncIterator[Store]:
 
 async def check(settings: Settings, manifest: Path, route_name: str) -> CheckReport:
     """Validate ``manifest`` against the route; every problem, with its line and field."""
+    from runner.manifest import check_manifest
+
     route = settings.catalog.get(route_name)
     return await anyio.to_thread.run_sync(check_manifest, manifest, route, settings.catalog)
 
 
 def _specs(manifest: Path, route: Route, settings: Settings) -> Iterator[JobSpec]:
+    from runner.manifest import scan_manifest
+
     for item in scan_manifest(manifest, route, settings.catalog):
         if isinstance(item, Problem):
             # The file changed between validation and enqueueing: abort, roll back.

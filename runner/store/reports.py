@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+import anyio
 from sqlalchemy import ColumnElement, case, func, or_, select
 
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome
@@ -30,6 +32,18 @@ def exposure() -> ColumnElement[float]:
     )
 
 
+T = TypeVar("T")
+
+
+class _Later(Generic[T]):
+    """Where a task of a task group leaves its result."""
+
+    value: T
+
+    async def fill(self, work: Callable[[list[str]], Awaitable[T]], ids: list[str]) -> None:
+        self.value = await work(ids)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Money:
     """One batch's attempts: how many, what they cost, and how many did not succeed."""
@@ -40,6 +54,14 @@ class _Money:
     failed: int = 0
 
 
+#: Jobs by batch and state; failed and unknown jobs by batch and last outcome.
+_JobCounts = tuple[defaultdict[str, dict[JobState, int]], defaultdict[str, dict[str, int]]]
+#: Outputs by batch; of them, not what their job asked for.
+_OutputCounts = tuple[dict[str, int], dict[str, int]]
+#: Attempts' money by batch.
+_Spend = defaultdict[str, _Money]
+
+
 class ReportOps:
     """Status and spend queries. Mixed into :class:`runner.store.Store`."""
 
@@ -48,8 +70,36 @@ class ReportOps:
     async def batch_status(self, batch_list: Sequence[BatchInfo]) -> list[BatchStatus]:
         """Counts by state, outputs, attempts, spend and failure classes for each batch."""
         ids = [b.id for b in batch_list]
-        counts: dict[str, dict[JobState, int]] = defaultdict(dict)
-        failures: dict[str, dict[str, int]] = defaultdict(dict)
+        states, made, money = _Later[_JobCounts](), _Later[_OutputCounts](), _Later[_Spend]()
+        # Three independent scans, each on its own connection, side by side: with a million
+        # attempts the attempts scan alone is most of the time, and the others hide behind it.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(states.fill, self._job_counts, ids)
+            tg.start_soon(made.fill, self._output_counts, ids)
+            tg.start_soon(money.fill, self._money, ids)
+        counts, failures = states.value
+        n_outputs, mismatched = made.value
+        spend = money.value
+        attempt_failures = await self._attempt_failures([i for i in ids if spend[i].failed])
+        return [
+            BatchStatus(
+                batch=b,
+                counts=counts[b.id],
+                outputs=n_outputs.get(b.id, 0),
+                mismatched=mismatched.get(b.id, 0),
+                attempts=spend[b.id].attempts,
+                spent_usd=spend[b.id].spent_usd,
+                unknown_charges_usd=spend[b.id].unknown_usd,
+                failures=failures[b.id],
+                attempt_failures=attempt_failures[b.id],
+            )
+            for b in batch_list
+        ]
+
+    async def _job_counts(self, ids: list[str]) -> _JobCounts:
+        """Jobs by batch and state; failed and unknown jobs by batch and last outcome."""
+        counts: defaultdict[str, dict[JobState, int]] = defaultdict(dict)
+        failures: defaultdict[str, dict[str, int]] = defaultdict(dict)
         async with self.db.reading() as conn:
             for bid, state, n in await conn.execute(
                 select(jobs.c.batch_id, jobs.c.state, func.count())
@@ -66,8 +116,13 @@ class ReportOps:
                 .group_by(jobs.c.batch_id, jobs.c.last_outcome)
             ):
                 failures[bid][outcome or "unknown"] = n
-            n_outputs: dict[str, int] = {}
-            mismatched: dict[str, int] = {}
+        return counts, failures
+
+    async def _output_counts(self, ids: list[str]) -> _OutputCounts:
+        """Outputs by batch, and how many of them are not what their job asked for."""
+        n_outputs: dict[str, int] = {}
+        mismatched: dict[str, int] = {}
+        async with self.db.reading() as conn:
             # COUNT(asked) counts the non-null ones: the mismatches, in the same pass.
             for bid, n, wrong in await conn.execute(
                 select(outputs.c.batch_id, func.count(), func.count(outputs.c.asked))
@@ -75,24 +130,9 @@ class ReportOps:
                 .group_by(outputs.c.batch_id)
             ):
                 n_outputs[bid], mismatched[bid] = n, wrong
-        money = await self._money(ids)
-        attempt_failures = await self._attempt_failures([i for i in ids if money[i].failed])
-        return [
-            BatchStatus(
-                batch=b,
-                counts=counts[b.id],
-                outputs=n_outputs.get(b.id, 0),
-                mismatched=mismatched.get(b.id, 0),
-                attempts=money[b.id].attempts,
-                spent_usd=money[b.id].spent_usd,
-                unknown_charges_usd=money[b.id].unknown_usd,
-                failures=failures[b.id],
-                attempt_failures=attempt_failures[b.id],
-            )
-            for b in batch_list
-        ]
+        return n_outputs, mismatched
 
-    async def _money(self, ids: list[str]) -> defaultdict[str, _Money]:
+    async def _money(self, ids: list[str]) -> _Spend:
         # One pass over the batches' attempts, grouped by batch alone: the batch index
         # delivers rows in that order, so no sort of a million rows is needed. Failure
         # classes are counted in a second pass only for batches that have any.

@@ -81,12 +81,12 @@ from click.testing import CliRunner
 from runner.cli import main
 result = CliRunner().invoke(main, ["--db", sys.argv[1], "status"])
 assert result.exit_code == 0, result.output
-heavy = ("httpx", "runner.run", "runner.billing", "runner.export", "pyarrow", "uvicorn")
+heavy = ("httpx", "runner.run", "runner.billing", "runner.export", "runner.manifest", "pyarrow")
 print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(heavy))))
 """
 
 
-def test_status_loads_neither_the_engine_nor_billing_nor_the_exporters(
+def test_status_loads_neither_the_engine_nor_billing_nor_the_exporters_nor_manifests(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     done = subprocess.run(
