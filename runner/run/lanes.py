@@ -19,6 +19,7 @@ import httpx
 from runner.abc import Dialect, RouteState
 from runner.errors import ConfigError
 from runner.http.client import ApiClient
+from runner.http.download import fetch_client
 from runner.routes import Route
 from runner.run.gate import Gate, RouteGate
 from runner.run.lane import Lane
@@ -105,9 +106,7 @@ async def open_clients(
     client = await stack.enter_async_context(
         ApiClient(route.base_url, api_key=api_key, timeout=call, limits=limits, tls=tls)
     )
-    fetch = await stack.enter_async_context(
-        httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls)
-    )
+    fetch = await stack.enter_async_context(fetch_client(tls, limits, timeout))
     return LaneClients(client=client, fetch=fetch)
 
 
