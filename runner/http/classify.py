@@ -40,6 +40,8 @@ EXCEPTION_MAP: dict[type[Exception], Failure] = {
     httpx.ConnectTimeout: Failure(outcome=Outcome.NETWORK, sent=False),
     httpx.PoolTimeout: Failure(outcome=Outcome.NETWORK, sent=False),
     httpx.UnsupportedProtocol: Failure(outcome=Outcome.INVALID_REQUEST, sent=False),
+    # Refused before a byte was written (a header with a line break in it).
+    httpx.LocalProtocolError: Failure(outcome=Outcome.INVALID_REQUEST, sent=False),
     # The server answered something no parser reads: it had the whole request and may have
     # done (and billed) the work, so the attempt is recorded as lost, never re-sent by itself.
     UnreadableResponse: Failure(outcome=Outcome.LOST, sent=True),

@@ -7,8 +7,10 @@ import json
 import httpx
 import pytest
 
-from runner.http.classify import classify_error, request_id_in_text
+from runner.errors import AttemptError
+from runner.http.classify import classify_error, failure, request_id_in_text, translated
 from runner.http.hints import retry_after
+from runner.http.transport import UnreadableResponse
 from runner.models import Outcome
 
 
@@ -83,3 +85,51 @@ def test_gateway_request_id_is_read_from_the_error_text() -> None:
     message = "Upstream busy (request id: 20261121101010123456789abcdef0ABCDEFGH)"
     assert request_id_in_text(message) == "20261121101010123456789abcdef0ABCDEFGH"
     assert request_id_in_text("no id here") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome", "sent"),
+    [
+        (httpx.ConnectError("refused"), Outcome.NETWORK, False),
+        (httpx.ConnectTimeout("slow"), Outcome.NETWORK, False),
+        (httpx.PoolTimeout("busy"), Outcome.NETWORK, False),
+        (httpx.UnsupportedProtocol("ftp"), Outcome.INVALID_REQUEST, False),
+        (httpx.LocalProtocolError("bad header"), Outcome.INVALID_REQUEST, False),
+        (httpx.ReadTimeout("slow"), Outcome.TIMEOUT, True),
+        (httpx.WriteTimeout("slow"), Outcome.TIMEOUT, True),
+        (httpx.RemoteProtocolError("disconnected"), Outcome.NETWORK, True),
+        (httpx.ReadError("reset"), Outcome.NETWORK, True),
+        (httpx.WriteError("broken pipe"), Outcome.NETWORK, True),
+        (UnreadableResponse("malformed answer"), Outcome.LOST, True),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_each_transport_exception_has_one_outcome_and_says_whether_it_left(
+    exc: httpx.HTTPError, outcome: Outcome, sent: bool
+) -> None:
+    """Only an exception that proves nothing was written may mark an attempt as not sent."""
+    with pytest.raises(AttemptError) as raised, translated():
+        raise exc
+    assert (raised.value.outcome, raised.value.sent) == (outcome, sent)
+    assert raised.value.__cause__ is exc
+    assert failure(exc).outcome is outcome
+
+
+def test_an_error_while_reading_a_body_is_classified_by_its_status() -> None:
+    request = httpx.Request("POST", "http://x/")
+    limited = httpx.Response(429, headers={"retry-after": "7"}, request=request)
+    with pytest.raises(AttemptError) as raised, translated(limited):
+        raise httpx.ReadError("cut")
+    assert (raised.value.outcome, raised.value.status, raised.value.retry_after) == (
+        Outcome.RATE_LIMITED,
+        429,
+        7.0,
+    )
+    ok = httpx.Response(200, request=request)
+    with pytest.raises(AttemptError) as cut, translated(ok):
+        raise httpx.ReadError("cut")
+    assert (cut.value.outcome, cut.value.status, cut.value.sent) == (
+        Outcome.BAD_RESPONSE,
+        200,
+        True,
+    )
