@@ -22,6 +22,7 @@ import anyio
 from PIL import Image
 
 from runner import app
+from runner.cli.command import INTERNAL_ERROR
 from runner.config import Settings, load_settings
 from runner.routes.catalog import env_key
 from runner.run.worker import RunOptions
@@ -147,7 +148,10 @@ class ZooWorld:
         ]
         environ = {**os.environ, **settings.environ}
         with anyio.fail_after(RUN_DEADLINE * 2):
-            await anyio.run_process(command, env=environ, check=False)
+            done = await anyio.run_process(command, env=environ, check=False)
+        if done.returncode == INTERNAL_ERROR or not self.zoo.seen():
+            # Not an assertion: a run that never started must not pass for an expected failure.
+            raise RuntimeError(f"imagerun run did not run: {done.stderr.decode()[-2000:]}")
         async with app.open_store(settings) as store:
             ledger = await read_ledger(store, batch.id)
         return CaseRun(
