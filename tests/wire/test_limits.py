@@ -15,7 +15,7 @@ from .harness import assert_paid_once, briefs
 pytestmark = pytest.mark.anyio
 
 #: A run that honours the rules ends well within this; one that pauses for the hint hangs.
-QUICK = 2.5
+QUICK = 4.0
 
 
 def xfail(reason: str) -> pytest.MarkDecorator:
