@@ -358,6 +358,16 @@ def _too_many(headers: Sequence[str]) -> Handler:
     return api(respond)
 
 
+async def _maintenance(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
+    """A gateway down for maintenance until tomorrow."""
+    await read_body(conn, head, seen)
+    body = json.dumps(
+        {"error": {"code": "service_unavailable", "message": "Down for maintenance"}}
+    ).encode()
+    headers = [DATE, "Retry-After: 86400", *plain(body)]
+    await answer(conn, seen, "503 Service Unavailable", headers, body)
+
+
 def _limited_then_ok(headers: Sequence[str]) -> Handler:
     """A 429 with ``headers`` for the first call, a 200 after."""
     limited = _too_many(headers)
@@ -501,6 +511,11 @@ CASES: dict[str, Case] = {
             name="ratelimit_reset_1s",
             handler=_limited_then_ok(["x-ratelimit-reset-requests: 1s"]),
         ),
+        Case(
+            name="ratelimit_reset_20ms",
+            handler=_limited_then_ok(["x-ratelimit-reset-requests: 20ms"]),
+        ),
+        Case(name="unavailable_day", handler=api(_maintenance)),
         Case(name="corrupt_image_with_usage", handler=api(_corrupt_image)),
         Case(
             name="ratelimit_reset_6m",

@@ -52,12 +52,28 @@ async def test_ratelimit_reset_beyond_the_deadline_stops_the_route(zoo_world: Ma
     assert not {"failed", "unknown"} & set(out.ledger.states())
 
 
-async def test_ratelimit_reset_is_waited_out(zoo_world: MakeWorld) -> None:
-    """``x-ratelimit-reset-requests: 1s``: the retry leaves a second later and succeeds."""
-    world = zoo_world("ratelimit_reset_1s")
+@pytest.mark.parametrize(
+    ("case", "wait"), [("ratelimit_reset_1s", 1.0), ("ratelimit_reset_20ms", 0.02)]
+)
+async def test_ratelimit_reset_is_waited_out(zoo_world: MakeWorld, case: str, wait: float) -> None:
+    """``x-ratelimit-reset-requests`` (a Go duration): the retry leaves after it and succeeds."""
+    world = zoo_world(case)
     out = await world.run_case(jobs=1, deadline=QUICK)
     assert_paid_once(world, out)
     first, second = out.job_attempts("job-0")
-    assert (first["outcome"], first["retry_after"]) == ("rate_limited", 1.0), briefs(out)
+    assert (first["outcome"], first["retry_after"]) == ("rate_limited", wait), briefs(out)
     assert second["outcome"] == "ok"
-    assert out.seen[1].at - out.seen[0].at >= 0.9
+    assert out.seen[1].at - out.seen[0].at >= wait * 0.9
+
+
+@xfail("a 503's Retry-After beyond the deadline does not stop the route: each job is retried")
+async def test_503_retry_after_beyond_the_deadline_stops_the_route(zoo_world: MakeWorld) -> None:
+    """A 503 ``Retry-After: 86400`` (maintenance): the route stops, nothing is re-sent."""
+    world = zoo_world("unavailable_day")
+    out = await world.run_case(jobs=2, deadline=QUICK)
+    assert_paid_once(world, out)
+    assert len(out.seen) == 1, briefs(out)
+    attempt = out.only_attempt("job-0")
+    assert (attempt["http_status"], attempt["retry_after"]) == (503, 86400), briefs(out)
+    assert "openai" in out.stopped
+    assert not {"failed", "unknown"} & set(out.ledger.states())
