@@ -1,1 +1,2 @@
-"""Files on disk: image inspection, output naming, atomic writes, orphan adoption."""
+"""Files on disk: image inspection (``images``), output names (``layout``), output records
+(``outputs``), atomic writes (``atomic``), orphan adoption (``adopt``), processes (``procs``)."""
