@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from runner.errors import ImagerunError
+from runner.http.transport import Transport
 from runner.models import utcnow
 from runner.routes import Route
 
@@ -131,7 +132,11 @@ def account_client(
     key = route.api_key(environ)
     if key is None:
         raise BillingUnavailable(f"route {route.name!r} needs an API key: set {route.api_key_env}")
-    return httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+    return httpx.AsyncClient(
+        transport=Transport(httpx.create_ssl_context()),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=timeout,
+    )
 
 
 async def _get_json(client: httpx.AsyncClient, url: str, what: str) -> Any:

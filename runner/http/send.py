@@ -29,6 +29,7 @@ from runner.http.classify import (
 )
 from runner.http.client import ApiClient
 from runner.http.hints import rate_limits
+from runner.http.transport import ON_WRITTEN
 from runner.models import Outcome, RateLimits
 from runner.shapes.base import PreparedRequest
 
@@ -68,9 +69,14 @@ class _Seen:
     """What the answer has told so far (kept for the error if the deadline cuts it short)."""
 
     started: float
+    #: The request's head was handed to the socket (from then on it may have been seen).
+    written: bool = False
     status: int | None = None
     provider_id: str | None = None
     gateway_id: str | None = None
+
+    def mark_written(self) -> None:
+        self.written = True
 
     def stamp(self, error: AttemptError) -> AttemptError:
         if self.status is not None:
@@ -108,6 +114,7 @@ async def send(
     if deadline is None:
         deadline = anyio.current_time() + (client.deadline_s or math.inf)
     request = client.request(prepared, client_request_id)
+    request.extensions[ON_WRITTEN] = seen.mark_written
     with anyio.move_on_at(deadline) as scope:
         try:
             exchange = await _exchange(client, request, budget, seen, scope)
@@ -117,7 +124,11 @@ async def send(
             raise
     assert scope.cancelled_caught
     limit = f" ({client.deadline_s:g} s)" if client.deadline_s else ""
-    late = AttemptError(Outcome.TIMEOUT, f"no whole answer within the route's timeout{limit}")
+    late = AttemptError(
+        Outcome.TIMEOUT,
+        f"no whole answer within the route's timeout{limit}",
+        sent=seen.written,  # cut off while connecting or queueing for a connection: not sent
+    )
     raise seen.stamp(late)
 
 

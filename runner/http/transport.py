@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
+from types import SimpleNamespace
 
 import aiohttp
 import httpx
@@ -34,6 +36,17 @@ MAX_LINE = 64 * 1024
 #: Most header lines accepted (aiohttp's default, 128, is below what some CDNs send: one
 #: ``Set-Cookie`` per cookie).
 MAX_HEADERS = 1024
+
+
+#: Request extension: a callable the transport calls once the request's head is handed to the
+#: socket (before that, nothing of the request can have reached the server).
+ON_WRITTEN = "imagerun.on_written"
+_on_written: ContextVar[Callable[[], None] | None] = ContextVar("on_written", default=None)
+
+
+async def _headers_sent(_: aiohttp.ClientSession, __: SimpleNamespace, ___: object) -> None:
+    if (mark := _on_written.get()) is not None:
+        mark()
 
 
 class UnreadableResponse(httpx.RemoteProtocolError):
@@ -145,6 +158,8 @@ class Transport(httpx.AsyncBaseTransport):
         return pool
 
     def _session(self) -> aiohttp.ClientSession:
+        written = aiohttp.TraceConfig()
+        written.on_request_headers_sent.append(_headers_sent)
         connector = aiohttp.TCPConnector(
             limit=self._limits.max_connections or 0,
             keepalive_timeout=self._limits.keepalive_expiry,
@@ -157,12 +172,17 @@ class Transport(httpx.AsyncBaseTransport):
             max_headers=MAX_HEADERS,
             # Cookies from one provider answer must not ride on the next request.
             cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[written],
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pool = self._pool(self.proxy_for(request.url))
-        with _mapped():
-            response = await pool.handle_async_request(request)
+        token = _on_written.set(request.extensions.get(ON_WRITTEN))
+        try:
+            with _mapped():
+                response = await pool.handle_async_request(request)
+        finally:
+            _on_written.reset(token)
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Body(response.stream)
         return response

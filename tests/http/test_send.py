@@ -8,6 +8,7 @@ saw (how many requests, on how many connections: a request is never re-sent by t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -450,3 +451,35 @@ async def test_waiting_for_memory_does_not_count_against_the_deadline() -> None:
         exchange = await send(client, GENERATE, "ir-1", memory)
     assert exchange.status == 200
     assert exchange.held == memory.held == 3 * len(IMAGE_BODY)
+
+
+async def test_cut_off_while_waiting_for_a_connection_is_a_timeout_never_sent() -> None:
+    """The deadline ran out before the request's first byte was written: it costs nothing."""
+
+    async def handler(peer: Peer) -> None:  # holds its connection with a body that trickles
+        await peer.request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(1000):
+            await peer.send(b"x")
+            await asyncio.sleep(0.05)
+
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    timeout = httpx.Timeout(0.5, pool=10.0)
+    async with serve(handler) as server:
+        client = ApiClient(server.url, api_key="k", timeout=timeout, limits=limits)
+        async with client, anyio.create_task_group() as tg:
+
+            async def hung() -> None:
+                with contextlib.suppress(AttemptError):
+                    await send(client, GENERATE, "ir-hung", deadline=anyio.current_time() + 30)
+
+            tg.start_soon(hung)
+            with anyio.fail_after(5):
+                while not server.requests:
+                    await anyio.sleep(0.01)
+            with pytest.raises(AttemptError) as queued:
+                await send(client, GENERATE, "ir-queued")
+            tg.cancel_scope.cancel()
+    assert queued.value.outcome is Outcome.TIMEOUT
+    assert queued.value.sent is False
+    assert [r.headers["x-client-request-id"] for r in server.requests] == ["ir-hung"]
