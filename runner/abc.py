@@ -209,10 +209,18 @@ class FileAdoption(Protocol):
         """State, recorded outputs and lost attempt of each job that has files on disk."""
 
     async def adopt(
-        self, job_id: int, attempt_id: str, files: Sequence[OutputRecord], expected_usd: float
+        self,
+        job_id: int,
+        attempt_id: str,
+        files: Sequence[OutputRecord],
+        expected_usd: float,
+        *,
+        refused: str | None = None,
     ) -> bool:
         """Record a dead worker's verified images for a job held ``unknown`` and finish it:
-        the attempt is closed ``ok`` and charged, nothing is resent; whether it did."""
+        the attempt is closed ``ok`` and charged, nothing is resent; whether it did. The job
+        succeeds, or fails with ``refused`` as its error when the route refuses the images
+        (``on_mismatch = "fail"``); the images are recorded either way."""
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from runner.abc import FileAdoption
 from runner.files.atomic import is_temporary
 from runner.files.images import Expected, ImageError, check_expected, inspect_image
 from runner.files.layout import OutputName, parse_output_name
-from runner.files.outputs import OutputRecord, output_record
+from runner.files.outputs import OutputRecord, mismatch_summary, output_record
 from runner.models import JobState, Outcome
 from runner.pricing import PriceBook, PricedJob, attempt_cost
 from runner.routes import Catalog
@@ -129,7 +129,9 @@ async def _adopt(
         return False
     route = catalog.routes.get(batch.route)
     cost = 0.0
+    refused = None
     if route is not None:
+        refused = mismatch_summary(records) if route.on_mismatch == "fail" else None
         cost = attempt_cost(
             book,
             route,
@@ -140,7 +142,7 @@ async def _adopt(
             outcome=Outcome.OK,
             images=len(records),
         ).expected_usd
-    return await store.adopt(job.job_id, attempt_id, records, cost)
+    return await store.adopt(job.job_id, attempt_id, records, cost, refused=refused)
 
 
 def _record(data_dir: Path, attempt_id: str, name: OutputName, expected: Expected) -> OutputRecord:

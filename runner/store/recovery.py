@@ -76,6 +76,8 @@ class RecoveryOps:
         attempt_id: str,
         files: Sequence[OutputRecord],
         expected_usd: float,
+        *,
+        refused: str | None = None,
     ) -> bool:
         now = utcnow()
         async with self.db.writing() as conn:
@@ -83,9 +85,9 @@ class RecoveryOps:
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.UNKNOWN.value)
                 .values(
-                    state=JobState.SUCCEEDED.value,
+                    state=(JobState.SUCCEEDED if refused is None else JobState.FAILED).value,
                     last_outcome=Outcome.OK.value,
-                    last_error=None,
+                    last_error=refused,
                     finished_at=now,
                     updated_at=now,
                 )

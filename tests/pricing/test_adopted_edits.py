@@ -49,7 +49,13 @@ class _Store:
         return {i: self.jobs[i] for i in job_ids if i in self.jobs}
 
     async def adopt(
-        self, job_id: int, attempt_id: str, files: Sequence[OutputRecord], expected_usd: float
+        self,
+        job_id: int,
+        attempt_id: str,
+        files: Sequence[OutputRecord],
+        expected_usd: float,
+        *,
+        refused: str | None = None,
     ) -> bool:
         self.adopted[job_id] = (len(files), expected_usd)
         return True
