@@ -87,7 +87,9 @@ async def test_an_image_of_another_size_is_kept_as_a_success(world: MakeWorld) -
 
 
 @pytest.mark.anyio
-async def test_on_mismatch_fail_fails_the_job_and_keeps_the_file(world: MakeWorld) -> None:
+async def test_on_mismatch_fail_fails_the_job_and_keeps_the_file(
+    world: MakeWorld, tmp_path: Path
+) -> None:
     """``on_mismatch = "fail"``: the jobs fail, their paid files are kept, nothing is re-sent."""
     w = mismatch_world(world, "fail")
     batch, ledger = await run_once(w)
@@ -102,6 +104,13 @@ async def test_on_mismatch_fail_fails_the_job_and_keeps_the_file(world: MakeWorl
     assert len(w.requests()) == JOBS
     [status] = (await app.status(w.settings(), [batch.id])).batches
     assert status.mismatched == JOBS
+    # The kept files are exported with their job's status and the mismatch.
+    report = await app.export(w.settings(), batch.id, out_dir=tmp_path / "out", formats=["jsonl"])
+    [jsonl] = report.formats["jsonl"].paths
+    rows = [json.loads(line) for line in jsonl.read_text("utf-8").splitlines()]
+    assert {(r["status"], r["asked"], r["got"]) for r in rows} == {("failed", ASKED, TINY)}
+    assert len(rows) == JOBS
+    assert all(r["path"] for r in rows)
 
 
 @pytest.mark.anyio
