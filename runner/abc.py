@@ -178,7 +178,7 @@ class Workers(Protocol):
         """Record that the worker is alive now."""
 
     async def stop_worker(self, worker_id: str) -> None:
-        """Record that the worker stopped."""
+        """Record that the worker stopped; jobs it still leases are left to recovery at once."""
 
     async def expire_dead_local_workers(self, host: str) -> int:
         """End the leases of workers on ``host`` whose process is gone, so that their jobs are

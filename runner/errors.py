@@ -8,6 +8,8 @@
     ├── ValidationFailed           a manifest has problems; carries all of them (exit 1)
     ├── NotFound                   unknown batch id or name                     (exit 2)
     ├── StoreError                 the database failed; SQLAlchemy error chained
+    │   └── StoreUnavailable       the database is away (restart, network, SQLite locked)
+    │                              for longer than the run waits it out          (exit 75)
     └── AttemptError               one attempt failed; carries its Outcome class, the status,
         ids and latency the response had, and whether the request left (raised by the wire,
         the shape adapters, the source loader and the image checks; turned into a ledger row
@@ -46,6 +48,15 @@ class NotFound(ImagerunError):
 
 class StoreError(ImagerunError):
     """The database could not do what was asked."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached for now (a transient failure: trying later may work).
+
+    The store retries it with backoff; raised to the caller once its outage limit passed.
+    """
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import secrets
 import signal
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,9 @@ import httpx
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from runner.abc import RunStore
 from runner.billing.policy import observed_route
+from runner.errors import StoreUnavailable
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
 from runner.models import Job, JobState, UnknownPolicy
@@ -40,8 +42,7 @@ from runner.run.lanes import open_gate, open_lane, require_api_key, retry_policy
 from runner.run.memory import ByteBudget
 from runner.run.spending import Spending
 from runner.run.stats import RunStats
-from runner.store import BatchInfo, Recovery, Store
-from runner.store.groupcommit import LedgerWriter
+from runner.store import BatchInfo, Recovery
 
 #: How long an idle feeder waits before looking for due retries again.
 IDLE_POLL = 0.5
@@ -107,7 +108,7 @@ class Runner:
     def __init__(
         self,
         *,
-        store: Store,
+        store: RunStore,
         catalog: Catalog,
         book: PriceBook,
         batches: Sequence[BatchInfo],
@@ -125,8 +126,10 @@ class Runner:
         self.stats = RunStats()
         self._stopping = anyio.Event()
         self._interrupted = False
+        #: The database outage that outlasted its limit and is stopping the run, if any.
+        self._outage: StoreUnavailable | None = None
         self._work_scope = anyio.CancelScope()
-        self._ledger = LedgerWriter(store.engine)
+        self._ledger = store.group_ledger()
         self._jobs = JobRunner(
             store=store,
             ledger=self._ledger,
@@ -171,6 +174,8 @@ class Runner:
                         await services.start(self._signals, services)
                     await self._work(lanes)
                     await self._ledger.flush()
+                    if self._outage is not None:
+                        raise self._outage
                     services.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -228,7 +233,7 @@ class Runner:
             self._work_scope = work.cancel_scope
             for lane in lanes:
                 send, receive = anyio.create_memory_object_stream[Job](lane.concurrency)
-                work.start_soon(self._feed, lane, send)
+                work.start_soon(self._stop_on_outage, self._feed, lane, send)
                 for _ in range(lane.concurrency):
                     work.start_soon(self._consume, lane, receive.clone())
                 receive.close()
@@ -265,6 +270,18 @@ class Runner:
                 with anyio.move_on_after(IDLE_POLL):
                     await wake.wait()
 
+    def _store_lost(self, exc: StoreUnavailable) -> None:
+        """The database stayed away past its outage limit: stop claiming; in-flight requests
+        finish (their images are kept), then the run ends with ``exc``."""
+        self._outage = self._outage or exc
+        self.request_stop()
+
+    async def _stop_on_outage(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        try:
+            await fn(*args)
+        except StoreUnavailable as exc:
+            self._store_lost(exc)
+
     def _may_claim(self, lane: Lane) -> bool:
         return not (
             self._stopping.is_set() or lane.gate.stopped is not None or self.stats.budget_stop
@@ -281,6 +298,8 @@ class Runner:
                         await self._jobs.run_job(lane, job)
                     else:
                         await self.store.release_unstarted(self.worker_id, [job.id])
+                except StoreUnavailable as exc:
+                    self._store_lost(exc)
                 except anyio.get_cancelled_exc_class():
                     with anyio.CancelScope(shield=True):
                         # Only jobs that never started an attempt go back; an attempt that may
@@ -300,10 +319,13 @@ class Runner:
         while True:
             await anyio.sleep(lease / 3)
             held = [job_id for lane in lanes for job_id in lane.held]
-            await self.store.heartbeat(self.worker_id, held, lease)
-            await self.store.worker_heartbeat(self.worker_id)
-            await self._jobs.spending.renew()
-            await self._recover()
+            try:
+                await self.store.heartbeat(self.worker_id, held, lease)
+                await self.store.worker_heartbeat(self.worker_id)
+                await self._jobs.spending.renew()
+                await self._recover()
+            except StoreUnavailable as exc:
+                self._store_lost(exc)
 
     async def _signals(
         self, services: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from runner.models import utcnow
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.reports import exposure
 from runner.store.tables import attempts, batches, budget_grants, workers
 
@@ -31,6 +32,7 @@ class BudgetOps:
 
     db: Database
 
+    @retried
     async def grant_budget(
         self,
         batch_id: str,
@@ -50,6 +52,7 @@ class BudgetOps:
             self.db.dialect == "postgresql",
         )
 
+    @retried
     async def renew_budget_grants(self, worker_id: str, hold_s: float) -> list[str]:
         return await self.db.run_write(_renew, worker_id, hold_s)
 

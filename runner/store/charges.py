@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, selec
 
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.tables import attempts, balance_snapshots, charge_observations, outputs
 
 
@@ -137,6 +138,7 @@ class ChargeOps:
 
     db: Database
 
+    @retried
     async def billed_attempts(
         self,
         *,
@@ -173,6 +175,7 @@ class ChargeOps:
                 for r in rows
             ]
 
+    @retried
     async def record_charges(self, updates: Sequence[ChargeUpdate]) -> int:
         if not updates:
             return 0
@@ -198,6 +201,7 @@ class ChargeOps:
             await conn.execute(statement, params)
         return len(updates)
 
+    @retried
     async def record_observations(self, observations: Sequence[ChargeObservation]) -> None:
         if not observations:
             return
@@ -213,6 +217,7 @@ class ChargeOps:
         async with self.db.writing() as conn:
             await conn.execute(insert(charge_observations), rows)
 
+    @retried
     async def observations(self, routes: Sequence[str] | None = None) -> list[ChargeObservation]:
         query = select(charge_observations).order_by(
             charge_observations.c.observed_at, charge_observations.c.id
@@ -237,6 +242,7 @@ class ChargeOps:
     async def observed_policy(self, route: str) -> dict[Outcome, ChargeObservation]:
         return {obs.outcome: obs for obs in await self.observations([route])}
 
+    @retried
     async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
         status = attempts.c.charge_status
         cost = case(
@@ -303,10 +309,12 @@ class ChargeOps:
                 for route, images, n, usd in await conn.execute(query)
             ]
 
+    @retried
     async def record_balance(self, snapshot: BalanceSnapshot) -> None:
         async with self.db.writing() as conn:
             await conn.execute(insert(balance_snapshots).values(**asdict(snapshot)))
 
+    @retried
     async def balance_snapshots(self, account: str) -> list[BalanceSnapshot]:
         query = (
             select(balance_snapshots)

@@ -7,7 +7,7 @@ connection lives in module globals, so two stores on two files never share a loc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Concatenate, ParamSpec, TypeVar
@@ -16,7 +16,9 @@ import anyio
 from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from runner.errors import StoreUnavailable
 from runner.store.engine import create_engine, create_sync_twin, normalise_url, reading
+from runner.store.outage import OutagePolicy, translated
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -25,15 +27,24 @@ T = TypeVar("T")
 class Database:
     """The connection side of the store: how to read, how to write, and when to close.
 
+    Every failure that says the database is away for now is raised as
+    :class:`runner.errors.StoreUnavailable`; :meth:`retrying` waits such failures out.
+
     Args:
         url: a database URL (plain ``sqlite:///`` and ``postgresql://`` are accepted and mapped
             to the async drivers).
+        policy: how long and how an outage is waited out (default: from the environment).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, policy: OutagePolicy | None = None) -> None:
         self.url = normalise_url(url)
         self.engine: AsyncEngine = create_engine(self.url)
         self.dialect: str = self.engine.dialect.name
+        self.policy = policy or OutagePolicy.from_environ()
+        #: The outage that ran past the policy's limit, once one has: from then on every
+        #: call through :meth:`retrying` fails at once with it (the command is stopping, and
+        #: must not wait out a busy timeout, let alone the limit, at each of its steps).
+        self._gone: StoreUnavailable | None = None
         # SQLite has one writer at a time; writers of this process take turns here (see
         # ``writing``). Unused on PostgreSQL.
         self._write_lock = anyio.Lock()
@@ -52,6 +63,13 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose every statement commits by itself (no BEGIN … COMMIT)."""
+        with translated(self.safe_url):
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on exit (rolled back on error).
 
@@ -61,12 +79,13 @@ class Database:
         keeps many concurrent jobs from turning every commit into a sleep. Other processes
         still meet at BEGIN IMMEDIATE.
         """
-        if self.dialect != "sqlite":
-            async with self.engine.begin() as conn:
+        with translated(self.safe_url):
+            if self.dialect != "sqlite":
+                async with self.engine.begin() as conn:
+                    yield conn
+                return
+            async with self._write_lock, self.engine.begin() as conn:
                 yield conn
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
 
     async def run_write(
         self,
@@ -84,19 +103,47 @@ class Database:
         :meth:`writing`.
         """
         if self.dialect != "sqlite":
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(fn, *args, **kwargs)
+            with translated(self.safe_url):
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(fn, *args, **kwargs)
         twin = self._sync_twin()
 
         def in_thread() -> T:
             with twin.begin() as conn:
                 return fn(conn, *args, **kwargs)
 
-        async with self._write_lock:
-            done = asyncio.wrap_future(self._writer_thread().submit(in_thread))
-            with anyio.CancelScope(shield=True):  # a started transaction is always seen through
-                result = await done
+        with translated(self.safe_url):
+            async with self._write_lock:
+                done = asyncio.wrap_future(self._writer_thread().submit(in_thread))
+                with anyio.CancelScope(shield=True):  # a started transaction is seen through
+                    result = await done
         return result
+
+    async def retrying(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``await fn(...)``, run again while it raises :class:`StoreUnavailable`.
+
+        Backoff and limit come from :attr:`policy`; past the limit the error is raised, and
+        so is it at once by every later call (see :attr:`gone`).
+        """
+        if self._gone is not None:
+            raise StoreUnavailable(str(self._gone)) from self._gone
+        try:
+            async for attempt in self.policy.attempts():
+                with attempt:
+                    return await fn(*args, **kwargs)
+        except StoreUnavailable as exc:
+            self._gone = StoreUnavailable(
+                f"{exc} (still after {self.policy.timeout:g} s of trying). Images already "
+                "written are on disk; once the database is back, run the command again: "
+                "`imagerun run` records what a stopped run left on disk and carries on."
+            )
+            raise self._gone from exc
+        raise AssertionError("stamina ended its attempts without an outcome")
+
+    @property
+    def gone(self) -> bool:
+        """Whether an outage outlasted the policy's limit (this command is to stop)."""
+        return self._gone is not None
 
     def _sync_twin(self) -> Engine:
         if self._twin is None:

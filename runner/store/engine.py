@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,8 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from runner.errors import ConfigError
+from runner.store.outage import translated
 
 DEFAULT_DB = "sqlite+aiosqlite:///imagerun.db"
+#: Seconds a connection to PostgreSQL may take to open.
+PG_CONNECT_TIMEOUT = 10.0
+#: Environment variable: seconds a SQLite statement waits for a lock another connection holds
+#: (default 60) before it fails as "database is locked" (then the outage policy waits on).
+SQLITE_BUSY_ENV = "IMAGERUN_SQLITE_BUSY_S"
 #: Execution option marking a connection that only reads.
 READ_ONLY = "imagerun_read_only"
 
@@ -40,6 +47,12 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def sqlite_busy_timeout() -> float:
+    """SQLite's busy timeout in seconds (``IMAGERUN_SQLITE_BUSY_S``, default 60)."""
+    raw = os.environ.get(SQLITE_BUSY_ENV, "").strip()
+    return float(raw) if raw else 60.0
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -49,14 +62,22 @@ def create_engine(url: str) -> AsyncEngine:
     url = normalise_url(url)
     if is_sqlite(url):
         return _sqlite_engine(url)
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # A connect that hangs (a network blip drops packets) fails after PG_CONNECT_TIMEOUT and is
+    # tried again by the outage policy, instead of waiting out asyncpg's own minute.
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args={"timeout": PG_CONNECT_TIMEOUT},
+    )
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 60})
+    engine = create_async_engine(url, connect_args={"timeout": sqlite_busy_timeout()})
     _configure_sqlite(engine.sync_engine)
     return engine
 
@@ -72,7 +93,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout() * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -88,7 +109,9 @@ def create_sync_twin(engine: AsyncEngine) -> Engine:
     :meth:`runner.store.database.Database.run_write`)."""
     url = engine.url.set(drivername="sqlite")
     twin = create_sync_engine(
-        url, connect_args={"timeout": 60, "check_same_thread": False}, poolclass=StaticPool
+        url,
+        connect_args={"timeout": sqlite_busy_timeout(), "check_same_thread": False},
+        poolclass=StaticPool,
     )
     _configure_sqlite(twin)
     return twin
@@ -97,6 +120,7 @@ def create_sync_twin(engine: AsyncEngine) -> Engine:
 @asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection for queries that only read (no write lock on SQLite)."""
-    async with engine.connect() as conn:
-        await conn.execution_options(**{READ_ONLY: True})
-        yield conn
+    with translated(engine.url.render_as_string(hide_password=True)):
+        async with engine.connect() as conn:
+            await conn.execution_options(**{READ_ONLY: True})
+            yield conn

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.models import JobState
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.tables import attempts, jobs, outputs
 
 #: Jobs per page. A page holds at most this many jobs' outputs (``n`` of each).
@@ -140,6 +141,7 @@ class ExportOps:
 
     db: Database
 
+    @retried
     async def count_export(self, batch_id: str, *, include_failed: bool = False) -> int:
         failed: int | None = 0
         with anyio.CancelScope(shield=True):

@@ -27,8 +27,9 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from sqlalchemy import Connection
 
+from runner.errors import StoreUnavailable
 from runner.store.database import Database
-from runner.store.ledger import Finish, FinishVerbs, apply_finishes, apply_starts
+from runner.store.ledger import Finish, FinishVerbs, apply_finishes, apply_starts, unapplied
 from runner.store.records import AttemptStart
 
 #: Most writes committed in one transaction (bounds a transaction's size and latency).
@@ -41,9 +42,13 @@ class _Pending:
     #: Set once committed (only for the writes a caller waits for).
     done: anyio.Event | None = None
     error: BaseException | None = None
+    #: A commit of it was tried: a failure during COMMIT leaves it unknown whether it took.
+    tried: bool = False
 
 
-def _apply(conn: Connection, group: list[_Pending]) -> None:
+def _apply(conn: Connection, group: list[_Pending], replay: bool) -> None:
+    if replay:  # what an earlier, failed-looking commit did write is not written twice
+        group = unapplied(conn, group, key=lambda p: p.item)
     starts = [(p, p.item) for p in group if isinstance(p.item, AttemptStart)]
     finishes = [p.item for p in group if isinstance(p.item, Finish)]
     if starts:
@@ -65,6 +70,11 @@ class LedgerWriter(FinishVerbs):
         self._idle.set()
         #: The first failed commit of a write nobody waited for; raised by every later verb.
         self._failure: BaseException | None = None
+        #: Finishing writes an outage kept from committing past the database's outage limit:
+        #: they wait here, in memory, and go first in the next commit.
+        self._stranded: list[_Pending] = []
+        #: The outage that stranded them (raised by :meth:`flush` while any are left).
+        self._outage: StoreUnavailable | None = None
         #: Set once :meth:`run` has ended: later writes are committed by their callers.
         self._closed = False
 
@@ -83,22 +93,47 @@ class LedgerWriter(FinishVerbs):
             self._closed = True
 
     async def flush(self) -> None:
+        if self._stranded and not self._closed and not self._db.gone:
+            self._wake_writer()  # try them once more
         if not self._idle.is_set():
             with anyio.CancelScope(shield=True):
                 await self._idle.wait()
         if self._failure is not None:
             raise self._failure
+        if self._stranded and self._outage is not None:
+            raise self._outage
+
+    @property
+    def unrecorded(self) -> int:
+        """Finished attempts whose outcome an outage has kept from the database so far."""
+        return len(self._stranded)
 
     async def _commit_queued(self) -> None:
         with anyio.CancelScope(shield=True):
+            self._queue[:0], self._stranded = self._stranded, []
             while self._queue:
                 group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
                 await self._commit(group)
             self._idle.set()
 
     async def _commit(self, group: list[_Pending]) -> None:
+        async def write() -> None:
+            replay = any(p.tried for p in group)
+            for pending in group:
+                pending.tried = True
+            await self._db.run_write(_apply, group, replay)
+
         try:
-            await self._db.run_write(_apply, group)
+            await self._db.retrying(write)  # waits out an outage up to the database's limit
+        except StoreUnavailable as exc:
+            # Past the limit: no start goes ahead (its request must not leave unrecorded), and
+            # finished attempts stay in memory for a later commit.
+            self._outage = exc
+            for pending in group:
+                if isinstance(pending.item, Finish):
+                    self._stranded.append(pending)
+                else:
+                    pending.error = exc
         except Exception as exc:  # every caller in the group sees the store's failure
             for pending in group:
                 pending.error = exc
@@ -114,10 +149,13 @@ class LedgerWriter(FinishVerbs):
         if self._closed:
             return pending  # committed by the caller
         self._queue.append(pending)
+        self._wake_writer()
+        return pending
+
+    def _wake_writer(self) -> None:
         if self._idle.is_set():
             self._idle = anyio.Event()
         self._wake.set()
-        return pending
 
     async def _submit(self, item: AttemptStart) -> None:
         pending = self._enqueue(item, anyio.Event())

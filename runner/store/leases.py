@@ -19,6 +19,7 @@ from runner.models import (
     utcnow,
 )
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.records import Recovery
 from runner.store.tables import attempts, batches, jobs
 
@@ -31,6 +32,7 @@ class LeaseOps:
 
     db: Database
 
+    @retried
     async def claim(
         self,
         *,
@@ -69,6 +71,7 @@ class LeaseOps:
         }
         return await self.db.run_write(_lease, queries, lease, cap, batch_ids, limit)
 
+    @retried
     async def heartbeat(self, worker_id: str, job_ids: list[int], lease_seconds: float) -> int:
         if not job_ids:
             return 0
@@ -91,6 +94,7 @@ class LeaseOps:
             )
             return int(result.rowcount)
 
+    @retried
     async def recover_expired(self, *, resend_routes: frozenset[str] = frozenset()) -> Recovery:
         now = utcnow()
         query = (

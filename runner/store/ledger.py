@@ -7,18 +7,21 @@ and the queue never disagree about what happened.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Update, bindparam, exists, func, insert, select, update
 
 from runner.errors import StoreError
-from runner.models import AttemptState, ChargeEvidence, ChargeStatus, JobState, utcnow
+from runner.models import AttemptState, ChargeEvidence, ChargeStatus, JobState, Outcome, utcnow
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.records import AttemptResult, AttemptStart, OutputRecord
 from runner.store.tables import attempts, jobs, outputs
+
+W = TypeVar("W")
 
 
 class LeaseLost(StoreError):
@@ -78,16 +81,19 @@ class LedgerOps(FinishVerbs):
     async def flush(self) -> None:
         return None  # every verb here is committed before it returns
 
+    @retried
     async def start_attempt(self, start: AttemptStart) -> None:
         async with self.db.writing() as conn:
             (lost,) = await conn.run_sync(apply_starts, [start])
         if lost is not None:
             raise lost
 
+    @retried
     async def _finish(self, finish: Finish) -> None:
         async with self.db.writing() as conn:
             await conn.run_sync(apply_finishes, [finish])
 
+    @retried
     async def fail_unsent(self, job_id: int, outcome: str, message: str) -> None:
         now = utcnow()
         async with self.db.writing() as conn:
@@ -105,6 +111,7 @@ class LedgerOps(FinishVerbs):
                 )
             )
 
+    @retried
     async def release_unstarted(self, worker_id: str, job_ids: Sequence[int]) -> int:
         if not job_ids:
             return 0
@@ -167,6 +174,39 @@ def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[Lease
         conn.execute(_BUMP, bumps)
         conn.execute(_INSERT_ATTEMPT, inserts)
     return verdicts
+
+
+def unapplied(
+    conn: Connection, items: Sequence[W], *, key: Callable[[W], AttemptStart | Finish]
+) -> list[W]:
+    """The items whose write is not in the database yet.
+
+    For a group committed again after a failure that may have come once its COMMIT had taken
+    effect (the connection lost while committing): a start whose row exists, or a finish whose
+    attempt is closed with our outcome, was written then.
+    """
+    writes = [key(item) for item in items]
+    ids = {w.id for w in writes if isinstance(w, AttemptStart)}
+    ids |= {w.result.id for w in writes if isinstance(w, Finish) and w.result is not None}
+    if not ids:
+        return list(items)
+    rows = conn.execute(
+        select(attempts.c.id, attempts.c.state, attempts.c.outcome).where(
+            attempts.c.id.in_(sorted(ids))
+        )
+    ).all()
+    # An attempt recovery closed as lost meanwhile is still ours to finish.
+    done = {r.id for r in rows if r.state == AttemptState.DONE and r.outcome != Outcome.LOST}
+    present = {r.id for r in rows}
+    kept = []
+    for item, w in zip(items, writes, strict=True):
+        if isinstance(w, AttemptStart):
+            written = w.id in present
+        else:
+            written = w.result is not None and w.result.id in done
+        if not written:
+            kept.append(item)
+    return kept
 
 
 _BUMP = (

@@ -20,6 +20,7 @@ from runner.models import (
 )
 from runner.store.bulk import JobRows, jobs_raw, roomy_cache
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.records import BatchInfo, EnqueueResult
 from runner.store.tables import batches, jobs
 
@@ -57,6 +58,7 @@ class QueueOps:
 
     db: Database
 
+    @retried
     async def find_batch(self, ref: str) -> BatchInfo:
         async with self.db.reading() as conn:
             row = (
@@ -68,6 +70,7 @@ class QueueOps:
             raise NotFound(f"no batch with id or name {ref!r} (see `imagerun status`)")
         return _batch_info(row)
 
+    @retried
     async def list_batches(self) -> list[BatchInfo]:
         async with self.db.reading() as conn:
             rows = await conn.execute(select(batches).order_by(batches.c.created_at))
@@ -186,6 +189,7 @@ class QueueOps:
         )
         return {r.key: (r.id, r.name) for r in rows}
 
+    @retried
     async def next_due(self, batch_ids: list[str]) -> datetime | None:
         async with self.db.reading() as conn:
             due: datetime | None = await conn.scalar(
@@ -195,6 +199,7 @@ class QueueOps:
             )
         return due
 
+    @retried
     async def count_states(
         self, batch_ids: list[str], states: Iterable[JobState] | None = None
     ) -> dict[JobState, int]:
@@ -205,6 +210,7 @@ class QueueOps:
             rows = await conn.execute(query.group_by(jobs.c.state))
             return {JobState(state): count for state, count in rows}
 
+    @retried
     async def any_live(self, batch_ids: list[str]) -> bool:
         live = [JobState.QUEUED.value, JobState.WAITING.value, JobState.RUNNING.value]
         async with self.db.reading() as conn:
@@ -215,6 +221,7 @@ class QueueOps:
             )
         return found is not None
 
+    @retried
     async def requeue(self, batch_id: str, states: Iterable[JobState]) -> int:
         now = utcnow()
         async with self.db.writing() as conn:
@@ -232,6 +239,7 @@ class QueueOps:
             )
             return int(result.rowcount)
 
+    @retried
     async def cancel(self, batch_id: str) -> int:
         now = utcnow()
         states = [JobState.QUEUED.value, JobState.WAITING.value, JobState.UNKNOWN.value]

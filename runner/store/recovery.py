@@ -11,6 +11,7 @@ from runner.files.adopt import JobFiles
 from runner.files.outputs import OutputRecord
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome, utcnow
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.tables import attempts, jobs, outputs
 
 
@@ -19,6 +20,7 @@ class RecoveryOps:
 
     db: Database
 
+    @retried
     async def recorded_paths(self, batch_ids: Sequence[str]) -> set[str]:
         async with self.db.reading() as conn:
             rows = await conn.execute(
@@ -26,6 +28,7 @@ class RecoveryOps:
             )
             return {r.path for r in rows}
 
+    @retried
     async def jobs_for_files(self, job_ids: Sequence[int]) -> dict[int, JobFiles]:
         ids = list(job_ids)
         async with self.db.reading() as conn:
@@ -70,6 +73,7 @@ class RecoveryOps:
             for job_id, row in found.items()
         }
 
+    @retried
     async def adopt(
         self,
         job_id: int,

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from runner.models import utcnow
 from runner.store.database import Database
+from runner.store.outage import retried
 
 _ENSURE = text(
     "INSERT INTO route_state (route, tat, updated_at) VALUES (:route, 0, :now) "
@@ -32,10 +33,12 @@ class RouteStateOps:
 
     db: Database
 
+    @retried
     async def ensure_route_state(self, route: str) -> None:
         async with self.db.writing() as conn:
             await conn.execute(_ENSURE, {"route": route, "now": utcnow()})
 
+    @retried
     async def take_rate_slot(
         self, route: str, interval: float, tolerance: float = 0.0
     ) -> tuple[float, float]:
@@ -56,11 +59,11 @@ class RouteStateOps:
         # UPDATE is done. In a BEGIN … COMMIT, every other worker's slot request would queue
         # behind this one until our COMMIT arrived, however long our event loop took to send
         # it, and the schedule would fall behind the clock (capacity lost for good).
-        async with self.db.engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await auto.execute(statement, params)).one()
+        async with self.db.autocommit() as conn:
+            row = (await conn.execute(statement, params)).one()
         return max(0.0, float(row.wait)), float(row.paused)
 
+    @retried
     async def pause_route(self, route: str, seconds: float) -> None:
         now, greatest = _NOW[self.db.dialect], _GREATEST[self.db.dialect]
         statement = text(

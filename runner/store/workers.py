@@ -10,6 +10,7 @@ from sqlalchemy import func, insert, select, update
 from runner.files.procs import pid_alive
 from runner.models import JobState, utcnow
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.tables import jobs, workers
 
 
@@ -29,6 +30,7 @@ class WorkerOps:
 
     db: Database
 
+    @retried
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
         now = utcnow()
         async with self.db.writing() as conn:
@@ -38,18 +40,29 @@ class WorkerOps:
                 )
             )
 
+    @retried
     async def worker_heartbeat(self, worker_id: str) -> None:
         async with self.db.writing() as conn:
             await conn.execute(
                 update(workers).where(workers.c.id == worker_id).values(heartbeat_at=utcnow())
             )
 
+    @retried
     async def stop_worker(self, worker_id: str) -> None:
+        now = utcnow()
         async with self.db.writing() as conn:
             await conn.execute(
-                update(workers).where(workers.c.id == worker_id).values(stopped_at=utcnow())
+                update(workers).where(workers.c.id == worker_id).values(stopped_at=now)
+            )
+            # A stopped worker holds nothing: jobs it could not give back (the database was
+            # away) are judged by the next recovery at once, not a lease later.
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.lease_owner == worker_id, jobs.c.state == JobState.RUNNING.value)
+                .values(lease_expires=now - timedelta(seconds=1))
             )
 
+    @retried
     async def expire_dead_local_workers(self, host: str) -> int:
         async with self.db.reading() as conn:
             rows = (
@@ -72,6 +85,7 @@ class WorkerOps:
             await conn.execute(update(workers).where(workers.c.id.in_(dead)).values(stopped_at=now))
         return len(dead)
 
+    @retried
     async def list_workers(self, *, live_within: float = 120.0) -> list[WorkerInfo]:
         since = utcnow() - timedelta(seconds=live_within)
         async with self.db.reading() as conn:

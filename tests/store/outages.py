@@ -1,0 +1,150 @@
+"""Taking the database away from a running ``imagerun run``: PostgreSQL stopped, SQLite locked.
+
+The PostgreSQL server is the one the whole suite uses: :class:`PostgresServer` always starts
+it again (``try``/``finally`` around each outage, and a session fixture plus an ``atexit``
+hook as a safety net), and keeps each outage short.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.scale.cluster import Cluster, Worker
+
+#: The cluster's name under /etc/postgresql/<version>/.
+CLUSTER = "main"
+#: Held while a test has the server down (shared by every test session on the machine).
+RESTART_LOCK = Path("/tmp/imagerun-test-pg-restart.lock")
+#: Holds an exclusive SQLite transaction until told to stop: ``python -c LOCKER FILE SECONDS``.
+LOCKER = (
+    "import sqlite3, sys, time\n"
+    "conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)\n"
+    "conn.execute('BEGIN EXCLUSIVE')\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "conn.execute('COMMIT')\n"
+)
+
+
+def _pg_version() -> str | None:
+    root = Path("/etc/postgresql")
+    versions = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    return versions[-1] if versions else None
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresServer:
+    """The local PostgreSQL cluster, stopped and started with ``pg_ctlcluster``."""
+
+    version: str
+
+    @classmethod
+    def local(cls) -> PostgresServer | None:
+        """The cluster when this machine runs one that we may control, else ``None``."""
+        version = _pg_version()
+        if version is None or os.geteuid() != 0:
+            return None
+        return cls(version)
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, CLUSTER, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    def running(self) -> bool:
+        return self._ctl("status").returncode == 0
+
+    def stop(self) -> None:
+        result = self._ctl("stop", "-m", "fast")
+        assert result.returncode == 0, result.stderr
+
+    def start(self) -> None:
+        if not self.running():
+            result = self._ctl("start")
+            assert result.returncode == 0 or self.running(), result.stderr
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped for the duration of the block; started again however it ends.
+
+        Test sessions running at once take turns (a lock file): two outages never overlap,
+        and one never starts the server under the other's feet.
+        """
+        with RESTART_LOCK.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.stop()
+            try:
+                yield
+            finally:
+                self.start()
+
+
+def safety_net(server: PostgresServer) -> None:
+    """Start the server at interpreter exit too, should a test die between stop and start."""
+    atexit.register(server.start)
+
+
+@dataclass(slots=True)
+class Outage:
+    """How long the database was away, measured around the stop and the start."""
+
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+@contextmanager
+def sqlite_locked(path: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding ``BEGIN EXCLUSIVE`` on the SQLite file for ``seconds``."""
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert locker.stdout is not None
+        assert locker.stdout.readline().strip() == "locked"
+        yield locker
+    finally:
+        try:
+            locker.wait(timeout=seconds + 30)
+        finally:
+            if locker.poll() is None:
+                locker.kill()
+                locker.wait(timeout=10)
+            if locker.stdout is not None:
+                locker.stdout.close()
+
+
+@dataclass
+class FaultCluster(Cluster):
+    """A :class:`Cluster` whose commands get extra environment variables (the outage knobs)."""
+
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        base: dict[str, str] = Cluster.env.fget(self)  # type: ignore[attr-defined]
+        return {**base, **self.extra}
+
+    def start_again(self, worker: Worker, *run_args: str) -> Worker:
+        """Another ``imagerun run`` on the data directory ``worker`` wrote to."""
+        log = self.root / f"worker-{len(self.workers)}.log"
+        command = [sys.executable, "-m", "runner.cli", "--data", str(worker.data), "run"]
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*command, *run_args], env=self.env, cwd=self.root, stdout=out, stderr=out
+            )
+        again = Worker(index=len(self.workers), data=worker.data, process=process, log=log)
+        self.workers.append(again)
+        return again
