@@ -19,16 +19,19 @@ _KINDS = ", ".join(k.value for k in FaultKind)
 
 _SANDBOX_EPILOG = f"""\b
 Triggers in a prompt:
-  {DEFAULT_MODERATION_WORD!r} (any case; --moderation-word changes it, "" turns it off):
-      blocked by moderation (HTTP 400, outcome moderation_blocked).
-  A --rule MARKER (case-sensitive, anywhere in the prompt): the fault KIND, for the
-      first TIMES such requests (default: every one), on one profile with @openai or
-      @laozhang. Example: --rule '#RESET#:reset:2' --rule '#BUSY#:unavailable@laozhang'.
+  {DEFAULT_MODERATION_WORD!r}, in any case: blocked by moderation (HTTP 400, outcome
+      moderation_blocked); --moderation-word changes the word, "" turns it off.
+  A --rule MARKER, anywhere in the prompt (case-sensitive): the fault KIND, for
+      the first TIMES such requests (default: every one), on one profile only
+      with @openai or @laozhang. Example: --rule '#RESET#:reset:2'
+      --rule '#BUSY#:unavailable@laozhang'.
 
 Fault kinds (--rule KIND, --faults KIND=RATE): {_KINDS}.
 
-Keys: any sk-... key works; one containing "invalid" gets 401. On /laozhang the prefix picks
-the token group: sk-default-, sk-sora2official-, sk-enterprise-.
+\b
+Keys: any sk-... key works; one containing "invalid" gets 401. On /laozhang
+the prefix picks the token group: sk-default-, sk-sora2official-,
+sk-enterprise-.
 """
 
 

@@ -27,7 +27,7 @@ def test_help_names_the_moderation_word_the_rule_syntax_and_every_fault_kind(
 ) -> None:
     text = _help(cli)
 
-    assert f"'{DEFAULT_MODERATION_WORD}' (any case;" in text
+    assert f"'{DEFAULT_MODERATION_WORD}', in any case: blocked by moderation" in text
     assert "--moderation-word" in text
     assert "MARKER:KIND[:TIMES][@PROFILE]" in text
     kinds = re.search(r"Fault kinds \(--rule KIND, --faults KIND=RATE\): ([^.]+)\.", text)
@@ -35,11 +35,13 @@ def test_help_names_the_moderation_word_the_rule_syntax_and_every_fault_kind(
     assert kinds.group(1).split(", ") == [k.value for k in FaultKind]
 
 
-async def _statuses(prompts: Sequence[str], **options: object) -> list[int]:
+async def _statuses(
+    prompts: Sequence[str], key: str = "sk-sandbox-cli", **options: object
+) -> list[int]:
     app = create_app(config_from_options(**options))  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as client:
-        headers = {"Authorization": "Bearer sk-sandbox-cli"}
+        headers = {"Authorization": f"Bearer {key}"}
         return [
             (
                 await client.post(
@@ -58,6 +60,8 @@ async def test_the_documented_triggers_do_what_the_help_says() -> None:
 
     statuses = await _statuses(prompts, rules=["#BUSY#:unavailable"])
     unmoderated = await _statuses([f"a {word} kite"], moderation_word="")
+    bad_key = await _statuses(["a plain kite"], key="sk-invalid-cli")
 
     assert statuses == [400, 503, 503, 200]
     assert unmoderated == [200]
+    assert bad_key == [401]
