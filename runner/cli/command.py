@@ -40,6 +40,12 @@ def async_command(
 
     The coroutine runs in a fresh event loop; what it returns (``None`` means 0) is the exit
     code. ``click.option`` decorators go below this one, as below ``click.command``.
+
+    Args:
+        name: the command's name (default: the function's, with ``-`` for ``_``).
+
+    Returns:
+        A decorator turning the coroutine function into a :class:`click.Command`.
     """
 
     def decorate(
