@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, select, update
 from runner.models import AttemptState, ChargeStatus, Outcome
 from runner.pricing import PricedJob
 from runner.store.database import Database
+from runner.store.outage import retried
 from runner.store.tables import attempts, jobs
 
 
@@ -38,6 +39,7 @@ class RepricingOps:
 
     db: Database
 
+    @retried
     async def repricing_inputs(self, batch_ids: Sequence[str] | None = None) -> list[RepriceInput]:
         where: list[ColumnElement[bool]] = [attempts.c.state == AttemptState.DONE.value]
         if batch_ids is not None:
@@ -80,6 +82,7 @@ class RepricingOps:
                 for r in await conn.execute(query)
             ]
 
+    @retried
     async def set_expected(self, prices: Sequence[tuple[str, float]]) -> int:
         if not prices:
             return 0
