@@ -39,6 +39,8 @@ EXCEPTION_MAP: dict[type[Exception], Failure] = {
     httpx.ConnectError: Failure(outcome=Outcome.NETWORK, sent=False),
     httpx.ConnectTimeout: Failure(outcome=Outcome.NETWORK, sent=False),
     httpx.PoolTimeout: Failure(outcome=Outcome.NETWORK, sent=False),
+    # The proxy could not be reached, or refused to open a tunnel to the origin.
+    httpx.ProxyError: Failure(outcome=Outcome.NETWORK, sent=False),
     httpx.UnsupportedProtocol: Failure(outcome=Outcome.INVALID_REQUEST, sent=False),
     # Refused before a byte was written (a header with a line break in it).
     httpx.LocalProtocolError: Failure(outcome=Outcome.INVALID_REQUEST, sent=False),

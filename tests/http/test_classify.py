@@ -93,6 +93,7 @@ def test_gateway_request_id_is_read_from_the_error_text() -> None:
         (httpx.ConnectError("refused"), Outcome.NETWORK, False),
         (httpx.ConnectTimeout("slow"), Outcome.NETWORK, False),
         (httpx.PoolTimeout("busy"), Outcome.NETWORK, False),
+        (httpx.ProxyError("407 from the proxy"), Outcome.NETWORK, False),
         (httpx.UnsupportedProtocol("ftp"), Outcome.INVALID_REQUEST, False),
         (httpx.LocalProtocolError("bad header"), Outcome.INVALID_REQUEST, False),
         (httpx.ReadTimeout("slow"), Outcome.TIMEOUT, True),
