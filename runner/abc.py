@@ -245,6 +245,19 @@ class RouteState(Protocol):
         """Pause the route for everyone (a 429's ``Retry-After``); pauses only ever extend."""
 
 
+class RoutePace(Protocol):
+    """A route's learned pace, kept between runs and shared by every worker on the database."""
+
+    async def load_pace(self, route: str, max_age_s: float) -> dict[str, Any] | None:
+        """The pace saved for ``route`` no longer than ``max_age_s`` ago, or ``None``."""
+
+    async def save_pace(self, route: str, pace: dict[str, Any]) -> None:
+        """Keep ``pace`` as the route's learned pace (its ``route_state`` row must exist)."""
+
+    async def route_paces(self) -> dict[str, dict[str, Any]]:
+        """Every route's saved pace, with ``learned_at`` (ISO 8601), by route name."""
+
+
 @runtime_checkable
 class BudgetGrants(Protocol):
     """Shares of a batch budget, granted to workers by the database."""
@@ -368,6 +381,7 @@ class RunStore(
     LeaseRecovery,
     FileAdoption,
     RouteState,
+    RoutePace,
     ChargePolicy,
     Reports,
     GroupCommit,
@@ -399,6 +413,7 @@ __all__ = [
     "ProbeStore",
     "Queue",
     "Reports",
+    "RoutePace",
     "RouteState",
     "RunStore",
     "Workers",

@@ -42,6 +42,22 @@ sk-enterprise-.
 @click.option("--jitter", default=0.0, show_default=True)
 @click.option("--rpm", type=int, help="Requests/min per key, enforced with 429s.")
 @click.option("--ipm", type=int, help="Images/min per key.")
+@click.option(
+    "--limiter",
+    type=click.Choice(["bucket", "strict", "window", "sliding"]),
+    default="bucket",
+    show_default=True,
+    help="How --rpm/--ipm are measured: token bucket, one per 60/R s, fixed or sliding window.",
+)
+@click.option("--burst", type=click.IntRange(1), help="Back-to-back requests (bucket, strict).")
+@click.option(
+    "--limiter-window",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    help="Seconds of a window or sliding limiter.",
+)
+@click.option("--no-limit-headers", is_flag=True, help="Send no x-ratelimit-* headers.")
 @click.option("--faults", help='Fault rates, e.g. "server_error=0.05,reset=0.01".')
 @click.option(
     "--rule",

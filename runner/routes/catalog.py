@@ -69,6 +69,9 @@ class Route:
     mainline_model: str | None = None
     edit_field: str = "image[]"
     rpm: int = 60
+    #: The user gave ``rpm`` (configuration or environment): pacing starts there, else it
+    #: starts low and probes upward to it.
+    rpm_told: bool = False
     #: Requests in flight per worker process.
     concurrency: int = 8
     #: Jobs leased on this route by all workers together (``None``: no global cap).
@@ -194,6 +197,7 @@ def _build_route(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any])
             mainline_model=merged.get("mainline_model"),
             edit_field=str(merged.get("edit_field", "image[]")),
             rpm=int(merged["rpm"]),
+            rpm_told=bool(merged.get("rpm_told", False)),
             concurrency=int(merged["concurrency"]),
             max_in_flight=int(merged["max_in_flight"]) if merged.get("max_in_flight") else None,
             timeout=float(merged["timeout"]),
@@ -266,6 +270,8 @@ def load_catalog(
         base = raw_routes.get(name, {})
         charges = {**base.get("failure_charges", {}), **override.get("failure_charges", {})}
         raw_routes[name] = {**base, **override, "failure_charges": charges}
+        if "rpm" in override:
+            raw_routes[name]["rpm_told"] = True
     routes: dict[str, Route] = {}
     for name, raw in raw_routes.items():
         route = _build_route(name, raw, defaults)

@@ -30,6 +30,7 @@ from runner.http.send import Exchange, send
 from runner.models import Job, JobState, Outcome, utcnow
 from runner.pricing import PriceBook, PricedJob, PriceNotFound, attempt_cost, worst_case
 from runner.run import verdict
+from runner.run.gate import answered, job_images, refused
 from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
 from runner.run.records import result_record, start_record
@@ -76,7 +77,7 @@ class JobRunner:
         if reservation is None:
             await self._unsent(lane, job, budget_stop=self.spending.stopped)
             return
-        await lane.gate.admit()
+        await lane.gate.admit(images=job_images(job))
         if lane.gate.stopped:
             reservation.cancel()
             await self._unsent(lane, job)
@@ -115,11 +116,13 @@ class JobRunner:
             try:
                 exchange = await send(lane.client, prepared, start.id, self.memory)
                 parsed = lane.adapter.parse(exchange.body)
+                await lane.gate.observe(answered(job, exchange.rate_limits, parsed.usage))
                 # From here on the payloads are the only reference to each image's base64 text:
                 # dropping the parsed body lets every copy go as soon as its image is on disk.
                 exchange = replace(exchange, body=None)
                 return await self._succeeded(lane, job, start, exchange, parsed)
             except AttemptError as exc:
+                await lane.gate.observe(refused(job, exc))
                 return await self._failed(lane, job, start, exc, exchange)
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):

@@ -1,23 +1,64 @@
-"""Per-route admission: request rate, a shared pause after 429s, and a stop switch.
+"""Per-route admission: an adaptive request pace, a shared pause after 429s, and a stop switch.
 
 Hold the rate limiter only around sending a request, never around a backoff sleep.
 
-:class:`BaseGate` keeps what every gate does alike (the pause this process has seen, the stop
-switch); :class:`RouteGate` takes its slots from a limiter in this process, and
-:class:`runner.run.shared_gate.SharedGate` from a schedule in the database.
+:class:`BaseGate` keeps what every gate does alike (the pace learned from answers, the pause
+this process has seen, the stop switch); :class:`RouteGate` takes its slots from a schedule in
+this process, and :class:`runner.run.shared_gate.SharedGate` from a schedule in the database.
+Requests are spread evenly, one interval apart, never sent in bursts: a limiter that allows
+none refuses every request of a burst but the first.
 """
 
 from __future__ import annotations
 
-import math
+import uuid
+from dataclasses import replace
 from abc import ABC, abstractmethod
 from typing import Protocol
 
 import anyio
-from aiolimiter import AsyncLimiter
+
+from runner.abc import RoutePace, RouteState
+from runner.errors import AttemptError
+from runner.models import Job, Outcome, RateLimits, Usage
+from runner.run.pacing import Learned, Observation, Pace, Reason
 
 #: Pace a hair under the configured rate: providers measure arrival times, which jitter.
-RATE_MARGIN = 0.99
+RATE_MARGIN = 0.98
+#: A learned pace older than this is not used by the next run (seconds).
+PACE_MAX_AGE_S = 24 * 3600.0
+#: The learned pace is written to the store at most this often (seconds).
+SAVE_EVERY_S = 1.0
+
+
+def job_images(job: Job) -> int:
+    """Images ``job`` asks for: what one request of it takes of an images-per-minute limit."""
+    try:
+        return max(1, int(job.params.get("n", 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
+def answered(job: Job, limits: RateLimits | None, usage: Usage | None) -> Observation:
+    """What the pace learns from an answer that was not refused."""
+    tokens = sum(usage.to_json().values()) if usage is not None else None
+    return Observation(
+        at=anyio.current_time(),
+        rate_limited=False,
+        limits=limits,
+        images=job_images(job),
+        tokens=tokens or None,
+    )
+
+
+def refused(job: Job, error: AttemptError) -> Observation:
+    """What the pace learns from a failed attempt (a 429 slows it; other failures do not)."""
+    return Observation(
+        at=anyio.current_time(),
+        rate_limited=error.outcome is Outcome.RATE_LIMITED,
+        limits=error.rate_limits,
+        images=job_images(job),
+    )
 
 
 class Gate(Protocol):
@@ -27,43 +68,79 @@ class Gate(Protocol):
 
     rpm: int
     stopped: str | None
+    pace: Pace
 
     async def start(self) -> None:
-        """Prepare shared state (nothing for a local gate)."""
+        """Load the route's learned pace and prepare shared state."""
 
-    async def admit(self) -> None:
-        """Wait out any pause, then take one request's slot of the route's rate."""
+    async def admit(self, images: int = 1) -> None:
+        """Wait out any pause, then take one request's slot (``images`` against an image limit)."""
 
     async def pause(self, seconds: float) -> None:
         """Hold every request on the route for ``seconds`` (a 429's ``Retry-After``)."""
+
+    async def observe(self, seen: Observation) -> None:
+        """Let an attempt's answer (its status, its rate-limit headers) adjust the pace."""
 
     def stop(self, reason: str) -> None:
         """Stop the route for this run (bad key, no quota): nothing more is sent."""
 
 
-def burst_size(rpm: int) -> int:
-    """Requests a gate lets through back to back: a quarter second's worth, at least one.
+class PaceStore(RouteState, RoutePace, Protocol):
+    """What keeping a route's pace needs of the store."""
 
-    Providers enforce per-minute limits over short windows (a minute's quota sent at once is
-    refused), so requests are spread out rather than sent in one go.
+
+class PaceKeeper:
+    """Where a gate keeps its route's learned pace: the store's ``route_state`` row.
+
+    Args:
+        store: the store holding route state.
+        route: the route's name.
     """
-    return max(1, math.floor(rpm * RATE_MARGIN / 60 / 4))
+
+    def __init__(self, store: PaceStore, route: str) -> None:
+        self.store = store
+        self.route = route
+        #: Tells this gate's saves from other workers'.
+        self.token = uuid.uuid4().hex
+
+    async def load(self) -> tuple[Learned, bool] | None:
+        """The saved pace and whether another gate saved it, or ``None``."""
+        data = await self.store.load_pace(self.route, PACE_MAX_AGE_S)
+        if data is None:
+            return None
+        return Learned.from_json(data), data.get("by") != self.token
+
+    async def save(self, learned: Learned) -> None:
+        await self.store.save_pace(self.route, {**learned.to_json(), "by": self.token})
 
 
 class BaseGate(ABC):
-    """The pause and stop switch every gate keeps; subclasses say how slots are taken.
+    """The pace, pause and stop switch every gate keeps; subclasses say how slots are taken.
 
     Args:
-        rpm: requests per minute allowed on the route.
+        rpm: requests per minute allowed on the route: the pace's ceiling.
+        told: the user gave ``rpm`` (the pace starts there, else it starts low and probes).
+        keeper: where the learned pace is kept between runs (``None``: nowhere).
     """
 
-    def __init__(self, rpm: int) -> None:
+    def __init__(self, rpm: int, *, told: bool = True, keeper: PaceKeeper | None = None) -> None:
         self.rpm = rpm
         self.stopped: str | None = None
+        self.pace = Pace(rpm * RATE_MARGIN, told=told)
+        self._told = told
+        self._keeper = keeper
+        self._saved_at = -SAVE_EVERY_S
+        self._dirty = False
         self._paused_until = 0.0
 
     async def start(self) -> None:
-        return None
+        if self._keeper is None:
+            return
+        # The row first: the learned pace lives in it.
+        await self._keeper.store.ensure_route_state(self._keeper.route)
+        if (found := await self._keeper.load()) is not None:
+            self._adopt(replace(found[0], reason=Reason.LEARNED))
 
     @property
     def paused_for(self) -> float:
@@ -79,9 +156,27 @@ class BaseGate(ABC):
         self._hold(seconds)
         await self._share_pause(seconds)
 
-    async def admit(self) -> None:
+    async def admit(self, images: int = 1) -> None:
         await self._wait_out_pause()
-        await self._take_slot()
+        await self._take_slot(self.pace.interval(images))
+
+    async def observe(self, seen: Observation) -> None:
+        self._dirty |= self.pace.observe(seen)
+        now = anyio.current_time()
+        if self._keeper is None or now - self._saved_at < SAVE_EVERY_S:
+            return
+        self._saved_at = now
+        await self._refresh(self._keeper)
+        if self._dirty:
+            self._dirty = False
+            await self._keeper.save(self.pace.learned)
+
+    async def _refresh(self, keeper: PaceKeeper) -> None:
+        """Take up a slower pace another worker saved (only :class:`SharedGate` shares one)."""
+        return
+
+    def _adopt(self, learned: Learned) -> None:
+        self.pace = Pace(self.rpm * RATE_MARGIN, told=self._told, learned=learned)
 
     def _hold(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
@@ -96,26 +191,34 @@ class BaseGate(ABC):
         """Tell the route's other users of a pause this process has already taken."""
 
     @abstractmethod
-    async def _take_slot(self) -> None:
-        """Take one request's slot of the rate; return when the request may leave."""
+    async def _take_slot(self, interval: float) -> None:
+        """Take one request's slot, ``interval`` seconds after the last; return when it may
+        leave."""
 
 
 class RouteGate(BaseGate):
     """Admission control for one route within this process.
 
-    Args:
-        rpm: requests per minute allowed on the route.
+    A GCRA schedule: each request is due one interval after the one before it (or now, if the
+    route was idle), so requests leave evenly spaced whatever the pace is at the moment.
     """
 
-    def __init__(self, rpm: int) -> None:
-        super().__init__(rpm)
-        burst = burst_size(rpm)
-        self._limiter = AsyncLimiter(burst, burst / (rpm * RATE_MARGIN / 60))
+    def __init__(self, rpm: int, *, told: bool = True, keeper: PaceKeeper | None = None) -> None:
+        super().__init__(rpm, told=told, keeper=keeper)
+        self._next_at = 0.0
 
     async def _share_pause(self, seconds: float) -> None:
-        """Nobody else admits through this gate: the pause held here is the whole of it."""
+        # Nobody else admits through this gate; the schedule resumes when the pause ends.
+        self._next_at = max(self._next_at, anyio.current_time() + seconds)
 
-    async def _take_slot(self) -> None:
-        await self._limiter.acquire()
-        # A 429 seen while queued at the limiter holds this request too.
-        await self._wait_out_pause()
+    async def _take_slot(self, interval: float) -> None:
+        while True:
+            now = anyio.current_time()
+            due = max(self._next_at, now)
+            self._next_at = due + interval
+            await anyio.sleep(due - now)
+            if self.paused_for <= 0:
+                return
+            # A 429 seen while waiting holds this request too; it then takes a slot after the
+            # pause, so the requests held do not all leave at once when it ends.
+            await self._wait_out_pause()

@@ -16,12 +16,12 @@ from typing import Protocol
 
 import httpx
 
-from runner.abc import Dialect, RouteState
+from runner.abc import Dialect
 from runner.errors import ConfigError
 from runner.http.client import ApiClient
 from runner.http.download import fetch_client
 from runner.routes import Route
-from runner.run.gate import Gate, RouteGate
+from runner.run.gate import Gate, PaceKeeper, PaceStore, RouteGate
 from runner.run.lane import Lane
 from runner.run.retry import RetryPolicy
 from runner.run.shared_gate import SharedGate
@@ -32,7 +32,7 @@ from runner.shapes import ADAPTERS
 SPARE_CONNECTIONS = 4
 
 
-class GateStore(RouteState, Dialect, Protocol):
+class GateStore(PaceStore, Dialect, Protocol):
     """What choosing a route's gate needs of the store."""
 
 
@@ -66,14 +66,20 @@ def retry_policy(route: Route, *, scale: float = 1.0) -> RetryPolicy:
     return RetryPolicy(max_attempts=route.max_attempts, deadline=route.deadline, scale=scale)
 
 
-async def open_gate(store: GateStore, route: Route, rpm: int) -> Gate:
-    """A started gate for ``route`` at ``rpm``.
+async def open_gate(store: GateStore, route: Route, rpm: int | None = None) -> Gate:
+    """A started gate for ``route`` at ``rpm`` (default: the route's own).
 
-    On PostgreSQL every worker process shares the route's rate and 429 pause; elsewhere the
-    gate is this process's own.
+    The rate is a ceiling; the gate starts there when the user gave it (``rpm``, or the
+    route's configured ``rpm``), else low, probing upward. On PostgreSQL every worker process
+    shares the route's schedule, pace and 429 pause; elsewhere the gate is this process's own.
+    Either way the pace learned is kept in the store for the next run.
     """
+    told = rpm is not None or route.rpm_told
+    ceiling = rpm or route.rpm
     gate: Gate = (
-        SharedGate(store, route.name, rpm) if store.dialect == "postgresql" else RouteGate(rpm)
+        SharedGate(store, route.name, ceiling, told=told)
+        if store.dialect == "postgresql"
+        else RouteGate(ceiling, told=told, keeper=PaceKeeper(store, route.name))
     )
     await gate.start()
     return gate

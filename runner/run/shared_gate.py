@@ -1,15 +1,16 @@
 """The route gate shared through the database, for several worker processes (PostgreSQL).
 
-Same contract as :class:`runner.run.gate.RouteGate`, but the request schedule and the 429 pause
-live in the store (``route_state``), so N workers together stay under the route's rate.
+Same contract as :class:`runner.run.gate.RouteGate`, but the request schedule, the 429 pause
+and the learned pace live in the store (``route_state``), so N workers together stay under
+the route's rate and pace it alike: what one worker learns, the others take up within a
+second or so.
 """
 
 from __future__ import annotations
 
 import anyio
 
-from runner.abc import RouteState
-from runner.run.gate import RATE_MARGIN, BaseGate, burst_size
+from runner.run.gate import BaseGate, PaceKeeper, PaceStore
 
 
 class SharedGate(BaseGate):
@@ -18,31 +19,29 @@ class SharedGate(BaseGate):
     Args:
         store: the shared store.
         route: the route's name (its ``route_state`` row).
-        rpm: requests per minute for the route as a whole.
+        rpm: requests per minute for the route as a whole: the pace's ceiling.
+        told: the user gave ``rpm`` (else the pace starts low and probes upward).
     """
 
-    def __init__(self, store: RouteState, route: str, rpm: int) -> None:
-        super().__init__(rpm)
+    def __init__(self, store: PaceStore, route: str, rpm: int, *, told: bool = True) -> None:
+        super().__init__(rpm, told=told, keeper=PaceKeeper(store, route))
         self._store = store
         self._route = route
-        self._interval = 60.0 / (rpm * RATE_MARGIN)
-        # The burst RouteGate allows: a worker that stalls for a moment (a busy event loop, a
-        # slow commit) leaves a gap in the schedule that the others may then fill, so hiccups
-        # do not cost the route its rate.
-        self._tolerance = (burst_size(rpm) - 1) * self._interval
-
-    async def start(self) -> None:
-        await self._store.ensure_route_state(self._route)
 
     async def _share_pause(self, seconds: float) -> None:
         # The others learn of it from their next slot request.
         await self._store.pause_route(self._route, seconds)
 
-    async def _take_slot(self) -> None:
+    async def _refresh(self, keeper: PaceKeeper) -> None:
+        found = await keeper.load()
+        # The most cautious pace wins: a worker that was refused slows every worker down.
+        if found is not None and found[1] and found[0].rpm < self.pace.rpm:
+            self._adopt(found[0])
+
+    async def _take_slot(self, interval: float) -> None:
         while True:
-            wait, paused = await self._store.take_rate_slot(
-                self._route, self._interval, self._tolerance
-            )
+            # No tolerance: every worker's requests keep one interval apart, never a burst.
+            wait, paused = await self._store.take_rate_slot(self._route, interval, 0.0)
             if paused <= 0:
                 break
             # Another worker saw a 429: the slot was not taken; come back when it ends.

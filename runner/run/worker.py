@@ -223,7 +223,7 @@ class Runner:
             api_key=key,
             batch_ids=batch_ids,
             concurrency=concurrency,
-            gate=await open_gate(self.store, route, self.options.rpm or route.rpm),
+            gate=await open_gate(self.store, route, self.options.rpm),
             policy=retry_policy(route, scale=self.options.retry_scale),
             tls=self._tls,
         )

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal, TypeVar
 
 from runner.models import Outcome
+from runner.sandbox.ratelimit import SHAPES, LimiterShape
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -154,6 +155,12 @@ class SandboxConfig:
         rpm: requests per minute per API key, enforced as a token bucket of capacity
             ``max(1, ceil(rpm / 60))`` refilled at ``rpm / 60`` per second; ``None`` = no limit.
         ipm: images per minute per API key, same bucket shape, each request costing ``n``.
+        limiter: how ``rpm`` and ``ipm`` are measured: ``bucket``, ``strict``, ``window`` or
+            ``sliding`` (see :mod:`runner.sandbox.ratelimit`).
+        burst: requests a ``bucket`` or ``strict`` limiter lets arrive back to back
+            (``None``: a second's worth for ``bucket``, one for ``strict``).
+        limiter_window: seconds of a ``window`` or ``sliding`` limiter.
+        limit_headers: send OpenAI's ``x-ratelimit-*`` headers (official profile only).
         fault_rates: probability per request of each fault (seeded; the sum must be <= 1).
         fault_rules: scripted faults, checked before the random ones (first match wins).
         charged_failures: failure classes that are charged like a success (the hidden
@@ -175,6 +182,10 @@ class SandboxConfig:
     latency: Latency = field(default_factory=Latency)
     rpm: int | None = None
     ipm: int | None = None
+    limiter: LimiterShape = "bucket"
+    burst: int | None = None
+    limiter_window: float = 1.0
+    limit_headers: bool = True
     fault_rates: Mapping[FaultKind, float] = field(default_factory=dict)
     fault_rules: tuple[FaultRule, ...] = ()
     charged_failures: frozenset[Outcome] = NEW_API_POLICY
@@ -202,6 +213,10 @@ class SandboxConfig:
             limit = getattr(self, name)
             if limit is not None and limit < 1:
                 raise ValueError(f"{name} must be >= 1 (or None for no limit)")
+        if self.limiter not in SHAPES:
+            raise ValueError(f"limiter must be one of {', '.join(SHAPES)}")
+        if (self.burst is not None and self.burst < 1) or self.limiter_window <= 0:
+            raise ValueError("burst must be >= 1 and limiter_window > 0")
         if any(not 0.0 <= p <= 1.0 for p in self.fault_rates.values()):
             raise ValueError("fault rates must be probabilities between 0 and 1")
         if sum(self.fault_rates.values()) > 1.0 + 1e-9:

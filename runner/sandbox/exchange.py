@@ -71,6 +71,8 @@ class Exchange:
     call: ImageCall | None = None
     fault: FaultKind | None = None
     admission: Admission | None = None
+    #: Whether answers carry the ``x-ratelimit-*`` headers of ``admission``.
+    limit_headers: bool = True
     resolved: Resolved | None = None
     quote: Quote | None = None
     held: int = 0

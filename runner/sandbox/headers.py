@@ -6,20 +6,21 @@ import math
 
 from runner.sandbox.config import Profile
 from runner.sandbox.exchange import Exchange
-from runner.sandbox.ratelimit import Admission, go_duration
+from runner.sandbox.ratelimit import go_duration
 
 #: What ``X-New-Api-Version`` says (new-api sets it on every response).
 NEW_API_VERSION = "v0.9.0-sandbox"
 
 
-def _rate_headers(admission: Admission | None) -> dict[str, str]:
-    if admission is None or admission.metric != "requests":
+def _rate_headers(ex: Exchange) -> dict[str, str]:
+    if ex.admission is None or not ex.limit_headers:
         return {}
-    return {
-        "x-ratelimit-limit-requests": str(admission.limit),
-        "x-ratelimit-remaining-requests": str(admission.remaining),
-        "x-ratelimit-reset-requests": go_duration(admission.reset_s),
-    }
+    headers: dict[str, str] = {}
+    for view in ex.admission.views:
+        headers[f"x-ratelimit-limit-{view.metric}"] = str(view.limit)
+        headers[f"x-ratelimit-remaining-{view.metric}"] = str(view.remaining)
+        headers[f"x-ratelimit-reset-{view.metric}"] = go_duration(view.reset_s)
+    return headers
 
 
 def base_headers(ex: Exchange, elapsed_s: float) -> dict[str, str]:
@@ -30,7 +31,7 @@ def base_headers(ex: Exchange, elapsed_s: float) -> dict[str, str]:
             "openai-processing-ms": str(round(elapsed_s * 1000)),
             "openai-version": "2020-10-01",
             "openai-organization": "org-sandbox",
-            **_rate_headers(ex.admission),
+            **_rate_headers(ex),
         }
     return {"X-Oneapi-Request-Id": ex.request_id, "X-New-Api-Version": NEW_API_VERSION}
 

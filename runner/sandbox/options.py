@@ -20,6 +20,7 @@ from runner.sandbox.config import (
     Profile,
     SandboxConfig,
 )
+from runner.sandbox.ratelimit import SHAPES, LimiterShape
 
 #: Named failure-charge policies: ``none`` (only successes are billed), ``new-api`` (stock
 #: new-api: client timeouts and 200s without a usable image are billed), ``all``.
@@ -108,6 +109,13 @@ def parse_fault_rule(text: str) -> FaultRule:
         raise ValueError(f"fault rule {text!r}: {exc}") from None
 
 
+def _limiter_shape(value: str) -> LimiterShape:
+    for shape in SHAPES:
+        if value == shape:
+            return shape
+    raise ValueError(f"limiter {value!r}: expected one of {', '.join(SHAPES)}")
+
+
 def config_from_options(
     *,
     latency: float = 0.0,
@@ -115,6 +123,10 @@ def config_from_options(
     latency_distribution: str = "uniform",
     rpm: int | None = None,
     ipm: int | None = None,
+    limiter: str = "bucket",
+    burst: int | None = None,
+    limiter_window: float = 1.0,
+    no_limit_headers: bool = False,
     faults: str | Mapping[str, float] | None = None,
     rules: Sequence[str] = (),
     policy: str | Iterable[str] = "new-api",
@@ -135,6 +147,10 @@ def config_from_options(
         latency_distribution: ``uniform`` or ``normal``.
         rpm: requests per minute per key (``None`` or 0: unlimited).
         ipm: images per minute per key (``None`` or 0: unlimited).
+        limiter: ``bucket``, ``strict``, ``window`` or ``sliding``.
+        burst: requests a bucket or strict limiter lets arrive back to back.
+        limiter_window: seconds of a window or sliding limiter.
+        no_limit_headers: send no ``x-ratelimit-*`` headers.
         faults: fault rates, e.g. ``"server_error=0.05,reset=0.01"``.
         rules: scripted faults, e.g. ``["#RESET#:reset:1"]`` (see :func:`parse_fault_rule`).
         policy: failure-charge policy: ``none``, ``new-api``, ``all`` or class names.
@@ -157,6 +173,10 @@ def config_from_options(
         latency=Latency(mean=latency, jitter=jitter, distribution=distribution),
         rpm=rpm or None,
         ipm=ipm or None,
+        limiter=_limiter_shape(limiter),
+        burst=burst or None,
+        limiter_window=limiter_window,
+        limit_headers=not no_limit_headers,
         fault_rates=parse_fault_rates(faults) if faults else {},
         fault_rules=tuple(parse_fault_rule(r) for r in rules),
         charged_failures=parse_policy(policy),

@@ -35,6 +35,23 @@ Clock = Callable[[], float]
 WallClock = Callable[[], int]
 
 
+def limiter_knobs(config: SandboxConfig) -> tuple[object, ...]:
+    """The settings a rate limiter is built from: when they change, its buckets restart."""
+    return (config.rpm, config.ipm, config.limiter, config.burst, config.limiter_window)
+
+
+def limiter_for(config: SandboxConfig, clock: Clock) -> RateLimiter:
+    """The rate limiter ``config`` describes."""
+    return RateLimiter(
+        config.rpm,
+        config.ipm,
+        clock,
+        shape=config.limiter,
+        burst=config.burst,
+        window=config.limiter_window,
+    )
+
+
 class Sandbox:
     """Everything the emulator knows and remembers.
 
@@ -79,12 +96,12 @@ class Sandbox:
     def apply(self, config: SandboxConfig) -> None:
         """Switch to ``config``.
 
-        Rate-limit buckets restart only if ``rpm``/``ipm`` changed, scripted-rule counters
+        Rate-limit buckets restart only if the limiter's knobs changed, scripted-rule counters
         only if the faults changed; balances of existing accounts are kept (use :meth:`reset`).
         """
         old, self._config = self._config, config
-        if (old.rpm, old.ipm) != (config.rpm, config.ipm):
-            self.limiter = RateLimiter(config.rpm, config.ipm, self.clock)
+        if limiter_knobs(old) != limiter_knobs(config):
+            self.limiter = limiter_for(config, self.clock)
         fault_fields = ("fault_rules", "fault_rates", "moderation_word", "seed")
         if any(getattr(old, f) != getattr(config, f) for f in fault_fields):
             self.faults = FaultPlan(config)
@@ -107,7 +124,7 @@ class Sandbox:
         self._seq = 0
         self._run_id = secrets.token_hex(8)
         self.build = build_hash(config.seed)
-        self.limiter = RateLimiter(config.rpm, config.ipm, self.clock)
+        self.limiter = limiter_for(config, self.clock)
         self.faults = FaultPlan(config)
         self.loader = SourceLoader(self.files, config.fetch_timeout)
 

@@ -53,6 +53,7 @@ from runner.store.records import (
     OutputRecord,
     Recovery,
 )
+from runner.store.pace import PaceOps
 from runner.store.recovery import RecoveryOps
 from runner.store.reports import ReportOps
 from runner.store.repricing import RepricingOps
@@ -70,6 +71,7 @@ class Store(
     ExportOps,
     RecoveryOps,
     RouteStateOps,
+    PaceOps,
     ChargeOps,
     RepricingOps,
     BudgetOps,

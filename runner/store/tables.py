@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -183,6 +183,9 @@ route_state = Table(
     Column("tat", Float, nullable=False, default=0.0),
     Column("stopped_reason", Text, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The pace the route's answers taught (runner.run.pacing.Learned as JSON), and when.
+    Column("pace", JSON, nullable=True),
+    Column("pace_at", UTCDateTime, nullable=True),
 )
 
 workers = Table(

@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from runner.run.gate import RATE_MARGIN, BaseGate, RouteGate, burst_size
+from runner.models import Limit, RateLimits
+from runner.run.gate import RATE_MARGIN, BaseGate, PaceKeeper, RouteGate
+from runner.run.pacing import Observation, Reason
 from runner.run.shared_gate import SharedGate
 from runner.store import Store
 
 pytestmark = pytest.mark.anyio
 
-#: 19.8 requests a second after the margin, four at once.
+#: 19.6 requests a second after the margin, one at a time.
 RPM = 1200
 ROUTE = "sandbox-openai"
 
@@ -29,19 +31,16 @@ async def admit_all(gate: BaseGate, count: int) -> float:
 
 
 def least_time(count: int, rpm: int = RPM) -> float:
-    """The shortest time ``count`` admissions may take: a burst, then one per interval."""
-    return (count - burst_size(rpm)) / (rpm * RATE_MARGIN / 60)
+    """The shortest time ``count`` admissions may take: the first at once, then one per
+    interval."""
+    return (count - 1) / (rpm * RATE_MARGIN / 60)
 
 
-def test_the_burst_is_a_quarter_seconds_worth_and_never_zero() -> None:
-    assert burst_size(1200) == 4
-    assert burst_size(60) == 1
-    assert burst_size(1) == 1
-
-
-async def test_a_burst_is_admitted_at_once() -> None:
+async def test_the_first_request_is_admitted_at_once_the_next_never_in_a_burst() -> None:
     gate = RouteGate(RPM)
-    assert await admit_all(gate, burst_size(RPM)) < 0.05
+    assert await admit_all(gate, 1) < 0.05
+    # A limiter that allows no burst refuses any request closer than one interval.
+    assert await admit_all(gate, 1) >= 60 / (RPM * RATE_MARGIN) * 0.95
 
 
 async def test_admission_paces_at_the_routes_rate() -> None:
@@ -171,3 +170,72 @@ async def test_a_stop_on_one_shared_gate_is_its_own(pg_stores: tuple[Store, Stor
     a.stop("quota_exhausted: no credit")
     assert a.stopped == "auth: bad key"
     assert b.stopped is None
+
+
+def answer(limit: int | None = None, *, refused: bool = False) -> Observation:
+    limits = RateLimits(requests=Limit(limit=limit)) if limit else None
+    return Observation(at=anyio.current_time(), rate_limited=refused, limits=limits)
+
+
+async def test_admission_follows_the_pace_the_headers_teach() -> None:
+    gate = RouteGate(RPM)
+    await gate.observe(answer(300))
+    assert gate.pace.reason is Reason.HEADERS
+    await admit_all(gate, 1)
+    # 300 a minute is one request every 0.2 s (and the margin).
+    assert await admit_all(gate, 3) >= 3 * 0.2
+
+
+async def test_requests_held_by_a_pause_leave_one_interval_apart_after_it() -> None:
+    gate = RouteGate(600)  # one request every ~0.1 s
+    await gate.admit()
+    await gate.pause(0.3)
+    times: list[float] = []
+
+    async def one() -> None:
+        await gate.admit()
+        times.append(anyio.current_time())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(one)
+    gaps = [b - a for a, b in zip(sorted(times), sorted(times)[1:], strict=False)]
+    assert min(gaps) >= 0.09, f"a burst after the pause: {gaps}"
+
+
+async def test_a_429_without_headers_slows_the_gate_down() -> None:
+    gate = RouteGate(RPM)
+    await gate.observe(answer(refused=True))
+    assert gate.pace.reason is Reason.BACKED_OFF
+    assert gate.pace.rpm < RPM * RATE_MARGIN
+
+
+async def test_the_learned_pace_is_where_the_next_run_starts(store: Store) -> None:
+    """Kept in the store with the route: a later gate on the same route starts from it."""
+    first = RouteGate(RPM, told=False, keeper=PaceKeeper(store, ROUTE))
+    await first.start()
+    assert first.pace.reason is Reason.PROBING
+    await first.observe(answer(300))
+    later = RouteGate(RPM, told=False, keeper=PaceKeeper(store, ROUTE))
+    await later.start()
+    assert later.pace.learned.requests == 300
+    assert later.pace.rpm == first.pace.rpm
+    paces = await store.route_paces()
+    assert paces[ROUTE]["requests"] == 300
+    # Older than the age limit, it is forgotten.
+    assert await store.load_pace(ROUTE, max_age_s=-1.0) is None
+
+
+async def test_a_backoff_on_one_shared_gate_slows_the_other(
+    pg_stores: tuple[Store, Store],
+) -> None:
+    a, b = await shared_pair(pg_stores)
+    await a.observe(answer(refused=True))
+    assert a.pace.rpm < b.pace.rpm
+    with anyio.fail_after(5):
+        while b.pace.rpm > a.pace.rpm:
+            # b compares notes with the store at most once a second, on an answer.
+            await anyio.sleep(0.2)
+            await b.observe(answer())
+    assert b.pace.reason is Reason.BACKED_OFF

@@ -1,0 +1,186 @@
+"""The adaptive pace: one test per input it takes, and convergence against sandbox limiters."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.models import Limit, RateLimits
+from runner.run.pacing import (
+    BACKOFF,
+    BACKOFF_NEAR,
+    EPISODE_S,
+    HEADER_SHARE,
+    HEADER_SHARE_STEP,
+    MIN_HEADER_SHARE,
+    RECOVER_TO,
+    START_SHARE,
+    Learned,
+    Observation,
+    Pace,
+    Reason,
+)
+from runner.sandbox.ratelimit import SHAPES, LimiterShape, RateLimiter
+
+
+def clean(at: float, limits: RateLimits | None = None, **kw: int) -> Observation:
+    return Observation(at=at, rate_limited=False, limits=limits, **kw)
+
+
+def refused(at: float, limits: RateLimits | None = None) -> Observation:
+    return Observation(at=at, rate_limited=True, limits=limits)
+
+
+def requests_limit(limit: int) -> RateLimits:
+    return RateLimits(requests=Limit(limit=limit, remaining=limit - 1, reset_s=0.1))
+
+
+def test_a_told_rate_is_where_the_pace_starts() -> None:
+    pace = Pace(600, told=True)
+    assert pace.rpm == 600
+    assert pace.reason is Reason.CONFIGURED
+    assert pace.interval() == pytest.approx(0.1)
+
+
+def test_an_untold_rate_starts_low_and_doubles_while_clean_up_to_the_ceiling() -> None:
+    pace = Pace(600, told=False)
+    assert pace.rpm == pytest.approx(600 * START_SHARE)
+    assert pace.reason is Reason.PROBING
+    pace.observe(clean(0.0))
+    pace.observe(clean(2.0))
+    assert pace.rpm == pytest.approx(2 * 600 * START_SHARE)
+    for second in range(3, 10):
+        pace.observe(clean(float(second)))
+    assert pace.rpm == 600
+    assert pace.reason is Reason.CEILING
+
+
+def test_the_requests_limit_header_sets_the_pace_under_the_ceiling() -> None:
+    pace = Pace(1800, told=True)
+    assert pace.observe(clean(0.0, requests_limit(600)))
+    assert pace.rpm == pytest.approx(600 * HEADER_SHARE)
+    assert pace.reason is Reason.HEADERS
+    # Headers that allow more than the ceiling leave the pace at the ceiling.
+    pace.observe(clean(1.0, requests_limit(5000)))
+    assert pace.rpm == 1800
+    assert pace.reason is Reason.CEILING
+
+
+def test_the_headers_are_believed_over_probing() -> None:
+    pace = Pace(600, told=False)
+    pace.observe(clean(0.0, requests_limit(300)))
+    for second in range(1, 30):
+        pace.observe(clean(float(second), requests_limit(300)))
+    assert pace.rpm == pytest.approx(300 * HEADER_SHARE)
+
+
+def test_a_request_for_n_images_takes_n_of_an_images_limit() -> None:
+    pace = Pace(600, told=True)
+    pace.observe(clean(0.0, RateLimits(images=Limit(limit=60)), images=4))
+    assert pace.learned.images == 60
+    assert pace.interval(images=1) == pytest.approx(1 / HEADER_SHARE)
+    assert pace.interval(images=4) == pytest.approx(4 / HEADER_SHARE)
+    assert pace.rpm == 600  # the requests pace itself is not what binds
+
+
+def test_tokens_per_request_count_against_a_tokens_limit() -> None:
+    pace = Pace(600, told=True)
+    pace.observe(clean(0.0, RateLimits(tokens=Limit(limit=6000)), tokens=1000))
+    # 1000 tokens a request against 6000 a minute: one request every 10 s (and a margin).
+    assert pace.interval() == pytest.approx(10 / HEADER_SHARE)
+
+
+def test_a_429_near_the_rate_refused_before_steps_back_less() -> None:
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+    for tenth in range(1, 200):
+        pace.observe(clean(tenth / 10))
+    again = pace.rpm
+    pace.observe(refused(20.0))
+    assert pace.rpm == pytest.approx(again * BACKOFF_NEAR)
+
+
+def test_a_429_without_headers_backs_off_once_per_episode() -> None:
+    pace = Pace(900, told=True)
+    assert pace.observe(refused(10.0))
+    assert pace.rpm == pytest.approx(900 * BACKOFF)
+    assert pace.reason is Reason.BACKED_OFF
+    assert pace.learned.refused_rpm == 900
+    # The requests sent before the backoff are refused too: they do not back off again.
+    assert not pace.observe(refused(10.0 + EPISODE_S / 2))
+    pace.observe(refused(10.0 + EPISODE_S))
+    assert pace.rpm == pytest.approx(900 * BACKOFF * BACKOFF)
+
+
+def test_after_a_backoff_the_pace_climbs_back_quickly_then_probes_slowly() -> None:
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+    for tenth in range(1, 30):
+        pace.observe(clean(tenth / 10))
+    near = pace.rpm
+    assert near == pytest.approx(900 * RECOVER_TO, rel=0.02)
+    for tenth in range(30, 80):
+        pace.observe(clean(tenth / 10))
+    # Near the refused rate it creeps: half a percent of it a second.
+    assert near < pace.rpm <= near + 900 * 0.005 * 5 + 1e-6
+
+
+def test_a_429_despite_the_headers_uses_less_of_the_limit() -> None:
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0, requests_limit(300)))
+    assert pace.rpm == pytest.approx(300 * (HEADER_SHARE - HEADER_SHARE_STEP))
+    for second in range(1, 60):
+        pace.observe(refused(float(second) * 2, requests_limit(300)))
+    assert pace.rpm == pytest.approx(300 * MIN_HEADER_SHARE)
+
+
+def test_other_failures_without_headers_do_not_slow_the_pace() -> None:
+    pace = Pace(600, told=True)
+    pace.observe(clean(0.0))
+    pace.observe(clean(1.0))
+    assert pace.rpm == 600
+
+
+def test_a_learned_pace_is_where_the_next_run_starts_under_its_ceiling() -> None:
+    learned = Learned(rpm=250.0, reason=Reason.HEADERS, requests=255, images=20)
+    again = Learned.from_json(learned.to_json())
+    assert again == learned
+    pace = Pace(600, told=False, learned=again)
+    assert pace.rpm == 250
+    assert pace.learned.images == 20
+    assert Pace(100, told=True, learned=again).rpm == 100
+    assert "255 req/min" in learned.limit_text
+
+
+def simulate(shape: LimiterShape, *, limit: int, ceiling: float, headers: bool) -> list[bool]:
+    """Send 600 requests through a pace and a sandbox limiter: ``True`` for each refusal.
+
+    Answers come back at once; a refusal holds the next request for its ``Retry-After`` as
+    the gate's pause does.
+    """
+    now = 0.0
+    limiter = RateLimiter(limit, None, lambda: now, shape=shape, window=10.0)
+    pace = Pace(ceiling, told=True)
+    refusals: list[bool] = []
+    for _ in range(600):
+        admission = limiter.admit("key", 1)
+        assert admission is not None
+        limits = requests_limit(limit) if headers else None
+        pace.observe(Observation(at=now, rate_limited=not admission.allowed, limits=limits))
+        refusals.append(not admission.allowed)
+        now += max(pace.interval(), admission.retry_after_s)
+    return refusals
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("headers", [True, False], ids=["headers", "no-headers"])
+def test_told_three_times_too_high_the_pace_converges(shape: LimiterShape, headers: bool) -> None:
+    """At 3x over-told, after the first 200 requests only a handful more are refused."""
+    refusals = simulate(shape, limit=300, ceiling=900, headers=headers)
+    assert sum(refusals[200:]) <= (1 if headers else 12)
+    assert sum(refusals) <= (3 if headers else 40)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_told_the_truth_nothing_is_refused(shape: LimiterShape) -> None:
+    refusals = simulate(shape, limit=300, ceiling=300 * HEADER_SHARE, headers=False)
+    assert sum(refusals) == 0
