@@ -26,7 +26,8 @@ from tests.pricing.lines import line
 
 def test_book_is_dated_and_sourced(book: PriceBook) -> None:
     assert book.as_of == date(2026, 11, 21)
-    assert "openai-api.md §7" in book.source
+    assert "OpenAI" in book.source
+    assert "2026-11-21" in book.source
     assert book.table == "openai"
 
 
