@@ -11,7 +11,7 @@
 from runner.billing.endpoints import AccountEndpoints, BillingUnavailable
 from runner.billing.findings import ProbeReport, ProbeResult
 from runner.billing.plan import Probe, ProbeOptions, parse_marker, plan_probes, probes_worst_case
-from runner.billing.policy import apply_observed, observed_route
+from runner.run.observed import apply_observed, observed_route
 from runner.billing.probe import probe_billing
 from runner.billing.reconcile import BalanceCheck, ReconcileReport, reconcile
 from runner.billing.spend_report import (

@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.abc import RunStore
-from runner.billing.policy import observed_route
+from runner.run.observed import observed_route
 from runner.errors import StoreUnavailable
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
