@@ -245,6 +245,7 @@ class RouteState(Protocol):
         """Pause the route for everyone (a 429's ``Retry-After``); pauses only ever extend."""
 
 
+@runtime_checkable
 class RoutePace(Protocol):
     """A route's learned pace, kept between runs and shared by every worker on the database."""
 
@@ -394,27 +395,3 @@ class RunStore(
 @runtime_checkable
 class ProbeStore(Queue, JobStore, Ledger, Workers, Charges, Protocol):
     """What a billing probe needs: a batch of its own, run serially, then its charges."""
-
-
-__all__ = [
-    "BudgetGrants",
-    "ChargePolicy",
-    "Charges",
-    "Costs",
-    "Dialect",
-    "Exports",
-    "FileAdoption",
-    "GroupCommit",
-    "GroupLedger",
-    "JobStore",
-    "LeaseRecovery",
-    "Leases",
-    "Ledger",
-    "ProbeStore",
-    "Queue",
-    "Reports",
-    "RoutePace",
-    "RouteState",
-    "RunStore",
-    "Workers",
-]
