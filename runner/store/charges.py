@@ -282,6 +282,7 @@ class ChargeOps:
                 )
             ]
 
+    @retried
     async def mismatch_rows(self, batch_ids: Sequence[str] | None = None) -> list[MismatchRow]:
         wrong = (
             select(outputs.c.attempt_id, func.count().label("images"))
