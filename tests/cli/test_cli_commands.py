@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.errors import StoreUnavailable
 from runner.models import JobState
 from runner.routes import load_catalog
 
@@ -123,17 +124,24 @@ def test_estimate_prints_per_job_rows_and_totals(cli: Invoke, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("url", "message"),
+    ("url", "code", "message"),
     [
-        ("mysql://root@localhost/imagerun", "unsupported database 'mysql'"),
-        ("not a url", "not a database URL"),
-        ("postgresql+asyncpg://nobody@127.0.0.1:1/imagerun", "cannot reach the database"),
+        ("mysql://root@localhost/imagerun", 2, "unsupported database 'mysql'"),
+        ("not a url", 2, "not a database URL"),
+        # No server there: a transient failure (try again later), not a usage error.
+        (
+            "postgresql+asyncpg://nobody@127.0.0.1:1/imagerun",
+            StoreUnavailable.exit_code,
+            "is unreachable: ConnectionRefusedError",
+        ),
     ],
 )
-def test_bad_db_url_exits_2_with_a_clear_message(cli: Invoke, url: str, message: str) -> None:
+def test_bad_or_unreachable_db_url_exits_with_a_clear_message(
+    cli: Invoke, url: str, code: int, message: str
+) -> None:
     result = cli("--db", url, "status", db=False)
 
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == code, result.output
     assert result.stderr.startswith("error: ")
     assert message in result.stderr
     assert "Traceback" not in result.output
