@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from runner.errors import AttemptError
 from runner.http.classify import MODEL_NOT_FOUND
 from runner.models import ChargeStatus, JobState, Outcome
 from runner.pricing import CostResult
 from runner.run.retry import RetryPolicy
+
+#: Answers whose server-directed wait is the whole route's (a rate limit, an overload or
+#: maintenance), not only the job's.
+ROUTE_WAITS = frozenset({Outcome.RATE_LIMITED, Outcome.SERVER_ERROR})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,7 +33,10 @@ class Verdict:
         charge_status: whether the attempt is (expected to be) charged.
         expected_usd: what the attempt is expected to cost (0 when provably not charged).
         retry_at: when a ``waiting`` job is due again.
-        pause_s: seconds every request on the route is held (a 429), or ``None``.
+        pause_s: seconds every request on the route is held (a 429, or a wait the server
+            asked for), or ``None``.
+        pause_reason: what the pause is for, as the progress line shows it
+            (``"429 Retry-After"``, ``"429 backoff"``, ``"503 Retry-After"``).
         stop: why the route stops for this run (``"auth: …"``), or ``None``.
     """
 
@@ -39,6 +46,7 @@ class Verdict:
     expected_usd: float
     retry_at: datetime | None = None
     pause_s: float | None = None
+    pause_reason: str | None = None
     stop: str | None = None
 
     @property
@@ -75,12 +83,14 @@ def failed(
 ) -> Verdict:
     """The verdict on an attempt that ended in ``error``.
 
-    In order: a request that never left costs nothing; a 429 pauses the route (for its
-    ``Retry-After``, or the policy's backoff); a bad key, an exhausted quota or the route's own
-    model out of reach stops the route and releases the job to the queue; an interrupted
-    attempt is released when interrupted calls are not charged and failed otherwise (a user
-    re-sends it with ``imagerun retry --failed``); anything else is retried while the policy
-    allows, then failed.
+    In order: a request that never left costs nothing; a bad key, an exhausted quota, the
+    route's own model out of reach, or a 429's or 5xx's server-directed wait
+    (``Retry-After``, a rate-limit reset) that ends past the job's deadline stops the route
+    and releases the job to the queue; a shorter such wait pauses the route for that long,
+    and a 429 without one for the policy's backoff; an interrupted attempt is released when
+    interrupted calls are not charged and failed otherwise (a user re-sends it with
+    ``imagerun retry --failed``); anything else is retried while the policy allows, then
+    failed.
 
     Args:
         error: how the attempt failed.
@@ -96,10 +106,10 @@ def failed(
     charge, expected = cost.charge_status, cost.expected_usd
     if not error.sent:
         charge, expected = ChargeStatus.NOT_CHARGED, 0.0
-    pause = None
-    if outcome is Outcome.RATE_LIMITED:
-        pause = error.retry_after or policy.backoff(attempts, rng)
-    stop = _stop_reason(error, own_model=own_model)
+    stop = _stop_reason(error, own_model=own_model) or _wait_past_deadline(
+        error, deadline=_deadline(first_attempt_at, policy, now), now=now
+    )
+    pause, reason = (None, None) if stop else _pause(error, policy, attempts, rng)
     retry_at = None
     if stop is None and outcome is not Outcome.INTERRUPTED:
         retry_at = policy.next_try(
@@ -117,6 +127,7 @@ def failed(
         expected_usd=expected,
         retry_at=retry_at,
         pause_s=pause,
+        pause_reason=reason,
         stop=stop,
     )
 
@@ -142,3 +153,45 @@ def _stop_reason(error: AttemptError, *, own_model: bool) -> str | None:
         # The route's own model is out of reach of its key: every job would fail alike.
         stop = MODEL_NOT_FOUND
     return None if stop is None else f"{stop}: {error.message}"
+
+
+def _deadline(first_attempt_at: datetime, policy: RetryPolicy, now: datetime) -> datetime:
+    """When the job stops being retried: ``deadline`` after its first attempt.
+
+    A job whose deadline passed before this attempt (it waited in the queue since an earlier
+    run) is measured as if this were its first attempt, so that a short wait does not stop
+    the route for its sake.
+    """
+    due = first_attempt_at + timedelta(seconds=policy.deadline)
+    return due if due > now else now + timedelta(seconds=policy.deadline)
+
+
+def _wait_past_deadline(error: AttemptError, *, deadline: datetime, now: datetime) -> str | None:
+    """Why the route stops when the server asks for a wait that ends after ``deadline``."""
+    if not error.retry_after or error.outcome not in ROUTE_WAITS:
+        return None
+    until = now + timedelta(seconds=error.retry_after)
+    if until <= deadline:
+        return None
+    return (
+        f"{error.outcome.value}: the server asks to wait {error.retry_after:,.0f} s, until "
+        f"{until:%Y-%m-%d %H:%M:%S} UTC, past the job's deadline ({deadline:%H:%M:%S} UTC)"
+    )
+
+
+def _pause(
+    error: AttemptError, policy: RetryPolicy, attempts: int, rng: random.Random | None
+) -> tuple[float | None, str | None]:
+    """How long the whole route holds after ``error``, and why (``(None, None)``: no pause).
+
+    A wait the server asked for on a 429 or a 5xx holds the route (a 503 in maintenance
+    too); a 429 without one holds it for the policy's backoff.
+    """
+    status = str(error.status or error.outcome.value)
+    if error.retry_after and error.outcome in ROUTE_WAITS:
+        limits = error.rate_limits
+        hinted = limits is not None and limits.reset_s == error.retry_after
+        return error.retry_after, f"{status} {'rate-limit reset' if hinted else 'Retry-After'}"
+    if error.outcome is Outcome.RATE_LIMITED:
+        return policy.backoff(attempts, rng), f"{status} backoff"
+    return None, None

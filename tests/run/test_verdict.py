@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from runner.errors import AttemptError
-from runner.models import ChargeStatus, JobState, Outcome
+from runner.models import ChargeStatus, JobState, Limit, Outcome, RateLimits
 from runner.pricing import CostResult
 from runner.run import verdict
 from runner.run.retry import RetryPolicy
@@ -210,3 +210,57 @@ def test_scale_zero_retries_at_once() -> None:
     v = judge(AttemptError(Outcome.TIMEOUT, "timed out"), policy=RetryPolicy(scale=0.0))
     assert v.retry_at == T0
     assert v.state is JobState.WAITING
+
+
+def test_a_retry_after_past_the_jobs_deadline_stops_the_route_saying_until_when() -> None:
+    """``Retry-After: 86400`` with an hour's deadline: the route stops, the job stays queued."""
+    v = judge(AttemptError(Outcome.RATE_LIMITED, "slow down", status=429, retry_after=86400.0))
+    assert v.stop is not None
+    assert v.stop.startswith("rate_limited: ")
+    assert "until 2026-11-22 00:00:00 UTC" in v.stop
+    assert (v.state, v.retry_at, v.pause_s) == (JobState.QUEUED, None, None)
+
+
+def test_the_deadline_runs_from_the_jobs_first_attempt() -> None:
+    """30 min left of the job's hour: a 40 min wait stops the route, a 20 min one pauses it."""
+    now = T0 + timedelta(minutes=30)
+    far = judge(AttemptError(Outcome.RATE_LIMITED, "429", retry_after=2400.0), now=now)
+    assert far.stop is not None
+    assert far.state is JobState.QUEUED
+    near = judge(AttemptError(Outcome.RATE_LIMITED, "429", retry_after=1200.0), now=now)
+    assert (near.stop, near.pause_s, near.state) == (None, 1200.0, JobState.WAITING)
+
+
+def test_a_job_past_its_deadline_does_not_stop_the_route_for_a_short_wait() -> None:
+    """Queued since an earlier run: a 1 s Retry-After pauses the route, the job fails as before."""
+    error = AttemptError(Outcome.RATE_LIMITED, "429", status=429, retry_after=1.0)
+    v = judge(error, now=T0 + timedelta(days=1))
+    assert (v.stop, v.pause_s) == (None, 1.0)
+    assert v.state is JobState.FAILED
+
+
+def test_a_503_retry_after_pauses_the_route_or_stops_it_past_the_deadline() -> None:
+    short = judge(AttemptError(Outcome.SERVER_ERROR, "maintenance", status=503, retry_after=30.0))
+    assert (short.pause_s, short.pause_reason, short.stop) == (30.0, "503 Retry-After", None)
+    assert short.state is JobState.WAITING
+    day = judge(AttemptError(Outcome.SERVER_ERROR, "maintenance", status=503, retry_after=86400))
+    assert day.stop is not None
+    assert day.stop.startswith("server_error: ")
+    assert day.state is JobState.QUEUED
+
+
+def test_a_rate_limit_reset_hint_is_named_as_the_pauses_reason() -> None:
+    limits = RateLimits(requests=Limit(limit=60, remaining=0, reset_s=6.0))
+    error = AttemptError(
+        Outcome.RATE_LIMITED, "429", status=429, retry_after=6.0, rate_limits=limits
+    )
+    assert (judge(error).pause_s, judge(error).pause_reason) == (6.0, "429 rate-limit reset")
+    backoff = judge(AttemptError(Outcome.RATE_LIMITED, "429", status=429), seed=3)
+    assert backoff.pause_reason == "429 backoff"
+
+
+def test_a_wait_on_a_failure_of_one_job_only_neither_pauses_nor_stops_the_route() -> None:
+    """A timeout carrying a hint: only the job's next try honours it."""
+    v = judge(AttemptError(Outcome.TIMEOUT, "timed out", retry_after=86400.0))
+    assert (v.stop, v.pause_s) == (None, None)
+    assert v.state is JobState.FAILED
