@@ -136,7 +136,7 @@ class JobRunner:
     async def _succeeded(
         self, lane: Lane, job: Job, start: AttemptStart, exchange: Exchange, parsed: ParsedResponse
     ) -> AttemptResult:
-        files = await self._save(lane, job, start.id, parsed.images)
+        files = await self._save(lane, job, start.id, parsed.images, exchange.deadline)
         usage = parsed.usage
         cost = attempt_cost(
             self.book,
@@ -236,9 +236,15 @@ class JobRunner:
         self.stats.record(JobSettled(route=lane.route.name, state=state, budget_stop=budget_stop))
 
     async def _save(
-        self, lane: Lane, job: Job, attempt_id: str, payloads: list[ImagePayload]
+        self,
+        lane: Lane,
+        job: Job,
+        attempt_id: str,
+        payloads: list[ImagePayload],
+        deadline: float,
     ) -> list[OutputRecord]:
-        """Decode (or download), verify and write each image; nothing is recorded yet.
+        """Decode (or download, within what is left of the attempt's deadline), verify and
+        write each image; nothing is recorded yet.
 
         Every image that decodes is kept, whatever its size or format; where it differs from
         what the job asked for, its record says so (``asked``, ``got``).
@@ -254,7 +260,9 @@ class JobRunner:
                     raise AttemptError(Outcome.BAD_RESPONSE, str(exc)) from exc
                 del payload
             else:
-                data = await download(lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES)
+                data = await download(
+                    lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES, deadline=deadline
+                )
             if len(data) <= INLINE_WRITE_BYTES:
                 # Decoding and writing a thumbnail-sized image takes less time than the hop to
                 # a worker thread and back; bigger images never block the event loop.
