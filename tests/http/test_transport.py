@@ -8,6 +8,7 @@ sides: what the caller got, and what the server saw (a request is never sent twi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import json
@@ -681,3 +682,40 @@ async def test_the_same_wire_honours_the_proxy_variables(
         [got] = origin.requests
         assert got.target == "/v1/x"
         assert proxy.requests == []
+
+
+async def test_https_goes_through_an_https_proxy_tunnel(
+    monkeypatch: pytest.MonkeyPatch, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """``HTTPS_PROXY``: a CONNECT tunnel to the origin, TLS end to end through it."""
+    server_tls, client_tls = tls_pair
+    tunnels: list[str] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def proxy_handler(peer: Peer) -> None:
+        head = await peer.reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n")[0].decode().split(" ")
+        tunnels.append(f"{method} {target}")
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        await peer.send(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        await asyncio.gather(pipe(peer.reader, up_writer), pipe(up_reader, peer.writer))
+
+    async with (
+        serve(replying(echo), tls=server_tls) as origin,
+        serve(proxy_handler) as proxy,
+    ):
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        transport = wire(client_tls)
+        assert transport.proxy_for(httpx.URL(origin.url)) == proxy.url
+        async with client(transport) as http:
+            answer = await http.get(f"{origin.url}/through")
+    assert answer.text == "/through"
+    assert tunnels == [f"CONNECT 127.0.0.1:{origin.port}"]
+    assert origin.targets() == ["/through"]
