@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from runner.abc import JobStore, Ledger
 from runner.errors import AttemptError
 from runner.files.atomic import write_atomic
 from runner.files.images import (
@@ -27,20 +28,26 @@ from runner.files.layout import OutputName
 from runner.files.outputs import mismatch_summary, output_record
 from runner.http.download import download
 from runner.http.send import Exchange, send
-from runner.models import Job, JobState, Outcome, utcnow
-from runner.pricing import PriceBook, PricedJob, PriceNotFound, attempt_cost, worst_case
+from runner.models import Job, JobState, Outcome, Usage, utcnow
+from runner.pricing import (
+    CostResult,
+    PriceBook,
+    PricedJob,
+    PriceNotFound,
+    attempt_cost,
+    worst_case,
+)
 from runner.run import verdict
 from runner.run.gate import answered, job_images, refused
 from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
 from runner.run.records import result_record, start_record
 from runner.run.spending import Spending, exposure_of
-from runner.run.stats import JobSettled, RunStats
+from runner.run.stats import JobSettled, RoutePause, RunStats
 from runner.run.verdict import Verdict
 from runner.shapes import ImagePayload, LoadedImage, ParsedResponse, PreparedRequest
 from runner.shapes.base import effective_model
-from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord, Store
-from runner.store.groupcommit import Ledger
+from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord
 
 MAX_OUTPUT_BYTES = 200 * 1024 * 1024
 #: Images up to this size are verified and written on the event loop (see ``_save``).
@@ -49,11 +56,26 @@ INLINE_WRITE_BYTES = 32 * 1024
 FSYNC = os.environ.get("IMAGERUN_FSYNC", "") not in ("", "0")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Paid:
+    """A 200 that parsed as its shape's answer, priced from its own usage before any check of
+    its images: whatever fails after (an image that does not decode, a URL that cannot be
+    fetched, the run stopping) keeps this price and the route's charge status for a 200.
+
+    Attributes:
+        usage: the usage the answer reported, or ``None``.
+        cost: what the answer costs.
+    """
+
+    usage: Usage | None
+    cost: CostResult
+
+
 @dataclass(slots=True, kw_only=True)
 class JobRunner:
     """Runs single jobs for a worker; shared by all lanes of a run."""
 
-    store: Store
+    store: JobStore
     #: Where attempts are recorded: the store itself, or a group-committing writer over it.
     ledger: Ledger
     book: PriceBook
@@ -112,48 +134,63 @@ class JobRunner:
         self, lane: Lane, job: Job, start: AttemptStart, prepared: PreparedRequest
     ) -> AttemptResult:
         exchange: Exchange | None = None
+        paid: Paid | None = None
         with self.stats.attempt():
             try:
                 exchange = await send(lane.client, prepared, start.id, self.memory)
                 parsed = lane.adapter.parse(exchange.body)
+                paid = Paid(usage=parsed.usage, cost=self._cost(lane, job, Outcome.OK, parsed))
                 await lane.gate.observe(answered(job, exchange.rate_limits, parsed.usage))
                 # From here on the payloads are the only reference to each image's base64 text:
                 # dropping the parsed body lets every copy go as soon as its image is on disk.
                 exchange = replace(exchange, body=None)
-                return await self._succeeded(lane, job, start, exchange, parsed)
+                return await self._succeeded(lane, job, start, exchange, parsed, paid)
             except AttemptError as exc:
-                await lane.gate.observe(refused(job, exc))
-                return await self._failed(lane, job, start, exc, exchange)
+                if paid is None:  # an answer that parsed was observed above
+                    await lane.gate.observe(refused(job, exc))
+                return await self._failed(lane, job, start, exc, exchange, paid)
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     error = AttemptError(Outcome.INTERRUPTED, "run stopped while in flight")
-                    await self._failed(lane, job, start, error, exchange)
+                    await self._failed(lane, job, start, error, exchange, paid)
                 raise
             finally:
                 if exchange is not None and self.memory is not None:
                     await self.memory.release(exchange.held)
 
-    async def _succeeded(
-        self, lane: Lane, job: Job, start: AttemptStart, exchange: Exchange, parsed: ParsedResponse
-    ) -> AttemptResult:
-        files = await self._save(lane, job, start.id, parsed.images, exchange.deadline)
-        usage = parsed.usage
-        cost = attempt_cost(
+    def _cost(
+        self, lane: Lane, job: Job, outcome: Outcome, parsed: ParsedResponse | None = None
+    ) -> CostResult:
+        """What an attempt with ``outcome`` costs by the route's policy; with ``parsed``, from
+        the answer's own usage and images."""
+        return attempt_cost(
             self.book,
             lane.route,
             job=PricedJob.from_job(job),
-            usage=usage,
-            outcome=Outcome.OK,
-            images=len(files),
+            usage=parsed.usage if parsed is not None else None,
+            outcome=outcome,
+            images=len(parsed.images) if parsed is not None else 0,
         )
-        refused = mismatch_summary(files) if lane.route.on_mismatch == "fail" else None
+
+    async def _succeeded(
+        self,
+        lane: Lane,
+        job: Job,
+        start: AttemptStart,
+        exchange: Exchange,
+        parsed: ParsedResponse,
+        paid: Paid,
+    ) -> AttemptResult:
+        files = await self._save(lane, job, start.id, parsed.images, exchange.deadline)
+        mismatch = mismatch_summary(files) if lane.route.on_mismatch == "fail" else None
         result = replace(
             result_record(start, Outcome.OK, exchange=exchange),
-            usage=usage.to_json() if usage else None,
+            usage=paid.usage.to_json() if paid.usage else None,
             images_returned=len(files),
-            error_message=refused,
+            error_message=mismatch,
         )
-        return await self._apply(lane, job, result, verdict.succeeded(cost, refused=refused), files)
+        decision = verdict.succeeded(paid.cost, refused=mismatch)
+        return await self._apply(lane, job, result, decision, files)
 
     async def _failed(
         self,
@@ -162,16 +199,13 @@ class JobRunner:
         start: AttemptStart,
         exc: AttemptError,
         exchange: Exchange | None,
+        paid: Paid | None = None,
     ) -> AttemptResult:
-        cost = attempt_cost(
-            self.book,
-            lane.route,
-            job=PricedJob.from_job(job),
-            usage=None,
-            outcome=exc.outcome,
-            images=0,
-        )
+        """Record a failed attempt; one whose 200 was already priced (``paid``) keeps that."""
+        cost = paid.cost if paid is not None else self._cost(lane, job, exc.outcome)
         result = result_record(start, exc.outcome, exchange=exchange, error=exc)
+        if paid is not None and paid.usage is not None:
+            result = replace(result, usage=paid.usage.to_json())
         decision = verdict.failed(
             exc,
             cost,
@@ -195,8 +229,13 @@ class JobRunner:
         result = replace(
             result, expected_usd=decision.expected_usd, charge_status=decision.charge_status
         )
+        pause = None
         if decision.pause_s is not None:
             await lane.gate.pause(decision.pause_s)
+            pause = RoutePause(
+                until=anyio.current_time() + decision.pause_s,
+                reason=decision.pause_reason or decision.outcome.value,
+            )
         if decision.stop is not None:
             lane.gate.stop(decision.stop)
         if decision.state is JobState.SUCCEEDED:
@@ -215,6 +254,7 @@ class JobRunner:
                 outcome=decision.outcome,
                 spent_usd=decision.spent_usd,
                 route_stopped=stopped,
+                paused=pause,
             )
         )
         return result

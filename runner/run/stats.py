@@ -16,6 +16,24 @@ from runner.models import JobState, Outcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RoutePause:
+    """A pause of every request on a route, as the progress line shows it.
+
+    Attributes:
+        until: when it ends, on ``anyio.current_time()``'s clock.
+        reason: what it is for: ``"429 Retry-After"``, ``"429 backoff"``,
+            ``"429 rate-limit reset"``, ``"503 Retry-After"``.
+    """
+
+    until: float
+    reason: str
+
+    def left(self, now: float) -> float:
+        """Seconds of the pause still to run at ``now`` (0 once it is over)."""
+        return max(0.0, self.until - now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSettled:
     """How one job's turn in a run ended.
 
@@ -29,6 +47,7 @@ class JobSettled:
         route_stopped: the route's stop reason, when this attempt stopped it.
         budget_stop: why the run stops claiming, when the job went back because a budget
             has no room for it.
+        paused: the route's pause, when this attempt's answer paused it.
     """
 
     route: str
@@ -37,6 +56,7 @@ class JobSettled:
     spent_usd: float = 0.0
     route_stopped: str | None = None
     budget_stop: str | None = None
+    paused: RoutePause | None = None
 
 
 @dataclass(slots=True)
@@ -57,6 +77,8 @@ class RunStats:
     stopped_routes: dict[str, str] = field(default_factory=dict)
     stopping: bool = False
     budget_stop: str | None = None
+    #: The latest pause each route was given (it ends where a later, longer one says).
+    pauses: dict[str, RoutePause] = field(default_factory=dict)
 
     @property
     def finished(self) -> int:
@@ -81,6 +103,10 @@ class RunStats:
             self.stopped_routes.setdefault(event.route, event.route_stopped)
         if event.budget_stop is not None:
             self.budget_stop = event.budget_stop
+        if event.paused is not None:
+            known = self.pauses.get(event.route)
+            if known is None or event.paused.until >= known.until:
+                self.pauses[event.route] = event.paused
 
     @contextmanager
     def attempt(self) -> Iterator[None]:

@@ -84,7 +84,6 @@ async def test_url_result_refused_is_a_charged_download_failure(zoo_world: MakeW
     assert out.ledger.states() == {"failed": 1}
 
 
-@xfail("a 200 whose image fails a check is priced but held unknown, not charged")
 async def test_broken_image_is_priced_from_its_usage(zoo_world: MakeWorld) -> None:
     """A 200 with ``usage`` whose image is cut short: bad_response, charged, usage kept."""
     world = zoo_world("corrupt_image_with_usage", max_attempts=1)
