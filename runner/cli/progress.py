@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.text import Text
 
 from runner.cli.output import err, money
-from runner.run.stats import RunStats
+from runner.run.stats import Paced, RunStats
 
 if TYPE_CHECKING:
     from runner.run.worker import Runner
@@ -48,9 +48,18 @@ def describe(stats: RunStats, now: float) -> str:
         f"ETA {eta}",
         f"spent {money(stats.spent_usd)}",
     ]
+    parts += [
+        pace_text(route, gate, named=len(stats.gates) > 1) for route, gate in stats.gates.items()
+    ]
     if stats.stopping:
         parts.append("stopping…")
     return " | ".join(parts)
+
+
+def pace_text(route: str, gate: Paced, *, named: bool) -> str:
+    """``pace 294/min (from headers)``, the route's name first when the run has several."""
+    text = f"pace {gate.pace.rpm:,.0f}/min ({gate.pace.reason})"
+    return f"{route} {text}" if named else text
 
 
 async def show_progress(get_stats: Callable[[], RunStats | None], *, interval: float = 5.0) -> None:

@@ -110,6 +110,7 @@ class JobRunner:
         except LeaseLost:
             reservation.cancel()
             return
+        await lane.gate.depart()
         result = await self._attempt(lane, job, start, prepared)
         reservation.settle(exposure_of(result))
 

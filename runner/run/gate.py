@@ -12,21 +12,27 @@ none refuses every request of a burst but the first.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Protocol
 
 import anyio
 
 from runner.abc import RoutePace, RouteState
-from runner.errors import AttemptError
+from runner.errors import AttemptError, StoreUnavailable
 from runner.models import Job, Outcome, RateLimits, Usage
 from runner.run.pacing import Learned, Observation, Pace, Reason
 
 #: Pace a hair under the configured rate: providers measure arrival times, which jitter.
-RATE_MARGIN = 0.98
+RATE_MARGIN = 0.99
 #: A learned pace older than this is not used by the next run (seconds).
 PACE_MAX_AGE_S = 24 * 3600.0
+#: Two requests this process sends leave at least this share of an interval apart.
+DEPART_SHARE = 0.99
+#: The first requests of a run open new connections, which delivers them late at times by a
+#: good part of an interval: those leave this much more than an interval apart.
+WARM_UP_SHARE = 1.25
+WARM_UP_REQUESTS = 16
 #: The learned pace is written to the store at most this often (seconds).
 SAVE_EVERY_S = 1.0
 
@@ -70,6 +76,10 @@ class Gate(Protocol):
     stopped: str | None
     pace: Pace
 
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the longest pause this process knows of."""
+
     async def start(self) -> None:
         """Load the route's learned pace and prepare shared state."""
 
@@ -78,6 +88,10 @@ class Gate(Protocol):
 
     async def pause(self, seconds: float) -> None:
         """Hold every request on the route for ``seconds`` (a 429's ``Retry-After``)."""
+
+    async def depart(self) -> None:
+        """Hold an admitted request until one interval after the last one this process sent
+        (the ledger row written between admission and sending takes varying time)."""
 
     async def observe(self, seen: Observation) -> None:
         """Let an attempt's answer (its status, its rate-limit headers) adjust the pace."""
@@ -133,6 +147,11 @@ class BaseGate(ABC):
         self._saved_at = -SAVE_EVERY_S
         self._dirty = False
         self._paused_until = 0.0
+        self._departed_at = -1e9
+        self._departed = 0
+        #: A 429 came on the route this run: no more bursts on it.
+        self.refused = False
+        self._gap = self.pace.interval()
 
     async def start(self) -> None:
         if self._keeper is None:
@@ -158,18 +177,33 @@ class BaseGate(ABC):
 
     async def admit(self, images: int = 1) -> None:
         await self._wait_out_pause()
-        await self._take_slot(self.pace.interval(images))
+        self._gap = self.pace.interval(images)
+        await self._take_slot(self._gap)
+
+    async def depart(self) -> None:
+        # The gap of the request admitted last: a hair less, so a schedule kept on time
+        # is never held back, only a request that would leave too soon after a late one.
+        share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
+        wait = self._departed_at + self._gap * share - anyio.current_time()
+        if wait > 0:
+            await anyio.sleep(wait)
+        self._departed_at = anyio.current_time()
+        self._departed += 1
 
     async def observe(self, seen: Observation) -> None:
+        self.refused |= seen.rate_limited
         self._dirty |= self.pace.observe(seen)
         now = anyio.current_time()
         if self._keeper is None or now - self._saved_at < SAVE_EVERY_S:
             return
         self._saved_at = now
-        await self._refresh(self._keeper)
-        if self._dirty:
-            self._dirty = False
-            await self._keeper.save(self.pace.learned)
+        try:
+            await self._refresh(self._keeper)
+            if self._dirty:
+                self._dirty = False
+                await self._keeper.save(self.pace.learned)
+        except StoreUnavailable:
+            return  # the pace is an optimisation: it never costs an answer its image
 
     async def _refresh(self, keeper: PaceKeeper) -> None:
         """Take up a slower pace another worker saved (only :class:`SharedGate` shares one)."""

@@ -23,11 +23,11 @@ from typing import Any
 from runner.models import RateLimits
 
 #: Share of a limit the headers gave that the pace uses at first (arrival times jitter).
-HEADER_SHARE = 0.98
+HEADER_SHARE = 0.99
 #: The lowest share a run of 429s can push the header pace down to.
 MIN_HEADER_SHARE = 0.85
 #: What one 429 takes off the header share.
-HEADER_SHARE_STEP = 0.02
+HEADER_SHARE_STEP = 0.01
 #: The pace after a 429 without headers, as a fraction of the pace refused.
 BACKOFF = 0.7
 #: The same when the refused pace is close to the one refused before: the limit is known to

@@ -8,9 +8,17 @@ second or so.
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 
+from runner.errors import StoreUnavailable
 from runner.run.gate import BaseGate, PaceKeeper, PaceStore
+
+#: Until a 429, a worker may use a slot this many seconds early: one that stalls for a moment
+#: (a busy event loop, a slow commit) leaves a gap in the schedule that the others then fill,
+#: so hiccups do not cost the route its rate. After a 429, requests keep one interval apart.
+CATCH_UP_S = 0.25
 
 
 class SharedGate(BaseGate):
@@ -28,9 +36,18 @@ class SharedGate(BaseGate):
         self._store = store
         self._route = route
 
+    async def depart(self) -> None:
+        # Catching up on the schedule after a stall is what the tolerance is for; after a 429
+        # this process's requests keep one interval apart on the wire too.
+        if self.refused:
+            await super().depart()
+
     async def _share_pause(self, seconds: float) -> None:
         # The others learn of it from their next slot request.
-        await self._store.pause_route(self._route, seconds)
+        # Past the database's outage limit this process holds the pause all the same, and the
+        # answer that brought it is still recorded.
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.pause_route(self._route, seconds)
 
     async def _refresh(self, keeper: PaceKeeper) -> None:
         found = await keeper.load()
@@ -40,10 +57,11 @@ class SharedGate(BaseGate):
 
     async def _take_slot(self, interval: float) -> None:
         while True:
-            # No tolerance: every worker's requests keep one interval apart, never a burst.
-            wait, paused = await self._store.take_rate_slot(self._route, interval, 0.0)
+            tolerance = 0.0 if self.refused else max(0.0, CATCH_UP_S - interval)
+            wait, paused = await self._store.take_rate_slot(self._route, interval, tolerance)
             if paused <= 0:
                 break
+            self.refused = True
             # Another worker saw a 429: the slot was not taken; come back when it ends.
             self._hold(paused)
             await self._wait_out_pause()

@@ -11,8 +11,17 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from runner.models import JobState, Outcome
+from runner.run.pacing import Pace
+
+
+class Paced(Protocol):
+    """A route's gate as the progress line reads it (:class:`runner.run.gate.Gate`)."""
+
+    @property
+    def pace(self) -> Pace: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +88,8 @@ class RunStats:
     budget_stop: str | None = None
     #: The latest pause each route was given (it ends where a later, longer one says).
     pauses: dict[str, RoutePause] = field(default_factory=dict)
+    #: Each route's gate: its current pace and why.
+    gates: dict[str, Paced] = field(default_factory=dict)
 
     @property
     def finished(self) -> int:

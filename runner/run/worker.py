@@ -217,7 +217,7 @@ class Runner:
         route = await observed_route(self.store, route)  # probe/call-log findings win
         key = require_api_key(route, self.environ)
         concurrency = self.options.concurrency or route.concurrency
-        return await open_lane(
+        lane = await open_lane(
             stack,
             route,
             api_key=key,
@@ -227,6 +227,8 @@ class Runner:
             policy=retry_policy(route, scale=self.options.retry_scale),
             tls=self._tls,
         )
+        self.stats.gates[route.name] = lane.gate
+        return lane
 
     async def _work(self, lanes: list[Lane]) -> None:
         async with anyio.create_task_group() as work:

@@ -186,7 +186,7 @@ async def _parse(ex: Exchange) -> ImageCall:
 def _admit(sandbox: Sandbox, ex: Exchange, call: ImageCall) -> None:
     n = call.params.get("n", 1)
     images = int(n) if isinstance(n, int | str) and str(n).isdigit() else 1
-    ex.admission = admission = sandbox.limiter.admit((ex.profile, ex.key), images)
+    ex.admission = admission = sandbox.limiter.admit((ex.profile, ex.key), images, ex.started)
     ex.limit_headers = sandbox.config.limit_headers
     if admission is not None and not admission.allowed:
         raise errors.rate_limited(

@@ -151,7 +151,7 @@ class Window:
     def _roll(self, now: float) -> None:
         self._now = now
         start = math.floor(now / self.window) * self.window
-        if start != self._start:
+        if start > self._start:
             self._start, self._used = start, 0
 
     def wait_for(self, cost: int, now: float) -> float:
@@ -265,14 +265,16 @@ class RateLimiter:
             )
         return bucket
 
-    def admit(self, key: Hashable, images: int) -> Admission | None:
+    def admit(self, key: Hashable, images: int, at: float | None = None) -> Admission | None:
         """Admit one request of ``images`` images for ``key``; ``None`` when nothing is limited.
 
-        Every limit is checked before any is drawn from, so a refusal costs nothing.
+        ``at`` is when the request arrived (default: now), since a limiter in front of a
+        server counts arrivals. Every limit is checked before any is drawn from, so a refusal
+        costs nothing.
         """
         if not self._limits:
             return None
-        now = self._clock()
+        now = self._clock() if at is None else at
         costs: dict[Metric, int] = {"requests": 1, "images": max(1, images)}
         buckets = {m: self._bucket(key, m, now) for m in self._limits}
         waits = {m: b.wait_for(costs[m], now) for m, b in buckets.items()}

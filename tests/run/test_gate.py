@@ -11,12 +11,12 @@ import pytest
 from runner.models import Limit, RateLimits
 from runner.run.gate import RATE_MARGIN, BaseGate, PaceKeeper, RouteGate
 from runner.run.pacing import Observation, Reason
-from runner.run.shared_gate import SharedGate
+from runner.run.shared_gate import CATCH_UP_S, SharedGate
 from runner.store import Store
 
 pytestmark = pytest.mark.anyio
 
-#: 19.6 requests a second after the margin, one at a time.
+#: 19.8 requests a second after the margin, one at a time.
 RPM = 1200
 ROUTE = "sandbox-openai"
 
@@ -146,8 +146,24 @@ async def test_shared_gates_pace_at_the_routes_rate_between_them(
             tg.start_soon(admit_all, a, count // 2)
             tg.start_soon(admit_all, b, count // 2)
     elapsed = anyio.current_time() - start
-    assert elapsed >= least_time(count) * 0.9
+    # Until a 429, a worker may catch up on the schedule that much early.
+    least = least_time(count) - (CATCH_UP_S - 60 / (RPM * RATE_MARGIN))
+    assert elapsed >= least * 0.9
     assert elapsed < least_time(count) + 2.0
+
+
+async def test_after_a_429_shared_gates_send_no_burst(pg_stores: tuple[Store, Store]) -> None:
+    a, b = await shared_pair(pg_stores)
+    await a.observe(answer(refused=True))
+    await b.observe(answer(refused=True))
+    count = 8
+    start = anyio.current_time()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(admit_all, a, count // 2)
+            tg.start_soon(admit_all, b, count // 2)
+    # The pace backed off as well: at least the full schedule, one interval apart.
+    assert anyio.current_time() - start >= least_time(count) * 0.95
 
 
 async def test_a_pause_on_one_shared_gate_holds_the_other(pg_stores: tuple[Store, Store]) -> None:
