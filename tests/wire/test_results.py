@@ -16,10 +16,6 @@ from .harness import IMAGE_SIZE, assert_all_kept, assert_paid_once, briefs
 pytestmark = pytest.mark.anyio
 
 
-def xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @pytest.mark.parametrize("case", ["b64_mime_lf", "b64_mime_crlf"])
 async def test_base64_with_line_breaks_is_kept(zoo_world: MakeWorld, case: str) -> None:
     """``b64_json`` broken every 76 characters (``\\n`` or ``\\r\\n``) decodes: kept once."""
@@ -113,7 +109,6 @@ async def test_timeout_is_a_deadline_for_the_whole_attempt(zoo_world: MakeWorld)
     assert out.ledger.states() == {"failed": 1}
 
 
-@xfail("the route timeout does not cover a URL result's download: fetched whole after 4 s")
 async def test_timeout_covers_the_download_of_a_url_result(zoo_world: MakeWorld) -> None:
     """The API answers at once; the image at its URL trickles for four times the timeout:
     the attempt still ends within the timeout, a charged download failure."""
