@@ -5,6 +5,7 @@ Layout of one run (one task group for the service loops, one for the work)::
     run()
     ├── heartbeat loop     extend leases, recover dead workers' jobs
     ├── signal loop        first SIGINT/SIGTERM: stop claiming; grace; then cancel in-flight
+    ├── stop watcher       on the stop: jobs claimed but not started go back to the queue
     └── work group
         ├── feeder per route      claim → memory stream (bounded by the route's concurrency)
         └── consumers per route   concurrency × JobRunner.run_job
@@ -29,7 +30,6 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.abc import RunStore
-from runner.run.observed import observed_route
 from runner.errors import StoreUnavailable
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
@@ -40,6 +40,7 @@ from runner.run.attempt import JobRunner
 from runner.run.lane import Lane
 from runner.run.lanes import open_gate, open_lane, require_api_key, retry_policy
 from runner.run.memory import ByteBudget
+from runner.run.observed import observed_route
 from runner.run.spending import Spending
 from runner.run.stats import RunStats
 from runner.store import BatchInfo, Recovery
@@ -129,6 +130,8 @@ class Runner:
         #: The database outage that outlasted its limit and is stopping the run, if any.
         self._outage: StoreUnavailable | None = None
         self._work_scope = anyio.CancelScope()
+        #: Per route: jobs claimed into its memory stream that no consumer has taken yet.
+        self._buffered: dict[str, set[int]] = {}
         self._ledger = store.group_ledger()
         self._jobs = JobRunner(
             store=store,
@@ -170,6 +173,7 @@ class Runner:
                 async with anyio.create_task_group() as services:
                     await services.start(self._ledger.run)
                     await services.start(self._heartbeats, lanes)
+                    await services.start(self._release_on_stop, lanes)
                     if self.options.handle_signals:
                         await services.start(self._signals, services)
                     await self._work(lanes)
@@ -234,6 +238,7 @@ class Runner:
         async with anyio.create_task_group() as work:
             self._work_scope = work.cancel_scope
             for lane in lanes:
+                self._buffered[lane.route.name] = set()
                 send, receive = anyio.create_memory_object_stream[Job](lane.concurrency)
                 work.start_soon(self._stop_on_outage, self._feed, lane, send)
                 for _ in range(lane.concurrency):
@@ -260,6 +265,10 @@ class Runner:
                         cap=lane.route.max_in_flight,
                     )
                     lane.held.update(j.id for j in jobs)
+                    self._buffered[lane.route.name].update(j.id for j in jobs)
+                    if self._stopping.is_set():  # the stop came while claiming
+                        await self._release_buffered(lane)
+                        break
                     for job in jobs:
                         await send.send(job)
                     if jobs:
@@ -292,9 +301,35 @@ class Runner:
     async def _nothing_left(self, lane: Lane) -> bool:
         return not await self.store.any_live(lane.batch_ids)
 
+    async def _release_on_stop(
+        self, lanes: list[Lane], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """On the stop, hand back every job claimed but not started, at once: consumers busy
+        with requests in flight would otherwise take them only to release them one by one,
+        and not at all if the grace runs out first."""
+        task_status.started()
+        await self._stopping.wait()
+        for lane in lanes:
+            try:
+                await self._release_buffered(lane)
+            except StoreUnavailable as exc:
+                self._store_lost(exc)
+
+    async def _release_buffered(self, lane: Lane) -> None:
+        ids = self._buffered.get(lane.route.name, set())
+        released = sorted(ids)
+        ids.clear()  # a consumer that then receives one of them skips it
+        lane.held.difference_update(released)
+        await self.store.release_unstarted(self.worker_id, released)
+        lane.poke()
+
     async def _consume(self, lane: Lane, receive: MemoryObjectReceiveStream[Job]) -> None:
+        buffered = self._buffered[lane.route.name]
         async with receive:
             async for job in receive:
+                if job.id not in buffered:
+                    continue  # handed back on the stop
+                buffered.discard(job.id)
                 try:
                     if self._may_claim(lane):
                         await self._jobs.run_job(lane, job)
