@@ -12,12 +12,15 @@ from rich.live import Live
 from rich.text import Text
 
 from runner.cli.output import err, money
-from runner.run.stats import Paced, RunStats
+from runner.run.stats import Paced, RoutePause, RunStats
 
 if TYPE_CHECKING:
     from runner.run.worker import Runner
 
 T = TypeVar("T")
+
+#: A route's pause shows on the line once it has more than this left (seconds).
+PAUSE_SHOWN_S = 3.0
 
 
 async def with_progress(work: Callable[[Callable[[Runner], None]], Awaitable[T]]) -> T:
@@ -51,6 +54,11 @@ def describe(stats: RunStats, now: float) -> str:
     parts += [
         pace_text(route, gate, named=len(stats.gates) > 1) for route, gate in stats.gates.items()
     ]
+    parts += [
+        pause_text(route, pause, now, named=len(stats.gates) > 1)
+        for route, pause in stats.pauses.items()
+        if pause.left(now) > PAUSE_SHOWN_S
+    ]
     if stats.stopping:
         parts.append("stopping…")
     return " | ".join(parts)
@@ -59,6 +67,19 @@ def describe(stats: RunStats, now: float) -> str:
 def pace_text(route: str, gate: Paced, *, named: bool) -> str:
     """``pace 294/min (from headers)``, the route's name first when the run has several."""
     text = f"pace {gate.pace.rpm:,.0f}/min ({gate.pace.reason})"
+    return f"{route} {text}" if named else text
+
+
+def pause_text(route: str, pause: RoutePause, now: float, *, named: bool) -> str:
+    """``paused 4m05s (429 Retry-After)``: what is left of a route's pause, and why."""
+    left = round(pause.left(now))
+    if left < 120:
+        clock = f"{left}s"
+    elif left < 7200:
+        clock = f"{left // 60}m{left % 60:02d}s"
+    else:
+        clock = f"{left // 3600}h{left % 3600 // 60:02d}m"
+    text = f"paused {clock} ({pause.reason})"
     return f"{route} {text}" if named else text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -10,10 +11,10 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.cli.demo import sandbox_environ
-from runner.sandbox import SandboxConfig, SandboxHandle
+from runner.sandbox import FaultKind, FaultRule, SandboxConfig, SandboxHandle
 
 from .conftest import MakeWorld
-from .harness import RUN_DEADLINE, assert_log_matches_ledger, read_ledger
+from .harness import RUN_DEADLINE, assert_log_matches_ledger, read_ledger, route_config
 
 JOBS = 6
 
@@ -169,4 +170,36 @@ async def test_a_job_asking_for_a_model_out_of_reach_fails_alone(world: MakeWorl
     assert ledger.states() == {"failed": 1, "succeeded": 3}
     assert ledger.job("other-model")["state"] == "failed"
     assert [a["outcome"] for a in ledger.attempts_of("other-model")] == ["invalid_request"]
+    assert_log_matches_ledger(ledger, w.requests())
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_past_the_deadline_stops_the_route_saying_until_when(
+    world: MakeWorld,
+) -> None:
+    """A 429 asking for a wait longer than the jobs may be retried: no pause, no re-send; the
+    route stops for this run, the report names until when (UTC), every job stays queued."""
+    rule = FaultRule(match="boat", kind=FaultKind.RATE_LIMIT)  # Retry-After: 1
+    config = route_config(**{"sandbox-openai": {"deadline": 0.5}})
+    w = world(SandboxConfig(tiny=True, fault_rules=(rule,)), config_text=config)
+    batch = await w.submit(lines(), "sandbox-openai")
+
+    with anyio.fail_after(RUN_DEADLINE):
+        result = await w.run([batch.id], concurrency=1)
+
+    report = result.report
+    assert report is not None
+    ledger = await w.rows(batch)
+    [attempt] = ledger.attempts
+    assert (attempt["outcome"], attempt["http_status"]) == ("rate_limited", 429)
+    assert attempt["charge_status"] == "not_charged"
+    reason = report.stopped_routes["sandbox-openai"]
+    assert reason.startswith("rate_limited: the server asks to wait 1 s, until ")
+    # Until when: a second after the answer, to the second (the clock may tick in between).
+    until = {
+        (attempt["finished_at"] + timedelta(seconds=s)).strftime("%Y-%m-%d %H:%M:%S UTC")
+        for s in (0, 1, 2)
+    }
+    assert any(u in reason for u in until), reason
+    assert ledger.states() == {"queued": JOBS}
     assert_log_matches_ledger(ledger, w.requests())
