@@ -65,6 +65,8 @@ class Case:
     size: str | None = None
     #: Seconds a client should leave between two requests for the case to show.
     gap: float = 0.0
+    #: The server closes connections without saying so: a client reusing one races the close.
+    racy: bool = False
 
 
 async def read_body(conn: Conn, head: Head, seen: Seen) -> bytes:
@@ -455,7 +457,11 @@ CASES: dict[str, Case] = {
         ),
         Case(name="continue_100", handler=api(_continue_then_200), edit=True),
         Case(name="early_hints_103", handler=api(_early_hints)),
-        Case(name="close_after_response", handler=image_200(plain, after=_close_quietly)),
+        Case(
+            name="close_after_response",
+            handler=image_200(plain, after=_close_quietly),
+            racy=True,
+        ),
         Case(
             name="idle_keepalive_close",
             handler=image_200(plain, after=_close_when_idle),
