@@ -11,9 +11,9 @@ import hashlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         ProbeReport,
         ReconcileReport,
     )
+    from runner.compare import ComparisonOptions, ComparisonPlan, ComparisonReport
     from runner.export import ExportReport
     from runner.manifest import CheckReport
     from runner.run.worker import Runner, RunOptions, RunReport
@@ -138,13 +139,17 @@ class StatusReport:
 
     batches: list[BatchStatus]
     workers: list[WorkerInfo]
+    #: Each route's learned pace (``runner.run.pacing.Learned`` as JSON, with ``learned_at``).
+    paces: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 async def status(settings: Settings, refs: Sequence[str] = ()) -> StatusReport:
     """Counts, spend and failures of the named (default: all) batches; live workers."""
     async with _judged_store(settings) as store:
         statuses = await store.batch_status(await resolve_batches(store, refs))
-        return StatusReport(batches=statuses, workers=await store.list_workers())
+        return StatusReport(
+            batches=statuses, workers=await store.list_workers(), paces=await store.route_paces()
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,7 +303,17 @@ async def export(
             embed=embed,
             shard_size=shard_size,
             progress=progress,
+            catalog=settings.catalog,
         )
+
+
+async def compare(
+    settings: Settings, manifest: Path, routes: Sequence[str], how: ComparisonOptions
+) -> ComparisonReport | ComparisonPlan:
+    """The same jobs on every route side by side; the plan alone if they do not all fit."""
+    from runner.compare.session import compare as run_comparison
+
+    return await run_comparison(settings, manifest, routes, how, submit, run, open_store)
 
 
 async def costs(settings: Settings, ref: str | None, *, reprice: bool = False) -> CostReport:

@@ -2,9 +2,10 @@
 
 One module per command group: :mod:`~runner.cli.jobs` (routes, check, estimate, submit,
 status, retry, cancel), :mod:`~runner.cli.run`, :mod:`~runner.cli.money` (costs,
-probe-billing, reconcile), :mod:`~runner.cli.export`, :mod:`~runner.cli.sandbox` (sandbox,
-demo) and :mod:`~runner.cli.db`. A command's module is imported when the command is looked
-up, so ``imagerun status`` does not load what ``imagerun run`` needs.
+probe-billing, reconcile), :mod:`~runner.cli.export`, :mod:`~runner.cli.compare`,
+:mod:`~runner.cli.sandbox` (sandbox, demo) and :mod:`~runner.cli.db`. A command's module is
+imported when the command is looked up, so ``imagerun status`` does not load what
+``imagerun run`` needs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ COMMANDS = {
     "probe-billing": "runner.cli.money:probe_billing",
     "reconcile": "runner.cli.money:reconcile",
     "export": "runner.cli.export:export",
+    "compare": "runner.cli.compare:compare",
     "sandbox": "runner.cli.sandbox:sandbox",
     "demo": "runner.cli.sandbox:demo",
     "db": "runner.cli.db:db",

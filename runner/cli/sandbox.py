@@ -25,6 +25,9 @@ Triggers in a prompt:
       the first TIMES such requests (default: every one), on one profile only
       with @openai or @laozhang. Example: --rule '#RESET#:reset:2'
       --rule '#BUSY#:unavailable@laozhang'.
+  #IGNORE_SOURCE# in an edit's prompt: the source is ignored and a fresh
+      picture drawn (imagerun compare flags it ignored_source); #SAME_SOURCE#:
+      the source comes back unchanged (flagged unchanged).
 
 Fault kinds (--rule KIND, --faults KIND=RATE): {_KINDS}.
 

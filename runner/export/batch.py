@@ -18,6 +18,7 @@ from anyio.abc import ObjectSendStream
 
 from runner.abc import Exports
 from runner.errors import UsageError
+from runner.export.edits import EditScorer, route_thresholds
 from runner.export.files import FilesSink
 from runner.export.gallery import GallerySink
 from runner.export.index import CsvSink, JsonlSink
@@ -26,6 +27,7 @@ from runner.export.parquet import ParquetSink
 from runner.export.report import ExportReport
 from runner.export.sink import ExportContext, Sink
 from runner.export.webdataset import WebDatasetSink
+from runner.routes import Catalog
 from runner.store.exports import ExportJob, ExportOutput
 from runner.store.records import BatchInfo
 
@@ -65,6 +67,7 @@ async def export_batch(
     embed: bool = False,
     shard_size: int = 1000,
     progress: Progress | None = None,
+    catalog: Catalog | None = None,
 ) -> ExportReport:
     """Export ``batch`` to ``out_dir`` in each of ``formats``.
 
@@ -81,6 +84,8 @@ async def export_batch(
         embed: add the image bytes to the Parquet file (an ``image`` column).
         shard_size: samples per WebDataset shard.
         progress: called as ``progress(rows_done, rows_total)`` after each page.
+        catalog: the routes, whose edit-fidelity thresholds flag the batch's edits
+            (``edit_fidelity`` and ``edit_flag``); the defaults when not given.
 
     Returns:
         What each format wrote, left unchanged, skipped and renamed.
@@ -107,18 +112,29 @@ async def export_batch(
         with_files="files" in wanted,
     )
     await anyio.Path(ctx.out_dir).mkdir(parents=True, exist_ok=True)
-    return await _run(store, ctx, wanted, progress)
+    route = catalog.routes.get(batch.route) if catalog else None
+    scorer = EditScorer(route_thresholds(route), ctx.data_dir)
+    try:
+        return await _run(store, ctx, wanted, progress, scorer)
+    finally:
+        scorer.close()
 
 
 async def _run(
-    store: Exports, ctx: ExportContext, wanted: list[str], progress: Progress | None
+    store: Exports,
+    ctx: ExportContext,
+    wanted: list[str],
+    progress: Progress | None,
+    scorer: EditScorer,
 ) -> ExportReport:
     sinks: dict[str, Sink] = {}
     try:
         for name in wanted:
             sinks[name] = await anyio.to_thread.run_sync(FORMATS[name], ctx)
         try:
-            outputs, failed = await _stream(store, ctx.batch.id, list(sinks.values()), progress)
+            outputs, failed = await _stream(
+                store, ctx.batch.id, list(sinks.values()), progress, scorer
+            )
         except BaseExceptionGroup as group:
             raise _sole(group) from None
         reports = {}
@@ -167,7 +183,11 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
 
 
 async def _stream(
-    store: Exports, batch_id: str, sinks: list[Sink], progress: Progress | None
+    store: Exports,
+    batch_id: str,
+    sinks: list[Sink],
+    progress: Progress | None,
+    scorer: EditScorer,
 ) -> tuple[int, int]:
     need_failed = any(s.wants_failed for s in sinks)
     total = await store.count_export(batch_id, include_failed=need_failed)
@@ -179,6 +199,8 @@ async def _stream(
         tg.start_soon(_read, store, batch_id, need_failed, send)
         async with receive:
             async for page in receive:
+                if not isinstance(page, _Failed):
+                    page = await anyio.to_thread.run_sync(scorer.score, page)
                 async with anyio.create_task_group() as writers:
                     for sink in sinks:
                         if isinstance(page, _Failed):

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from runner.export.edits import first_source, source_bytes, source_key
 from runner.export.files import extension
 from runner.export.gallery_page import TAIL, failed_card, head, output_card
 from runner.export.naming import Namer
@@ -45,7 +46,8 @@ class GallerySink:
     def write_outputs(self, rows: Sequence[ExportOutput]) -> None:
         links = [self.namer.claim(r, extension(r))[0] if self.namer else None for r in rows]
         made = list(self._pool.map(self._thumbnail, rows))
-        for row, link, (written, problem) in zip(rows, links, made, strict=True):
+        sources = list(self._pool.map(self._source_thumbnail, rows))
+        for row, link, (written, problem), source in zip(rows, links, made, sources, strict=True):
             if problem is None:
                 self.tally.count(bool(written))
             else:
@@ -56,6 +58,7 @@ class GallerySink:
                     thumb=thumb_name(row.sha256) if problem is None else None,
                     link=link if problem is None else None,
                     problem="image unavailable" if problem else None,
+                    source_thumb=source,
                 )
             )
 
@@ -64,6 +67,19 @@ class GallerySink:
             return make_thumbnail(self.ctx.source(row), self.thumbs / thumb_name(row.sha256)), None
         except SourceError as exc:
             return None, exc
+
+    def _source_thumbnail(self, row: ExportOutput) -> str | None:
+        """An edit's first source as a thumbnail (``None``: a generation, or not readable)."""
+        source = first_source(row)
+        what = None if source is None else source_bytes(source)
+        if source is None or what is None:
+            return None
+        name = "src-" + thumb_name(source_key(source))
+        try:
+            make_thumbnail(what, self.thumbs / name)
+        except SourceError:
+            return None
+        return name
 
     def write_failed(self, rows: Sequence[ExportJob]) -> None:
         self._out.writelines(failed_card(row) for row in rows)

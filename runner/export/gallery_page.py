@@ -42,6 +42,11 @@ dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
 .status-failed { color: var(--bad); font-weight: 600; }
 .status-unknown { color: var(--warn); font-weight: 600; }
+.thumb.pair { gap: 6px; padding: 4px; }
+.thumb.pair figure { margin: 0; flex: 1; text-align: center; font-size: 11px; color: var(--muted); }
+.thumb.pair img { max-width: 100%; }
+.thumb.pair .arrow { color: var(--muted); }
+.flag-ignored_source, .flag-unchanged { color: var(--bad); font-weight: 600; }
 .error { margin: 6px 0 0; color: var(--bad); white-space: pre-wrap; overflow-wrap: anywhere;
   font-size: 12px; }
 """
@@ -123,11 +128,20 @@ TAIL = f"</main>\n<script>{SCRIPT}</script>\n</body>\n</html>\n"
 
 
 def output_card(
-    row: ExportOutput, *, thumb: str | None, link: str | None, problem: str | None
+    row: ExportOutput,
+    *,
+    thumb: str | None,
+    link: str | None,
+    problem: str | None,
+    source_thumb: str | None = None,
 ) -> str:
-    """The card of one output: its thumbnail (or why there is none) and its facts."""
+    """The card of one output: its thumbnail (or why there is none) and its facts.
+
+    An edit's card shows its first source beside the output (``source_thumb``, or why there
+    is no picture of it) and its fidelity flag.
+    """
     if thumb is None:
-        picture = f"<div class='thumb missing'>{_e(problem or 'no image')}</div>"
+        img, frame = _e(problem or "no image"), "thumb missing"
     else:
         width, height = thumb_size(row.width, row.height)
         img = (
@@ -136,15 +150,44 @@ def output_card(
         )
         if link is not None:
             img = f"<a href='{_e(quote(link))}'>{img}</a>"
-        picture = f"<div class='thumb'>{img}</div>"
+        frame = "thumb"
+    picture = (
+        edit_pair(row, source_thumb, img) if row.images else f"<div class='{frame}'>{img}</div>"
+    )
     facts: list[tuple[str, Any]] = [
         ("size", f"{row.width}×{row.height} {row.format}, {_kib(row.bytes)}")
     ]
+    if row.images:
+        facts.append(("fidelity", fidelity_text(row)))
     if row.asked is not None:
         # Kept as delivered (and paid for), though not what the job asked for.
         facts.append(("mismatch", f"asked for {row.asked}, got {row.got}"))
     facts += _common_facts(row)
     return _card(row, picture, facts, error=None)
+
+
+def edit_pair(row: ExportOutput, source_thumb: str | None, output: str) -> str:
+    """Source → output, side by side, for an edit."""
+    if source_thumb is None:
+        source = "<div class='missing'>source not available here</div>"
+    else:
+        source = (
+            f"<img src='thumbs/{_e(quote(source_thumb))}' loading='lazy' decoding='async' "
+            f"alt='source of {_e(row.ext_id)}'>"
+        )
+    return (
+        f"<div class='thumb pair'><figure>{source}<figcaption>source</figcaption></figure>"
+        f"<span class='arrow'>→</span><figure>{output}"
+        f"<figcaption class='flag-{_e(row.edit_flag or 'none')}'>"
+        f"{_e(row.edit_flag or 'not scored')}</figcaption></figure></div>"
+    )
+
+
+def fidelity_text(row: ExportOutput) -> str:
+    """``0.84 ok``, or why an edit has no score."""
+    if row.edit_fidelity is None:
+        return "not scored (source not readable here)"
+    return f"{row.edit_fidelity:.2f} {row.edit_flag}"
 
 
 def failed_card(row: ExportJob) -> str:
@@ -161,9 +204,15 @@ def _card(row: ExportJob, picture: str, facts: list[tuple[str, Any]], error: str
     status = f"<dt>status</dt><dd class='status-{_e(row.state)}'>{_e(row.state)}</dd>"
     err = f"<p class='error'>{_e(error)}</p>" if error else ""
     return (
-        f"<article class='card' data-status='{_e(row.state)}'>{picture}<div class='meta'>"
+        f"<article class='card' data-status='{_e(row.state)}'{_flag_attr(row)}>"
+        f"{picture}<div class='meta'>"
         f"<p class='prompt'>{_e(row.prompt)}</p><dl>{status}{rows}</dl>{err}</div></article>\n"
     )
+
+
+def _flag_attr(row: ExportJob) -> str:
+    flag = getattr(row, "edit_flag", None)
+    return "" if flag is None else f" data-flag='{_e(flag)}'"
 
 
 def _common_facts(row: ExportJob) -> list[tuple[str, Any]]:

@@ -34,6 +34,7 @@ _TYPES: dict[str, pa.DataType] = {
     "observed_usd": pa.float64(),
     "job_expected_usd": pa.float64(),
     "job_observed_usd": pa.float64(),
+    "edit_fidelity": pa.float64(),
 }
 
 

@@ -11,6 +11,10 @@ with ``n`` outputs has its cost repeated on each of its ``n`` rows: sum per job,
 
 ``asked`` / ``got``: where an image is not what its job asked for (another size or format),
 what was asked and what came, e.g. ``1024x1024`` and ``96x64``; empty when they agree.
+
+``edit_fidelity`` / ``edit_flag``: on an edit's rows, how much of its first source survives
+(0-1, :mod:`runner.files.fidelity`) and ``ok``, ``ignored_source`` or ``unchanged``; empty on
+generations and on edits whose source is only a URL.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ COLUMNS = (
     "bytes",
     "asked",
     "got",
+    "edit_fidelity",
+    "edit_flag",
     "request_id",
     "provider_request_id",
     "gateway_request_id",
@@ -80,6 +86,8 @@ def index_row(row: ExportJob, batch: BatchInfo) -> dict[str, Any]:
         "bytes": None,
         "asked": None,
         "got": None,
+        "edit_fidelity": None,
+        "edit_flag": None,
         "request_id": row.request_id,
         "provider_request_id": row.provider_request_id,
         "gateway_request_id": row.gateway_request_id,
@@ -105,6 +113,8 @@ def index_row(row: ExportJob, batch: BatchInfo) -> dict[str, Any]:
             bytes=row.bytes,
             asked=row.asked,
             got=row.got,
+            edit_fidelity=row.edit_fidelity,
+            edit_flag=row.edit_flag,
         )
     return record
 

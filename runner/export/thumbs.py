@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def thumb_size(width: int, height: int, px: int = THUMB_PX) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def make_thumbnail(source: Path, target: Path, px: int = THUMB_PX) -> bool:
+def make_thumbnail(source: Path | bytes, target: Path, px: int = THUMB_PX) -> bool:
     """Write a WebP thumbnail of ``source`` to ``target`` unless it exists.
 
     Returns:
@@ -37,7 +38,7 @@ def make_thumbnail(source: Path, target: Path, px: int = THUMB_PX) -> bool:
         return False
     temp = temp_beside(target)
     try:
-        with Image.open(source) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             # Lets JPEG decode at a reduced scale: much faster for large photos.
             image.draft("RGB", (px, px))
             image.thumbnail((px, px), Image.Resampling.LANCZOS)
@@ -46,9 +47,10 @@ def make_thumbnail(source: Path, target: Path, px: int = THUMB_PX) -> bool:
             web.save(temp, "WEBP", quality=80, method=4)
         os.replace(temp, target)
     except FileNotFoundError as exc:
-        raise SourceError(f"image file is missing: {source}") from exc
+        raise SourceError(f"image file is missing: {source!s}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise SourceError(f"image does not decode: {source}: {exc}") from exc
+        where = "(bytes)" if isinstance(source, bytes) else source
+        raise SourceError(f"image does not decode: {where}: {exc}") from exc
     finally:
         temp.unlink(missing_ok=True)
     return True

@@ -85,6 +85,10 @@ class Route:
     #: ``fail`` (the job fails); either way the paid image is kept and nothing is re-sent.
     on_mismatch: MismatchPolicy = "keep"
     failure_charges: Mapping[Outcome, ChargeStatus] = field(default_factory=dict)
+    #: Edit fidelity under this flags an edit ``ignored_source`` (a fresh generation).
+    fidelity_ignored_below: float = 0.6
+    #: Edit fidelity at or over this flags an edit ``unchanged`` (the source came back).
+    fidelity_unchanged_above: float = 0.995
     #: Only sandbox routes have one: the sandbox's keys are not secrets.
     api_key_default: str | None = None
     mirrors: str | None = None
@@ -134,6 +138,8 @@ class Route:
             "unknown_policy": self.unknown_policy.value,
             "on_mismatch": self.on_mismatch,
             "failure_charges": {k.value: v.value for k, v in self.failure_charges.items()},
+            "fidelity_ignored_below": self.fidelity_ignored_below,
+            "fidelity_unchanged_above": self.fidelity_unchanged_above,
             "mirrors": self.mirrors,
         }
 
@@ -207,6 +213,8 @@ def _build_route(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any])
             unknown_policy=UnknownPolicy(merged["unknown_policy"]),
             on_mismatch=_mismatch_policy(merged.get("on_mismatch", "keep")),
             failure_charges={Outcome(k): ChargeStatus(v) for k, v in charges.items()},
+            fidelity_ignored_below=float(merged.get("fidelity_ignored_below", 0.6)),
+            fidelity_unchanged_above=float(merged.get("fidelity_unchanged_above", 0.995)),
             api_key_default=merged.get("api_key_default"),
             mirrors=merged.get("mirrors"),
         )

@@ -14,6 +14,9 @@ Defaults and conventions:
 - Every key starts with $100 (``balance_usd``, or per key in ``key_balances``).
 - A prompt containing ``forbidden`` (any case) is blocked by moderation
   (``moderation_word``); scripted faults match a marker in the prompt (``fault_rules``).
+- An edit whose prompt contains ``#IGNORE_SOURCE#`` ignores its source (a fresh picture, as
+  a route that regenerates instead of editing draws); ``#SAME_SOURCE#`` sends the source back.
+  Other edits keep the source's scene (tinted and framed in the prompt's colours).
 - Failure-charge policy ``new-api`` by default: successes, client timeouts and 200s without
   a usable image are charged; nothing else.
 - No latency, no rate limit, no random faults unless configured; ``x-ratelimit-*`` headers

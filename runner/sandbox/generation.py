@@ -16,10 +16,23 @@ from runner.sandbox.exchange import Exchange
 from runner.sandbox.headers import retry_headers
 from runner.sandbox.ids import request_rng
 from runner.sandbox.parsing import ImageCall
-from runner.sandbox.render import ImageInfo, RenderSpec, probe, render_edit, render_generation
+from runner.sandbox.render import (
+    ImageInfo,
+    RenderSpec,
+    probe,
+    render_copy,
+    render_edit,
+    render_generation,
+)
 from runner.sandbox.state import Sandbox
 
 Sources = tuple[list[bytes], bytes | None, tuple[tuple[int, int], ...]]
+
+#: An edit whose prompt contains this ignores its source and draws a fresh picture, as a
+#: route that quietly regenerates instead of editing would.
+IGNORE_SOURCE_MARKER = "#IGNORE_SOURCE#"
+#: An edit whose prompt contains this sends its source back unchanged (fitted to the size).
+SAME_SOURCE_MARKER = "#SAME_SOURCE#"
 
 
 def _checked(data: bytes, param: str, index: int) -> ImageInfo:
@@ -113,7 +126,9 @@ def _draw(ex: Exchange, sources: list[bytes], mask: bytes | None, grain: bool) -
         )
         for k in range(resolved.images_out)
     ]
-    if resolved.edit and sources:
+    if resolved.edit and sources and IGNORE_SOURCE_MARKER not in call.prompt:
+        if SAME_SOURCE_MARKER in call.prompt:
+            return [render_copy(spec, sources[0]) for spec in specs]
         return [render_edit(spec, sources[0], mask) for spec in specs]
     return [render_generation(spec) for spec in specs]
 

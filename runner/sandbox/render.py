@@ -188,3 +188,16 @@ def render_edit(spec: RenderSpec, source: bytes, mask: bytes | None = None) -> b
     draw.rectangle((0, 0, size[0] - 1, size[1] - 1), outline=accent, width=max(2, min(size) // 40))
     _caption(draw, f"edit: {spec.prompt[:54]}", *size)
     return _encode(edited, spec)
+
+
+def render_copy(spec: RenderSpec, source: bytes) -> bytes:
+    """``source`` fitted to the spec and nothing else: an "edit" that changed nothing.
+
+    Raises:
+        ValueError: the source cannot be decoded.
+    """
+    try:
+        base = ImageOps.fit(_open_rgb(source), (spec.width, spec.height))
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot decode the source image: {exc}") from exc
+    return _encode(base, spec)

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from runner.models import JobState
+from runner.models import JobState, SourceImage
 from runner.store.database import Database
 from runner.store.outage import retried
 from runner.store.tables import attempts, jobs, outputs
@@ -43,6 +43,7 @@ _JOB_COLUMNS = (
     jobs.c.attempts.label("attempt_count"),
     jobs.c.last_outcome,
     jobs.c.last_error,
+    jobs.c.images,
 )
 _OUTPUT_COLUMNS = (
     outputs.c.k,
@@ -66,6 +67,7 @@ _ATTEMPT_COLUMNS = (
     attempts.c.expected_usd,
     attempts.c.observed_usd,
     attempts.c.charge_status,
+    attempts.c.latency_ms,
 )
 
 _OUTPUT_NAMES = tuple(c.name for c in _OUTPUT_COLUMNS)
@@ -107,6 +109,10 @@ class ExportJob:
     #: Sums over every attempt of the job (retries included); ``None`` when none is known.
     job_expected_usd: float | None
     job_observed_usd: float | None
+    #: The job's source images (an edit has at least one).
+    images: tuple[SourceImage, ...] = ()
+    #: How long the speaking attempt took, in milliseconds.
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +133,9 @@ class ExportOutput(ExportJob):
     #: What the job asked for and what came, where they differ; ``None`` when they agree.
     asked: str | None = None
     got: str | None = None
+    #: An edit's score against its first source and its flag; filled in by the exporter.
+    edit_fidelity: float | None = None
+    edit_flag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +310,7 @@ def _job_fields(
         "last_error": row.last_error,
         "job_expected_usd": expected,
         "job_observed_usd": observed,
+        "images": tuple(SourceImage.from_json(i) for i in row.images or ()),
     }
 
 
