@@ -1,4 +1,5 @@
-"""One job through one attempt (JobRunner) against a loopback server and the real store.
+"""One job through one attempt (JobRunner) against a loopback server and the real store
+(SQLite and PostgreSQL).
 
 A 200 is priced from its own ``usage`` before its images are checked: when an image then
 fails (it does not decode, its base64 is broken, its URL cannot be fetched), the attempt keeps
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -66,7 +67,7 @@ def half_image() -> dict[str, str]:
     return {"b64_json": base64.b64encode(png()[:40]).decode()}
 
 
-#: What each test's server answers to ``POST /v1/images/generations`` (``None``: the image).
+#: What a test's server answers to each request it reads (the API call, a result URL).
 Reply = Callable[[Received, Server], bytes]
 
 
@@ -101,15 +102,6 @@ class Outcomes:
     attempt: dict[str, Any]
     job: dict[str, Any]
     stats: RunStats
-
-
-@pytest.fixture
-async def store(sqlite_url: str) -> AsyncIterator[Store]:
-    opened = await Store.open(sqlite_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def run_one(store: Store, tmp_path: Path, reply: Reply) -> Outcomes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runner.models import JobState, Outcome
-from runner.run.stats import JobSettled, RunStats
+from runner.run.stats import JobSettled, RoutePause, RunStats
 
 
 def test_each_next_state_lands_in_its_counter() -> None:
@@ -67,3 +67,22 @@ def test_a_job_sent_back_for_want_of_budget_says_why_the_run_stops_claiming() ->
     assert stats.budget_stop is None
     stats.record(JobSettled(route="r", state=JobState.QUEUED, budget_stop="budget reached: $1"))
     assert (stats.budget_stop, stats.released) == ("budget reached: $1", 2)
+
+
+def test_each_route_keeps_the_pause_that_ends_last_and_its_reason() -> None:
+    stats = RunStats()
+    for route, until, reason in (
+        ("a", 50.0, "429 Retry-After"),
+        ("a", 20.0, "429 backoff"),  # ends sooner: the longer pause still holds the route
+        ("b", 10.0, "503 Retry-After"),
+        ("b", 30.0, "429 rate-limit reset"),
+    ):
+        pause = RoutePause(until=until, reason=reason)
+        stats.record(JobSettled(route=route, state=JobState.WAITING, paused=pause))
+    assert stats.pauses == {
+        "a": RoutePause(until=50.0, reason="429 Retry-After"),
+        "b": RoutePause(until=30.0, reason="429 rate-limit reset"),
+    }
+    assert stats.pauses["a"].left(45.0) == 5.0
+    assert stats.pauses["a"].left(60.0) == 0.0
+    assert stats.retries_scheduled == 4
