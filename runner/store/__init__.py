@@ -1,30 +1,20 @@
 """The job store: imagerun's queue and ledger in SQLite or PostgreSQL.
 
-The store speaks domain verbs; its tables never leave this package. One implementation
-(:class:`Store`) serves both dialects; the few places they differ (claiming with
+The store speaks domain verbs; its tables never leave this package. Each role a consumer needs
+is a protocol in :mod:`runner.abc`, documented there; :class:`Store` plays all of them, one
+mixin module per role, over one :class:`Database`:
+
+- ``database``: the engine, and on SQLite the writer lock, sync twin and writer thread;
+  ``engine``: how each dialect is configured; ``outage``: which failures mean "the database is
+  away for now" (:class:`runner.errors.StoreUnavailable`) and how long they are waited out.
+- ``queue`` (:class:`~runner.abc.Queue`), ``leases`` (claims, heartbeats and
+  :class:`~runner.abc.LeaseRecovery`), ``ledger`` (:class:`~runner.abc.Ledger`, one
+  transaction per verb) and ``groupcommit`` (the same verbs committed in groups for a run),
+  ``workers``, ``budgets`` (grants), ``routestate`` and ``pace`` (shared by every worker),
+  ``recovery`` (orphan adoption), ``charges``, ``repricing``, ``reports``, ``exports``.
+
+One implementation serves both dialects; the few places they differ (claiming with
 ``FOR UPDATE SKIP LOCKED``, SQLite's immediate transactions) are marked where they happen.
-
-Verbs, grouped by module:
-
-- ``queue``: ``submit`` (create-or-reuse a batch and enqueue atomically, skipping known job
-  keys), ``find_batch``, ``list_batches``, ``requeue``, ``cancel``, ``next_due``,
-  ``count_states``, ``any_live``.
-- ``leases``: ``claim`` (lease runnable jobs), ``heartbeat`` (extend leases),
-  ``recover_expired`` (expired leases → queued, or ``unknown`` when a request may have left).
-- ``ledger``: ``start_attempt`` (a ``sending`` row, committed before the request leaves),
-  ``complete`` / ``retry_later`` / ``fail`` / ``release`` (finish the attempt and move the job
-  in one transaction), ``release_unstarted``.
-- ``reports``: ``batch_status``, ``exposure_usd``.
-- ``workers``: ``register_worker``, ``worker_heartbeat``, ``stop_worker``,
-  ``expire_dead_local_workers``, ``list_workers``.
-- ``recovery``: ``recorded_paths``, ``jobs_for_files``, ``adopt`` (orphan files after a crash).
-- ``charges``: ``billed_attempts``, ``record_charges``, ``record_observations``,
-  ``observed_policy``, ``cost_rows``, ``record_balance``, ``balance_snapshots`` (what attempts
-  were really charged; ``imagerun costs``/``reconcile``).
-- ``repricing``: ``repricing_inputs``, ``set_expected`` (``imagerun costs --reprice``).
-- ``routestate``: ``ensure_route_state``, ``take_rate_slot``, ``pause_route`` (the request
-  rate and 429 pause shared by every worker process).
-- ``exports``: streaming reads of a batch's outputs and failures for ``imagerun export``.
 """
 
 from __future__ import annotations
@@ -43,6 +33,7 @@ from runner.store.exports import ExportOps
 from runner.store.groupcommit import LedgerWriter
 from runner.store.leases import LeaseOps
 from runner.store.ledger import LeaseLost, LedgerOps
+from runner.store.pace import PaceOps
 from runner.store.queue import QueueOps
 from runner.store.records import (
     AttemptResult,
@@ -53,7 +44,6 @@ from runner.store.records import (
     OutputRecord,
     Recovery,
 )
-from runner.store.pace import PaceOps
 from runner.store.recovery import RecoveryOps
 from runner.store.reports import ReportOps
 from runner.store.repricing import RepricingOps
