@@ -148,6 +148,10 @@ async def _close_when_idle(zoo: Zoo, conn: Conn) -> None:
     conn.idle_timeout = IDLE_CLOSE
 
 
+async def _close_on_next(zoo: Zoo, conn: Conn) -> None:
+    conn.close_on_next = True
+
+
 async def _stray_crlf(zoo: Zoo, conn: Conn) -> None:
     await conn.write(b"\r\n")
 
@@ -462,6 +466,7 @@ CASES: dict[str, Case] = {
             handler=image_200(plain, after=_close_quietly),
             racy=True,
         ),
+        Case(name="keepalive_race", handler=image_200(plain, after=_close_on_next)),
         Case(
             name="idle_keepalive_close",
             handler=image_200(plain, after=_close_when_idle),

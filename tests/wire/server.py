@@ -104,6 +104,9 @@ class Conn:
         self.served = 0
         #: Close the connection when no next request comes within this many seconds.
         self.idle_timeout: float | None = None
+        #: Close the connection, unanswered, as the next request on it arrives: the server's
+        #: keep-alive timer ran out just as the client reused the connection.
+        self.close_on_next = False
 
     async def head(self) -> Head | None:
         """The next request head; ``None`` when the client closed or went quiet for good.
@@ -256,6 +259,9 @@ class Zoo:
                 if head is None:
                     break
                 seen = self._log(conn, head)
+                if conn.close_on_next:
+                    await conn.close()
+                    break
                 await self.handler(self, conn, head, seen)
                 conn.served += 1
         except Closed:

@@ -100,6 +100,22 @@ async def test_request_written_then_lost_is_never_not_charged(
     assert out.ledger.states().keys() <= {"failed", "unknown"}, briefs(out)
 
 
+async def test_request_on_a_connection_closing_under_it_is_not_bought_twice(
+    zoo_world: MakeWorld,
+) -> None:
+    """The server's keep-alive timer runs out as the next request arrives on the connection:
+    that request is closed unanswered. Its attempt may have been seen (never ``not_charged``);
+    each image is bought once."""
+    world = zoo_world("keepalive_race")
+    out = await world.run_case(jobs=2)
+    assert_paid_once(world, out)
+    unanswered = [s for s in out.seen if s.status is None]
+    assert len(unanswered) == 1, briefs(out)
+    [row] = [a for a in out.ledger.attempts if a["id"] == unanswered[0].client_request_id]
+    assert row["charge_status"] != "not_charged", briefs(out)
+    assert out.only_attempt("job-0")["outcome"] == "ok"
+
+
 @pytest.mark.parametrize("case", ["cdn_502", "cdn_504", "cdn_524"])
 async def test_cdn_gateway_error_is_a_timeout(zoo_world: MakeWorld, case: str) -> None:
     """A CDN's 502/504/524 HTML page: class timeout, charged by the route's timeout policy
