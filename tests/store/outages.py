@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -148,3 +149,45 @@ class FaultCluster(Cluster):
         again = Worker(index=len(self.workers), data=worker.data, process=process, log=log)
         self.workers.append(again)
         return again
+
+
+@dataclass(frozen=True, slots=True)
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster of our own (``initdb`` in a temporary directory, run as
+    the ``postgres`` user on a free loopback port): stopping it disturbs no other test."""
+
+    root: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        bindir = Path("/usr/lib/postgresql") / (_pg_version() or "") / "bin"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        command = (
+            f"{bindir}/pg_ctl -D {self.root}/data -o '{options}' -l {self.root}/log "
+            f"-m fast -w {' '.join(args)}"
+        )
+        subprocess.run(["su", "postgres", "-c", command], check=True, capture_output=True)
+
+    @classmethod
+    def create(cls, root: Path, port: int) -> PrivatePostgres:
+        bindir = Path("/usr/lib/postgresql") / (_pg_version() or "") / "bin"
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(root, "postgres")
+        subprocess.run(
+            ["su", "postgres", "-c", f"{bindir}/initdb -D {root}/data -A trust -U postgres"],
+            check=True,
+            capture_output=True,
+        )
+        server = cls(root, port)
+        server.start()
+        return server
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def stop(self) -> None:
+        self._ctl("stop")

@@ -11,6 +11,9 @@ without paying for anything twice.
 
 from __future__ import annotations
 
+import shutil
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,14 @@ from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbo
 from tests.scale.cluster import wait_until
 from tests.scale.ledger import assert_each_job_once, check_outputs, read_ledger
 
-from .outages import FaultCluster, Outage, PostgresServer, safety_net, sqlite_locked
+from .outages import (
+    FaultCluster,
+    Outage,
+    PostgresServer,
+    PrivatePostgres,
+    safety_net,
+    sqlite_locked,
+)
 
 JOBS = 120
 RUN = ("--concurrency", "8", "--rpm", "60000")
@@ -42,6 +52,23 @@ def pg_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.start()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of this test's own, to leave down past the outage limit."""
+    if PostgresServer.local() is None:
+        pytest.skip("needs PostgreSQL's binaries and root (to run them as postgres)")
+    root = Path(tempfile.mkdtemp(prefix="imagerun-pg-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = PrivatePostgres.create(root, port)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -138,6 +165,33 @@ def test_past_the_outage_limit_the_run_stops_cleanly_and_the_next_run_finishes(
         assert "imagerun" in status.stdout  # the next step, named
         # Nothing lost: the next run records the images the first left on disk, sends only
         # what never left, and every job ends done once.
+        second = cluster.start_again(first, *RUN)
+        assert second.finish() == 0, second.output()[-3000:]
+    finally:
+        cluster.stop_all()
+    _assert_all_done_once(cluster, [first.data])
+
+
+@pytest.mark.timeout(120)
+def test_past_the_outage_limit_on_postgresql_nothing_is_lost(
+    tmp_path: Path, private_pg: PrivatePostgres, sandbox: SandboxHandle
+) -> None:
+    """The server stays down past a 3 s limit: exit 75; the next run pays for nothing twice.
+
+    Answers that came in while the server was down are on disk; the next run records them
+    (adopted, not resent) and sends only what never left.
+    """
+    cluster = FaultCluster(tmp_path, private_pg.url, sandbox, extra={"IMAGERUN_DB_OUTAGE_S": "3"})
+    cluster.submit("gone-pg", JOBS)
+    try:
+        first = cluster.start(*RUN)
+        _started(cluster, 24)
+        private_pg.stop()
+        try:
+            code = first.process.wait(timeout=60)
+        finally:
+            private_pg.start()
+        assert code == EXIT_UNAVAILABLE, first.output()[-3000:]
         second = cluster.start_again(first, *RUN)
         assert second.finish() == 0, second.output()[-3000:]
     finally:
