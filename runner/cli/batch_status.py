@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.table import Table
@@ -10,6 +10,7 @@ from rich.table import Table
 from runner.app import StatusReport
 from runner.cli.output import console, money
 from runner.models import JobState
+from runner.run.pacing import Learned
 from runner.store import BatchStatus, WorkerInfo
 
 _PENDING = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING, JobState.CANCELLED)
@@ -23,6 +24,8 @@ def print_status(report: StatusReport) -> None:
     console.print(status_table(report.batches))
     if report.workers:
         console.print(workers_table(report.workers))
+    if report.paces:
+        console.print(paces_table(report.paces))
     for hint in status_hints(report.batches):
         console.print(hint, markup=False)
 
@@ -35,6 +38,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
             {"id": w.id, "host": w.host, "pid": w.pid, "running": w.running_jobs}
             for w in report.workers
         ],
+        "paces": report.paces,
     }
 
 
@@ -91,6 +95,23 @@ def status_hints(statuses: Sequence[BatchStatus]) -> list[str]:
                 f"for (another size or format); exports name them in `asked` and `got`."
             )
     return hints
+
+
+def paces_table(paces: Mapping[str, Mapping[str, Any]]) -> Table:
+    """Each route's learned limit and pace (kept for the next run for a day)."""
+    table = Table(title="Learned route limits")
+    for col in ("route", "limit", "pace", "why", "learned at"):
+        table.add_column(col)
+    for route, data in sorted(paces.items()):
+        learned = Learned.from_json(dict(data))
+        table.add_row(
+            route,
+            learned.limit_text,
+            f"{learned.rpm:,.0f}/min",
+            str(learned.reason),
+            str(data.get("learned_at", "")),
+        )
+    return table
 
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:

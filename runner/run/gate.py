@@ -151,6 +151,7 @@ class BaseGate(ABC):
         self._departed = 0
         #: A 429 came on the route this run: no more bursts on it.
         self.refused = False
+        self._slots = anyio.Lock()
         self._gap = self.pace.interval()
 
     async def start(self) -> None:
@@ -177,8 +178,11 @@ class BaseGate(ABC):
 
     async def admit(self, images: int = 1) -> None:
         await self._wait_out_pause()
-        self._gap = self.pace.interval(images)
-        await self._take_slot(self._gap)
+        # One request at a time takes its slot, at the pace of the moment: a slot booked
+        # ahead at an older, faster pace would still leave after the pace has slowed.
+        async with self._slots:
+            self._gap = self.pace.interval(images)
+            await self._take_slot(self._gap)
 
     async def depart(self) -> None:
         # The gap of the request admitted last: a hair less, so a schedule kept on time
@@ -256,3 +260,4 @@ class RouteGate(BaseGate):
             # A 429 seen while waiting holds this request too; it then takes a slot after the
             # pause, so the requests held do not all leave at once when it ends.
             await self._wait_out_pause()
+            self._next_at = anyio.current_time()

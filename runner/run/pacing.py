@@ -27,7 +27,7 @@ HEADER_SHARE = 0.99
 #: The lowest share a run of 429s can push the header pace down to.
 MIN_HEADER_SHARE = 0.85
 #: What one 429 takes off the header share.
-HEADER_SHARE_STEP = 0.01
+HEADER_SHARE_STEP = 0.02
 #: The pace after a 429 without headers, as a fraction of the pace refused.
 BACKOFF = 0.7
 #: The same when the refused pace is close to the one refused before: the limit is known to
