@@ -2,7 +2,9 @@
 
 Starts the sandbox on a free loopback port (with a little latency and a few injected faults,
 so retries show), submits the example manifests on sandbox routes of every shape, runs them,
-exports an HTML gallery and says where everything is.
+exports an HTML gallery with an index of the batches, ends with a comparison of two sandbox
+routes on the example edits (one told to ignore its source, so a flag shows) and says where
+everything is.
 
 The demo is a script over :mod:`runner.app`, as a user at the terminal would type it: it
 starts the sandbox and points the sandbox routes at it, then calls ``submit``, ``run``,
@@ -11,7 +13,7 @@ starts the sandbox and points the sandbox routes at it, then calls ``submit``, `
 
 from __future__ import annotations
 
-import html
+import json
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -76,6 +78,8 @@ class DemoResult:
     workdir: Path
     statuses: list[BatchStatus]
     gallery: Path | None
+    #: The comparison page of two sandbox routes.
+    comparison: Path | None
     requests_seen: int
     clean: bool
 
@@ -106,12 +110,14 @@ async def run_demo(
             on_start=on_start,
         )
         statuses = (await app.status(settings, names)).batches
-        gallery = await _gallery(settings, workdir, names)
+        gallery = await _gallery(settings, workdir, statuses)
+        comparison = await _comparison(settings, workdir, examples)
         seen = len(handle.sandbox.requests())
     return DemoResult(
         workdir=workdir,
         statuses=statuses,
         gallery=gallery,
+        comparison=comparison,
         requests_seen=seen,
         clean=result.report is not None and result.report.clean,
     )
@@ -123,27 +129,41 @@ def _fresh_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
-async def _gallery(settings: Settings, workdir: Path, names: list[str]) -> Path:
+async def _gallery(settings: Settings, workdir: Path, statuses: list[BatchStatus]) -> Path:
+    from runner.export.batches_index import batch_card, render_index
+
     out = workdir / "gallery"
-    pages: list[Path] = []
-    for name in names:
+    cards = []
+    for status in statuses:
         report = await app.export(
-            settings, name, out_dir=out, formats=["html", "files"], include_failed=True
+            settings, status.batch.id, out_dir=out, formats=["html", "files"], include_failed=True
         )
-        pages += [p for p in report.formats["html"].paths if p.suffix == ".html"]
+        cards.append(batch_card(report, status, out))
     index = out / "index.html"
-    await anyio.Path(index).write_text(_index_page(out, pages), "utf-8")
+    await anyio.Path(index).write_text(render_index("imagerun demo galleries", cards), "utf-8")
     return index
 
 
-def _index_page(out: Path, pages: list[Path]) -> str:
-    items = "\n".join(
-        f'<li><a href="{html.escape(p.relative_to(out).as_posix())}">'
-        f"{html.escape(p.parent.name)}</a></li>"
-        for p in pages
+async def _comparison(settings: Settings, workdir: Path, examples: Path) -> Path | None:
+    """The example edits on two sandbox routes, one edit told to ignore its source."""
+    from runner.compare import ComparisonOptions, ComparisonReport, FitChoice
+
+    lines = (await anyio.Path(examples / "edits.jsonl").read_text("utf-8")).splitlines()
+    fitted = [json.loads(line) for line in lines if line.strip()]
+    fitted[-1]["prompt"] += " #IGNORE_SOURCE#"
+    for line in fitted:
+        line["images"] = [str(examples / ref) for ref in line["images"]]
+        if "mask" in line:
+            line["mask"] = str(examples / line["mask"])
+    manifest = workdir / "compare-edits.jsonl"
+    text = "".join(json.dumps(line) + "\n" for line in fitted)
+    await anyio.Path(manifest).write_text(text, "utf-8")
+    how = ComparisonOptions(
+        name="demo-compare",
+        out_dir=workdir / "compare",
+        choices={"sandbox-laozhang-vip": FitChoice.ADAPT},
+        run=RunOptions(concurrency=8, retry_scale=0.2, handle_signals=True, grace_seconds=5),
     )
-    return (
-        "<!doctype html><meta charset=utf-8><title>imagerun demo</title>"
-        "<style>body{font:16px system-ui;margin:2em}</style>"
-        f"<h1>imagerun demo galleries</h1><ul>{items}</ul>"
-    )
+    routes = ("sandbox-openai", "sandbox-laozhang-vip")
+    report = await app.compare(settings, manifest, routes, how)
+    return report.page if isinstance(report, ComparisonReport) else None

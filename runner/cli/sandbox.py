@@ -132,3 +132,5 @@ def print_demo(result: DemoResult) -> None:
     say(f"Database and outputs: {result.workdir}")
     if result.gallery:
         say(f"Gallery: {result.gallery}")
+    if result.comparison:
+        say(f"Comparison: {result.comparison}")

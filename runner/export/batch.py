@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,6 +49,26 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True, slots=True)
 class _Failed:
     rows: list[ExportJob]
+
+
+#: How many outputs' hashes an export report keeps as samples.
+SAMPLES = 4
+
+
+@dataclass(slots=True)
+class _Counts:
+    outputs: int = 0
+    failed: int = 0
+    flagged: int = 0
+    samples: list[str] = field(default_factory=list)
+
+    def add(self, page: _Page) -> None:
+        if isinstance(page, _Failed):
+            self.failed += len(page.rows)
+            return
+        self.outputs += len(page)
+        self.flagged += sum(1 for r in page if r.edit_flag not in (None, "ok"))
+        self.samples += [r.sha256 for r in page[: SAMPLES - len(self.samples)]]
 
 
 _Page = list[ExportOutput] | _Failed
@@ -132,9 +152,7 @@ async def _run(
         for name in wanted:
             sinks[name] = await anyio.to_thread.run_sync(FORMATS[name], ctx)
         try:
-            outputs, failed = await _stream(
-                store, ctx.batch.id, list(sinks.values()), progress, scorer
-            )
+            counts = await _stream(store, ctx.batch.id, list(sinks.values()), progress, scorer)
         except BaseExceptionGroup as group:
             raise _sole(group) from None
         reports = {}
@@ -149,9 +167,11 @@ async def _run(
         batch_id=ctx.batch.id,
         batch_name=ctx.batch.name,
         out_dir=ctx.out_dir,
-        outputs=outputs,
-        failed=failed,
+        outputs=counts.outputs,
+        failed=counts.failed,
         formats=reports,
+        flagged_edits=counts.flagged,
+        samples=tuple(counts.samples),
     )
 
 
@@ -188,10 +208,10 @@ async def _stream(
     sinks: list[Sink],
     progress: Progress | None,
     scorer: EditScorer,
-) -> tuple[int, int]:
+) -> _Counts:
     need_failed = any(s.wants_failed for s in sinks)
     total = await store.count_export(batch_id, include_failed=need_failed)
-    outputs = failed = 0
+    counts = _Counts()
     if progress is not None:
         progress(0, total)
     send, receive = anyio.create_memory_object_stream[_Page](1)
@@ -208,13 +228,10 @@ async def _stream(
                                 writers.start_soon(_in_thread, sink.write_failed, page.rows)
                         else:
                             writers.start_soon(_in_thread, sink.write_outputs, page)
-                if isinstance(page, _Failed):
-                    failed += len(page.rows)
-                else:
-                    outputs += len(page)
+                counts.add(page)
                 if progress is not None:
-                    progress(outputs + failed, total)
-    return outputs, failed
+                    progress(counts.outputs + counts.failed, total)
+    return counts
 
 
 async def _in_thread(call: Callable[[_R], None], rows: _R) -> None:

@@ -78,6 +78,10 @@ class ExportReport:
     outputs: int
     failed: int
     formats: dict[str, FormatReport]
+    #: Edit outputs flagged ``ignored_source`` or ``unchanged``.
+    flagged_edits: int = 0
+    #: The sha256 of the batch's first few outputs (an index page's thumbnails).
+    samples: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +90,7 @@ class ExportReport:
             "out_dir": str(self.out_dir),
             "outputs": self.outputs,
             "failed": self.failed,
+            "flagged_edits": self.flagged_edits,
             "formats": {name: rep.to_json() for name, rep in self.formats.items()},
         }
 

@@ -25,3 +25,14 @@ def test_demo_runs_the_whole_loop_and_prints_the_gallery(cli: Invoke, tmp_path: 
     assert len(links) == 5
     assert all((gallery.parent / link).is_file() for link in links)
     assert (workdir / "imagerun.db").is_file()
+    # Each batch's card carries its totals and thumbnails of its first images.
+    assert page.count("<dt>flagged edits</dt>") == 5
+    thumbs = re.findall(r"<img src='([^']+\.webp)'", page)
+    assert thumbs
+    assert all((gallery.parent / t).is_file() for t in thumbs)
+    # The demo ends with two sandbox routes compared on the example edits.
+    match = re.search(r"^Comparison: (.+)$", result.stdout, re.MULTILINE)
+    assert match, result.stdout
+    comparison = Path(match.group(1)).read_text("utf-8")
+    assert comparison.count("<tr data-id=") == 4
+    assert "ignored_source" in comparison
