@@ -196,9 +196,14 @@ async def run(
 
 async def retry(settings: Settings, ref: str, *, failed: bool, unknown: bool) -> int:
     """Requeue failed and/or unknown jobs of a batch; returns how many."""
+    from runner.files.adopt import adopt_orphans
+
     states = [s for s, on in ((JobState.FAILED, failed), (JobState.UNKNOWN, unknown)) if on]
     async with _judged_store(settings) as store:
         batch = await store.find_batch(ref)
+        # An unknown job whose image a killed worker wrote is a paid success: adopt it first,
+        # or requeueing it would buy the image again.
+        await adopt_orphans(store, settings.data_dir, [batch], settings.catalog, settings.book)
         return await store.requeue(batch.id, states)
 
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from runner.files.layout import output_path
 from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbox
+from tests.e2e.harness import png
 from tests.scale.cluster import OTHER_HOST, Cluster, wait_until
 
 JOBS = 3
@@ -104,3 +106,27 @@ def test_cancel_drops_a_dead_runs_jobs_too(
     states = status["batches"][0]["states"]
     assert (states["running"], states["cancelled"]) == (0, JOBS)
     assert f"{JOBS} job(s) cancelled." in cancelled.stdout
+
+
+@pytest.mark.timeout(120)
+def test_retry_unknown_adopts_an_image_the_dead_worker_wrote_instead_of_buying_it_again(
+    tmp_path: Path, sqlite_url: str, hanging_sandbox: SandboxHandle
+) -> None:
+    """Killed between writing an image and recording it: the image is the job's, paid for."""
+    cluster = Cluster(tmp_path, sqlite_url, hanging_sandbox)
+    cluster.submit("killed", JOBS)
+    _kill_mid_flight(cluster, tmp_path / "imagerun.db", "--lease", "600", host=None)
+    [worker] = cluster.workers
+    with sqlite3.connect(tmp_path / "imagerun.db") as db:
+        batch_id, job_id = db.execute("SELECT batch_id, id FROM jobs ORDER BY id").fetchone()
+    orphan = worker.data / output_path(batch_id, job_id, 0, "png")
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(png(64, 64))
+
+    retried = cluster.cli("--data", str(worker.data), "retry", "killed", "--unknown")
+
+    assert retried.returncode == 0, retried.stderr
+    assert f"{JOBS - 1} job(s) requeued" in retried.stdout
+    states = _states(cluster)
+    assert (states["succeeded"], states["queued"], states["unknown"]) == (1, JOBS - 1, 0)
+    assert orphan.exists()
