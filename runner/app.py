@@ -21,7 +21,7 @@ from runner.abc import Queue
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
 from runner.models import JobSpec, JobState, UnknownPolicy
-from runner.pricing import Estimate, PricedJob, estimate_job
+from runner.pricing.manifest_estimate import ManifestEstimate, estimate_manifest
 from runner.routes import Route
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store, WorkerInfo
 
@@ -214,30 +214,6 @@ async def cancel(settings: Settings, ref: str) -> int:
         return await store.cancel(batch.id)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobEstimate:
-    """One manifest line's cost range."""
-
-    id: str
-    line: int
-    estimate: Estimate
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ManifestEstimate:
-    """A manifest's cost range on a route: per job (the first rows) and in total."""
-
-    route: str
-    jobs: list[JobEstimate]
-    count: int
-    low: float
-    typical: float
-    high: float
-    as_of: str
-    sources: list[str]
-    notes: list[str]
-
-
 async def estimate(
     settings: Settings, manifest: Path, route_name: str, *, keep: int = 1000
 ) -> ManifestEstimate:
@@ -249,36 +225,10 @@ async def estimate(
     report = await check(settings, manifest, route_name)
     if report.problems:
         raise ValidationFailed(report.problems, truncated=report.truncated)
-
-    def walk() -> ManifestEstimate:
-        rows: list[JobEstimate] = []
-        totals = [0.0, 0.0, 0.0]
-        sources: dict[str, None] = {}
-        notes: dict[str, None] = {}
-        count = 0
-        as_of = ""
-        for spec in _specs(manifest, route, settings):
-            est = estimate_job(settings.book, route, PricedJob.from_line(spec))
-            count += 1
-            totals = [totals[0] + est.low, totals[1] + est.typical, totals[2] + est.high]
-            sources[est.source] = None
-            notes.update(dict.fromkeys(est.notes))
-            as_of = est.as_of.isoformat()
-            if len(rows) < keep:
-                rows.append(JobEstimate(id=spec.ext_id, line=spec.line, estimate=est))
-        return ManifestEstimate(
-            route=route.name,
-            jobs=rows,
-            count=count,
-            low=round(totals[0], 6),
-            typical=round(totals[1], 6),
-            high=round(totals[2], 6),
-            as_of=as_of,
-            sources=list(sources),
-            notes=list(notes),
-        )
-
-    return await anyio.to_thread.run_sync(walk)
+    specs = _specs(manifest, route, settings)
+    return await anyio.to_thread.run_sync(
+        lambda: estimate_manifest(settings.book, route, specs, keep=keep)
+    )
 
 
 async def export(

@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-from runner.app import ManifestEstimate
 from runner.cli.output import console, err, money
+from runner.pricing.manifest_estimate import ManifestEstimate
 
 
 def estimate_json(result: ManifestEstimate) -> dict[str, Any]:
