@@ -28,7 +28,10 @@ HEADER_SHARE = 0.99
 MIN_HEADER_SHARE = 0.85
 #: What one 429 takes off the header share.
 HEADER_SHARE_STEP = 0.02
-#: The pace after a 429 without headers, as a fraction of the pace refused.
+#: The pace after a route's first 429 without headers, as a fraction of the pace refused
+#: (nothing is known yet of the limit: halve, as TCP does).
+FIRST_BACKOFF = 0.5
+#: The pace after a later 429 without headers, as a fraction of the pace refused.
 BACKOFF = 0.7
 #: The same when the refused pace is close to the one refused before: the limit is known to
 #: be about there, so the pace steps back less.
@@ -216,11 +219,18 @@ class Pace:
             return
         self._backoff_at = at
         self._slow_start = False
-        refused, before = self.rpm, self.learned.refused_rpm
-        near = before is not None and abs(refused - before) <= NEAR * before
+        rpm, before = self.rpm, self.learned.refused_rpm
+        if before is None:
+            share, refused = FIRST_BACKOFF, rpm
+        elif abs(rpm - before) <= NEAR * before:
+            # About where the limit was found before: step back a little, and move the
+            # estimate only halfway (a refusal just off it may be arrival times jittering).
+            share, refused = BACKOFF_NEAR, (rpm + before) / 2
+        else:
+            share, refused = BACKOFF, rpm
         self.learned = replace(
             self.learned,
-            rpm=max(FLOOR_RPM, refused * (BACKOFF_NEAR if near else BACKOFF)),
+            rpm=max(FLOOR_RPM, rpm * share),
             reason=Reason.BACKED_OFF,
             refused_rpm=refused,
         )

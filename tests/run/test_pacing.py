@@ -9,6 +9,7 @@ from runner.run.pacing import (
     BACKOFF,
     BACKOFF_NEAR,
     EPISODE_S,
+    FIRST_BACKOFF,
     HEADER_SHARE,
     HEADER_SHARE_STEP,
     MIN_HEADER_SHARE,
@@ -97,28 +98,31 @@ def test_a_429_near_the_rate_refused_before_steps_back_less() -> None:
     again = pace.rpm
     pace.observe(refused(20.0))
     assert pace.rpm == pytest.approx(again * BACKOFF_NEAR)
+    # Refused just under the rate refused before: the estimate moves only halfway.
+    assert pace.learned.refused_rpm == pytest.approx((again + 900) / 2)
 
 
 def test_a_429_without_headers_backs_off_once_per_episode() -> None:
     pace = Pace(900, told=True)
     assert pace.observe(refused(10.0))
-    assert pace.rpm == pytest.approx(900 * BACKOFF)
+    assert pace.rpm == pytest.approx(900 * FIRST_BACKOFF)
     assert pace.reason is Reason.BACKED_OFF
     assert pace.learned.refused_rpm == 900
     # The requests sent before the backoff are refused too: they do not back off again.
     assert not pace.observe(refused(10.0 + EPISODE_S / 2))
     pace.observe(refused(10.0 + EPISODE_S))
-    assert pace.rpm == pytest.approx(900 * BACKOFF * BACKOFF)
+    assert pace.rpm == pytest.approx(900 * FIRST_BACKOFF * BACKOFF)
+    assert pace.learned.refused_rpm == pytest.approx(900 * FIRST_BACKOFF)
 
 
 def test_after_a_backoff_the_pace_climbs_back_quickly_then_probes_slowly() -> None:
     pace = Pace(900, told=True)
     pace.observe(refused(0.0))
-    for tenth in range(1, 30):
+    for tenth in range(1, 60):
         pace.observe(clean(tenth / 10))
     near = pace.rpm
     assert near == pytest.approx(900 * RECOVER_TO, rel=0.02)
-    for tenth in range(30, 80):
+    for tenth in range(60, 110):
         pace.observe(clean(tenth / 10))
     # Near the refused rate it creeps: half a percent of it a second.
     assert near < pace.rpm <= near + 900 * 0.005 * 5 + 1e-6
