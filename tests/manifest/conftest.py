@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from manifest_helpers import Scan
 
 from runner.errors import Problem
 from runner.manifest import scan_manifest
 from runner.models import JobSpec
 from runner.routes import Catalog, load_catalog
+from tests.manifest.manifest_helpers import Scan
 
 
 @pytest.fixture(scope="session")

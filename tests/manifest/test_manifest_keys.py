@@ -7,9 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from manifest_helpers import Scan, image_bytes, where, write_jsonl
-
 from runner.manifest import KEY_VERSION
+from tests.manifest.manifest_helpers import Scan, image_bytes, where, write_jsonl
 
 
 def test_key_follows_the_documented_recipe(tmp_path: Path, scan: Scan) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from manifest_helpers import Scan, image_bytes, where, write_jsonl
 
 from runner.errors import Problem
 from runner.manifest.readers import Record, read_records
+from tests.manifest.manifest_helpers import Scan, image_bytes, where, write_jsonl
 
 
 def test_jsonl_skips_blank_lines_and_numbers_physical_lines(tmp_path: Path, scan: Scan) -> None:

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from manifest_helpers import image_bytes, write_jsonl
 
 from runner.errors import Problem, ValidationFailed
 from runner.manifest import check_manifest, scan_manifest
 from runner.models import JobSpec
 from runner.routes import Catalog
+from tests.manifest.manifest_helpers import image_bytes, write_jsonl
 
 
 def test_check_report_counts_jobs_edits_and_problems(tmp_path: Path, catalog: Catalog) -> None:

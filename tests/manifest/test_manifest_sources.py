@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-from manifest_helpers import Scan, image_bytes, where, write_jsonl
 
 from runner.manifest.sources import SourceResolver
 from runner.models import SourceImage
+from tests.manifest.manifest_helpers import Scan, image_bytes, where, write_jsonl
 
 P = "edit this"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from manifest_helpers import Scan, image_bytes, where, write_jsonl
+
+from tests.manifest.manifest_helpers import Scan, image_bytes, where, write_jsonl
 
 P = "a product render"
 
