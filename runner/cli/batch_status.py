@@ -64,12 +64,19 @@ def status_table(statuses: Sequence[BatchStatus]) -> Table:
             str(c.get(JobState.FAILED, 0)),
             str(c.get(JobState.UNKNOWN, 0)),
             pending or "-",
-            f"{st.outputs} ({st.mismatched} not as asked)" if st.mismatched else str(st.outputs),
+            _outputs(st),
             str(st.attempts),
             spent,
             failures or "-",
         )
     return table
+
+
+def _outputs(st: BatchStatus) -> str:
+    notes = [f"{st.mismatched} not as asked"] if st.mismatched else []
+    if st.flagged_edits:
+        notes.append(f"{st.flagged_edits} flagged edits")
+    return f"{st.outputs} ({', '.join(notes)})" if notes else str(st.outputs)
 
 
 def status_hints(statuses: Sequence[BatchStatus]) -> list[str]:
@@ -93,6 +100,12 @@ def status_hints(statuses: Sequence[BatchStatus]) -> list[str]:
             hints.append(
                 f"{name}: {st.mismatched} image(s) kept (and paid for) though not what was asked "
                 f"for (another size or format); exports name them in `asked` and `got`."
+            )
+        if st.flagged_edits:
+            hints.append(
+                f"{name}: {st.flagged_edits} edit(s) flagged: their output ignored the source "
+                f"(likely a fresh generation) or sent it back unchanged; the gallery shows "
+                f"source and output side by side (`imagerun export {name} -f html`)."
             )
     return hints
 

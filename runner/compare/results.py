@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from runner.abc import Exports
-from runner.export.edits import EditScorer
+from runner.export.edits import EditScorer, FidelityLedger, changed
 from runner.models import JobState
 from runner.store.exports import ExportJob, ExportOutput
 from runner.store.records import BatchStatus
@@ -115,6 +115,8 @@ async def collect_cells(
             # Outputs come in (job, k) order: the first row of each job is its first image.
             firsts = [r for i, r in enumerate(page) if i == 0 or page[i - 1].job_id != r.job_id]
             scored = await anyio.to_thread.run_sync(scorer.score, firsts)
+            if isinstance(store, FidelityLedger) and (fresh := changed(firsts, scored)):
+                await store.record_fidelity(fresh)
             cells += [_output_cell(route, r) for r in scored]
     async with aclosing(store.iter_failed(batch_id)) as failed:
         async for jobs in failed:

@@ -18,7 +18,7 @@ from anyio.abc import ObjectSendStream
 
 from runner.abc import Exports
 from runner.errors import UsageError
-from runner.export.edits import EditScorer, route_thresholds
+from runner.export.edits import EditScorer, FidelityLedger, changed, route_thresholds
 from runner.export.files import FilesSink
 from runner.export.gallery import GallerySink
 from runner.export.index import CsvSink, JsonlSink
@@ -220,7 +220,7 @@ async def _stream(
         async with receive:
             async for page in receive:
                 if not isinstance(page, _Failed):
-                    page = await anyio.to_thread.run_sync(scorer.score, page)
+                    page = await _scored(store, scorer, page)
                 async with anyio.create_task_group() as writers:
                     for sink in sinks:
                         if isinstance(page, _Failed):
@@ -232,6 +232,13 @@ async def _stream(
                 if progress is not None:
                     progress(counts.outputs + counts.failed, total)
     return counts
+
+
+async def _scored(store: Exports, scorer: EditScorer, page: list[ExportOutput]) -> _Page:
+    scored = await anyio.to_thread.run_sync(scorer.score, page)
+    if isinstance(store, FidelityLedger) and (fresh := changed(page, scored)):
+        await store.record_fidelity(fresh)
+    return scored
 
 
 async def _in_thread(call: Callable[[_R], None], rows: _R) -> None:

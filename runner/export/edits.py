@@ -1,7 +1,8 @@
 """Edit rows: where an edit's first source is, and the fidelity of its output to it.
 
 A source given as a local path or a ``data:`` URL is read here; one given by ``http(s)://``
-URL is not fetched (an export sends nothing), so its edit has no score. Scores of a page are
+URL is not fetched (an export sends nothing), so its edit has no score. A score is kept in the
+store once made (:class:`FidelityLedger`); a stored score is not made again. Scores of a page are
 computed in parallel threads (Pillow and numpy release the GIL); each source is decoded from
 disk at most once per page.
 """
@@ -14,6 +15,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from runner.files.fidelity import FidelityError, FidelityThresholds, edit_fidelity
 from runner.files.images import ImageError, decode_b64
@@ -54,6 +56,23 @@ def source_bytes(source: SourceImage) -> bytes | Path | None:
     return None
 
 
+@runtime_checkable
+class FidelityLedger(Protocol):
+    """A store that keeps edit scores (``status`` then counts the flagged edits)."""
+
+    async def record_fidelity(self, scored: Sequence[ExportOutput]) -> None:
+        """Keep the ``edit_fidelity`` and ``edit_flag`` of ``scored``."""
+
+
+def changed(before: Sequence[ExportOutput], after: Sequence[ExportOutput]) -> list[ExportOutput]:
+    """The rows of ``after`` whose score or flag differs from the same row ``before``."""
+    return [
+        new
+        for old, new in zip(before, after, strict=True)
+        if (old.edit_fidelity, old.edit_flag) != (new.edit_fidelity, new.edit_flag)
+    ]
+
+
 class EditScorer:
     """Fills ``edit_fidelity`` and ``edit_flag`` on the edit rows of export pages.
 
@@ -74,6 +93,10 @@ class EditScorer:
         return list(self._pool.map(self._one, rows))
 
     def _one(self, row: ExportOutput) -> ExportOutput:
+        if row.edit_fidelity is not None:
+            # Scored before: the stored score stands, its flag follows today's thresholds.
+            flag = self.thresholds.flag(row.edit_fidelity).value
+            return row if flag == row.edit_flag else dataclasses.replace(row, edit_flag=flag)
         source = first_source(row)
         what = None if source is None else source_bytes(source)
         relative = os.path.normpath(row.path)

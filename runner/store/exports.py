@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -56,6 +56,8 @@ _OUTPUT_COLUMNS = (
     outputs.c.created_at,
     outputs.c.asked,
     outputs.c.got,
+    outputs.c.edit_fidelity,
+    outputs.c.edit_flag,
 )
 _ATTEMPT_COLUMNS = (
     attempts.c.id.label("request_id"),
@@ -133,7 +135,7 @@ class ExportOutput(ExportJob):
     #: What the job asked for and what came, where they differ; ``None`` when they agree.
     asked: str | None = None
     got: str | None = None
-    #: An edit's score against its first source and its flag; filled in by the exporter.
+    #: An edit's score against its first source and its flag (stored once an export scored it).
     edit_fidelity: float | None = None
     edit_flag: str | None = None
 
@@ -165,6 +167,25 @@ class ExportOps:
                         .where(jobs.c.batch_id == batch_id, jobs.c.state.in_(FAILED_STATES))
                     )
         return (produced or 0) + (failed or 0)
+
+    @retried
+    async def record_fidelity(self, scored: Sequence[ExportOutput]) -> None:
+        """Keep the ``edit_fidelity`` and ``edit_flag`` of scored edit outputs."""
+        rows = [
+            {"j": r.job_id, "kk": r.k, "score": r.edit_fidelity, "flag": r.edit_flag}
+            for r in scored
+            if r.edit_flag is not None
+        ]
+        if not rows:
+            return
+        statement = (
+            update(outputs)
+            .where(and_(outputs.c.job_id == bindparam("j"), outputs.c.k == bindparam("kk")))
+            .values(edit_fidelity=bindparam("score"), edit_flag=bindparam("flag"))
+        )
+        with anyio.CancelScope(shield=True):
+            async with self.db.writing() as conn:
+                await conn.execute(statement, rows)
 
     async def iter_outputs(
         self, batch_id: str, *, page_size: int = PAGE_SIZE

@@ -97,6 +97,8 @@ class BatchStatus:
     attempt_failures: dict[str, int]
     #: Outputs kept although not what their job asked for (another size or format).
     mismatched: int = 0
+    #: Edit outputs flagged ``ignored_source`` or ``unchanged`` (among those scored so far).
+    flagged_edits: int = 0
 
     @property
     def total(self) -> int:
@@ -118,6 +120,7 @@ class BatchStatus:
             "states": {s.value: self.counts.get(s, 0) for s in JobState},
             "outputs": self.outputs,
             "mismatched_outputs": self.mismatched,
+            "flagged_edits": self.flagged_edits,
             "attempts": self.attempts,
             "spent_usd": round(self.spent_usd, 6),
             "unknown_charges_usd": round(self.unknown_charges_usd, 6),

@@ -57,7 +57,7 @@ class _Money:
 #: Jobs by batch and state; failed and unknown jobs by batch and last outcome.
 _JobCounts = tuple[defaultdict[str, dict[JobState, int]], defaultdict[str, dict[str, int]]]
 #: Outputs by batch; of them, not what their job asked for.
-_OutputCounts = tuple[dict[str, int], dict[str, int]]
+_OutputCounts = tuple[dict[str, int], dict[str, int], dict[str, int]]
 #: Attempts' money by batch.
 _Spend = defaultdict[str, _Money]
 
@@ -78,7 +78,7 @@ class ReportOps:
             tg.start_soon(made.fill, self._output_counts, ids)
             tg.start_soon(money.fill, self._money, ids)
         counts, failures = states.value
-        n_outputs, mismatched = made.value
+        n_outputs, mismatched, flagged = made.value
         spend = money.value
         attempt_failures = await self._attempt_failures([i for i in ids if spend[i].failed])
         return [
@@ -87,6 +87,7 @@ class ReportOps:
                 counts=counts[b.id],
                 outputs=n_outputs.get(b.id, 0),
                 mismatched=mismatched.get(b.id, 0),
+                flagged_edits=flagged.get(b.id, 0),
                 attempts=spend[b.id].attempts,
                 spent_usd=spend[b.id].spent_usd,
                 unknown_charges_usd=spend[b.id].unknown_usd,
@@ -119,18 +120,20 @@ class ReportOps:
         return counts, failures
 
     async def _output_counts(self, ids: list[str]) -> _OutputCounts:
-        """Outputs by batch, and how many of them are not what their job asked for."""
+        """Outputs by batch, how many are not what their job asked for, how many edits flagged."""
         n_outputs: dict[str, int] = {}
         mismatched: dict[str, int] = {}
+        flagged: dict[str, int] = {}
+        bad = case((outputs.c.edit_flag.in_(("ignored_source", "unchanged")), 1), else_=0)
         async with self.db.reading() as conn:
             # COUNT(asked) counts the non-null ones: the mismatches, in the same pass.
-            for bid, n, wrong in await conn.execute(
-                select(outputs.c.batch_id, func.count(), func.count(outputs.c.asked))
+            for bid, n, wrong, flags in await conn.execute(
+                select(outputs.c.batch_id, func.count(), func.count(outputs.c.asked), func.sum(bad))
                 .where(outputs.c.batch_id.in_(ids))
                 .group_by(outputs.c.batch_id)
             ):
-                n_outputs[bid], mismatched[bid] = n, wrong
-        return n_outputs, mismatched
+                n_outputs[bid], mismatched[bid], flagged[bid] = n, wrong, int(flags or 0)
+        return n_outputs, mismatched, flagged
 
     async def _money(self, ids: list[str]) -> _Spend:
         # One pass over the batches' attempts, grouped by batch alone: the batch index

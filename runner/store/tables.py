@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -169,6 +169,9 @@ outputs = Table(
     #: What the job asked for and what came, where they differ (both null when they agree).
     Column("asked", String(64), nullable=True),
     Column("got", String(64), nullable=True),
+    #: An edit's fidelity to its first source and its flag, once an export or compare scored it.
+    Column("edit_fidelity", Float, nullable=True),
+    Column("edit_flag", String(16), nullable=True),
     UniqueConstraint("job_id", "k"),
 )
 

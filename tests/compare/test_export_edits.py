@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner import app
+from runner.config import load_settings
 from runner.export.batches_index import batch_card, render_index
 from runner.run.worker import RunOptions
 from runner.sandbox import SandboxHandle
@@ -83,3 +84,32 @@ async def test_an_index_of_several_batches_has_totals_and_thumbnails(
     assert "<script>" not in page
     assert page.count('<article class="batch">') == 2
     assert f"${cards[1].spent_usd:.4f}" in page
+
+
+async def test_scores_are_kept_status_counts_flagged_edits_and_thresholds_reflag(
+    sandbox: SandboxHandle, tmp_path: Path, db_url: str
+) -> None:
+    """On SQLite and PostgreSQL."""
+    manifest = write_manifest(tmp_path / "in" / "m.jsonl", 8, size=False)
+    settings = sandbox_settings(sandbox, tmp_path, db_url)
+    await app.submit(settings, manifest, "sandbox-openai", name="kept")
+    await app.run(settings, ["kept"], RunOptions(retry_scale=0, handle_signals=False))
+    before = (await app.status(settings, ["kept"])).batches[0]
+    assert before.flagged_edits == 0  # nothing scored yet
+
+    await app.export(settings, "kept", out_dir=tmp_path / "a", formats=["jsonl"])
+
+    after = (await app.status(settings, ["kept"])).batches[0]
+    assert after.flagged_edits == 2
+    assert after.to_json()["flagged_edits"] == 2
+    # The stored score stands even with the source gone; the flag follows the thresholds.
+    (tmp_path / "in" / "sources" / "mug.png").unlink()
+    config = tmp_path / "strict.toml"
+    config.write_text("[routes.sandbox-openai]\nfidelity_ignored_below = 0.99\n", "utf-8")
+    strict = load_settings(config=config, db=db_url, data=tmp_path / "data")
+    await app.export(strict, "kept", out_dir=tmp_path / "b", formats=["jsonl"])
+    first = [json.loads(t) for t in (tmp_path / "a" / "kept.jsonl").read_text().splitlines()]
+    again = [json.loads(t) for t in (tmp_path / "b" / "kept.jsonl").read_text().splitlines()]
+    assert [r["edit_fidelity"] for r in again] == [r["edit_fidelity"] for r in first]
+    assert [r["edit_flag"] for r in again if r["edit_flag"]] == ["ignored_source"] * 4
+    assert (await app.status(strict, ["kept"])).batches[0].flagged_edits == 4
