@@ -54,7 +54,7 @@ def test_status_json_shape(cli: Invoke, tmp_path: Path) -> None:
 
     data = status_json(cli)
 
-    assert set(data) == {"batches", "workers"}
+    assert set(data) == {"batches", "workers", "paces"}
     [batch] = data["batches"]
     assert {
         "id",
@@ -75,6 +75,8 @@ def test_status_json_shape(cli: Invoke, tmp_path: Path) -> None:
     assert batch["states"] == {s.value: (3 if s is JobState.QUEUED else 0) for s in JobState}
     assert (batch["outputs"], batch["attempts"], batch["spent_usd"]) == (0, 0, 0)
     assert data["workers"] == []
+    # No run yet: no route has a learned pace.
+    assert data["paces"] == {}
     # The same batch by name, and an unknown one is a clear usage error.
     assert json.loads(cli("status", "kites", "--json").stdout)["batches"] == [batch]
     missing = cli("status", "nope")
