@@ -175,7 +175,7 @@ def _wait_past_deadline(error: AttemptError, *, deadline: datetime, now: datetim
         return None
     return (
         f"{error.outcome.value}: the server asks to wait {error.retry_after:,.0f} s, until "
-        f"{until:%Y-%m-%d %H:%M:%S} UTC, past the job's deadline ({deadline:%H:%M:%S} UTC)"
+        f"{until:%Y-%m-%d %H:%M:%S} UTC, past the job's deadline ({deadline:%Y-%m-%d %H:%M:%S} UTC)"
     )
 
 
