@@ -56,8 +56,7 @@ def describe(stats: RunStats, now: float) -> str:
     ]
     parts += [
         pause_text(route, pause, now, named=len(stats.gates) > 1)
-        for route, pause in stats.pauses.items()
-        if pause.left(now) > PAUSE_SHOWN_S
+        for route, pause in shown_pauses(stats, now).items()
     ]
     if stats.stopping:
         parts.append("stopping…")
@@ -68,6 +67,16 @@ def pace_text(route: str, gate: Paced, *, named: bool) -> str:
     """``pace 294/min (from headers)``, the route's name first when the run has several."""
     text = f"pace {gate.pace.rpm:,.0f}/min ({gate.pace.reason})"
     return f"{route} {text}" if named else text
+
+
+def shown_pauses(stats: RunStats, now: float) -> dict[str, RoutePause]:
+    """Each route's pause with more than ``PAUSE_SHOWN_S`` left: the one this process's
+    answers gave it, else one its gate took from another worker (a shared PostgreSQL gate)."""
+    shown = {r: p for r, p in stats.pauses.items() if p.left(now) > PAUSE_SHOWN_S}
+    for route, gate in stats.gates.items():
+        if route not in shown and gate.paused_for > PAUSE_SHOWN_S:
+            shown[route] = RoutePause(until=now + gate.paused_for, reason="another worker's 429")
+    return shown
 
 
 def pause_text(route: str, pause: RoutePause, now: float, *, named: bool) -> str:

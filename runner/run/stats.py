@@ -23,6 +23,10 @@ class Paced(Protocol):
     @property
     def pace(self) -> Pace: ...
 
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of the longest pause the gate knows of (another worker's too)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutePause:

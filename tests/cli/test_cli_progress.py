@@ -3,6 +3,7 @@ it and why."""
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from runner.cli.progress import PAUSE_SHOWN_S, describe
@@ -13,14 +14,14 @@ from runner.run.stats import JobSettled, RoutePause, RunStats
 NOW = 1000.0
 
 
-def paused_stats(route: str, seconds: float, reason: str) -> RunStats:
-    stats = RunStats(started=NOW - 10, total=10)
+def paused_stats(route: str, seconds: float, reason: str, *, now: float = NOW) -> RunStats:
+    stats = RunStats(started=now - 10, total=10)
     stats.record(
         JobSettled(
             route=route,
             state=JobState.WAITING,
             outcome=Outcome.RATE_LIMITED,
-            paused=RoutePause(until=NOW + seconds, reason=reason),
+            paused=RoutePause(until=now + seconds, reason=reason),
         )
     )
     return stats
@@ -54,7 +55,18 @@ def test_the_longest_pause_a_route_was_given_is_the_one_shown() -> None:
     assert "paused 60s (503 Retry-After)" in describe(stats, NOW)
 
 
-def test_with_several_routes_the_pause_names_its_route() -> None:
-    stats = paused_stats("laozhang", 30.0, "429 rate-limit reset")
+@pytest.mark.anyio
+async def test_with_several_routes_the_pause_names_its_route() -> None:
+    now = anyio.current_time()
+    stats = paused_stats("laozhang", 30.0, "429 rate-limit reset", now=now)
     stats.gates = {"openai": RouteGate(60), "laozhang": RouteGate(60)}
-    assert "laozhang paused 30s (429 rate-limit reset)" in describe(stats, NOW)
+    assert "laozhang paused 30s (429 rate-limit reset)" in describe(stats, now)
+
+
+@pytest.mark.anyio
+async def test_a_pause_another_worker_gave_the_route_shows_too() -> None:
+    """On a shared gate a pause may come from another worker's 429: the gate knows of it."""
+    gate = RouteGate(60)
+    await gate.pause(30.0)
+    stats = RunStats(started=anyio.current_time(), total=1, gates={"openai": gate})
+    assert "paused 30s (another worker's 429)" in describe(stats, anyio.current_time())
