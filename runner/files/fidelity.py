@@ -14,7 +14,7 @@ pictures both large enough for its caption band share that band's structure and 
 0.74 whatever their prompts: a sandbox picture is no fair source for a source-ignoring test.)
 
 Pillow and numpy only: scikit-image's ``structural_similarity`` computes the same quantity
-but brings scipy, networkx, imageio and tifffile (~68 MB of wheels) for one function.
+but brings scipy, networkx, imageio and tifffile (~52 MB of wheels) for one function.
 Everything here is blocking; callers run it in a worker thread.
 """
 
