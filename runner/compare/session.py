@@ -137,11 +137,8 @@ async def _gather(
     statuses = await store.batch_status(batches)
     for batch, status in zip(batches, statuses, strict=True):
         route = settings.catalog.routes.get(batch.route)
-        scorer = EditScorer(route_thresholds(route), settings.data_dir)
-        try:
+        with EditScorer(route_thresholds(route), settings.data_dir) as scorer:
             found = await collect_cells(store, batch.id, batch.route, scorer)
-        finally:
-            scorer.close()
         cells += found
         summaries.append(summarise(batch.route, status, found))
     return summaries, cells

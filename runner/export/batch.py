@@ -104,8 +104,7 @@ async def export_batch(
         embed: add the image bytes to the Parquet file (an ``image`` column).
         shard_size: samples per WebDataset shard.
         progress: called as ``progress(rows_done, rows_total)`` after each page.
-        catalog: the routes, whose edit-fidelity thresholds flag the batch's edits
-            (``edit_fidelity`` and ``edit_flag``); the defaults when not given.
+        catalog: the routes (their thresholds flag the edits' fidelity; default thresholds).
 
     Returns:
         What each format wrote, left unchanged, skipped and renamed.
@@ -133,11 +132,8 @@ async def export_batch(
     )
     await anyio.Path(ctx.out_dir).mkdir(parents=True, exist_ok=True)
     route = catalog.routes.get(batch.route) if catalog else None
-    scorer = EditScorer(route_thresholds(route), ctx.data_dir)
-    try:
+    with EditScorer(route_thresholds(route), ctx.data_dir) as scorer:
         return await _run(store, ctx, wanted, progress, scorer)
-    finally:
-        scorer.close()
 
 
 async def _run(

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from runner.files.fidelity import FidelityError, FidelityThresholds, edit_fidelity
 from runner.files.images import ImageError, decode_b64
@@ -111,3 +111,9 @@ class EditScorer:
     def close(self) -> None:
         """Stop the scoring threads."""
         self._pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -9,9 +9,10 @@ merely shares the prompt does not; a source sent back as it was scores 1.
 
 On the sandbox's edits (a 35 % tint, a frame and a caption over the source; a masked edit
 tints only the mask) the score runs 0.73-0.98; its source-ignoring edits (a fresh picture of
-the prompt) -0.02-0.54; a source sent back 0.998-1. :class:`FidelityThresholds` defaults sit in those gaps. (Two sandbox
-pictures both large enough for its caption band share that band's structure and score up to
-0.74 whatever their prompts: a sandbox picture is no fair source for a source-ignoring test.)
+the prompt) -0.02-0.54; a source sent back 0.998-1. :class:`FidelityThresholds` defaults sit
+in those gaps. (Two sandbox pictures both large enough for its caption band share that band's
+structure and score up to 0.74 whatever their prompts: a sandbox picture is no fair source for
+a source-ignoring test.)
 
 Pillow and numpy only: scikit-image's ``structural_similarity`` computes the same quantity
 but brings scipy, networkx, imageio and tifffile (~52 MB of wheels) for one function.

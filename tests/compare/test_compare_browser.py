@@ -105,7 +105,7 @@ def _check_in_chromium(
     assert facts["heading"] == name
     assert name in facts["title"]
     assert sum(HOSTILE in p for p in facts["prompts"]) == 40
-    # Edits 1, 5, 9, … ignored their source: 50 per route, each flagged on the page, but for
-    # p001 on the first route, whose image is gone (and so is its score).
-    assert len(facts["flags"]) == 50 * len(routes) - 1
+    # Edits 1, 5, 9, … ignored their source: 50 per route, each flagged on the page (p001's
+    # image is gone on the first route, but the score the first comparison stored stays).
+    assert len(facts["flags"]) == 50 * len(routes)
     assert (facts["scripts"], facts["injected"], facts["external"]) == (0, 0, [])
