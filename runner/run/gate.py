@@ -180,9 +180,18 @@ class BaseGate(ABC):
         await self._wait_out_pause()
         # One request at a time takes its slot, at the pace of the moment: a slot booked
         # ahead at an older, faster pace would still leave after the pace has slowed.
+        if not self._one_at_a_time:
+            self._gap = self.pace.interval(images)
+            await self._take_slot(self._gap)
+            return
         async with self._slots:
             self._gap = self.pace.interval(images)
             await self._take_slot(self._gap)
+
+    @property
+    def _one_at_a_time(self) -> bool:
+        """Whether requests take their slots one by one (else all at once, booked ahead)."""
+        return True
 
     async def depart(self) -> None:
         # The gap of the request admitted last: a hair less, so a schedule kept on time

@@ -36,6 +36,12 @@ class SharedGate(BaseGate):
         self._store = store
         self._route = route
 
+    @property
+    def _one_at_a_time(self) -> bool:
+        # Until a 429, slots booked ahead let every task of every worker keep the schedule
+        # full; after it, the pace may change under them, so they book one by one.
+        return self.refused
+
     async def depart(self) -> None:
         # Catching up on the schedule after a stall is what the tolerance is for; after a 429
         # this process's requests keep one interval apart on the wire too.

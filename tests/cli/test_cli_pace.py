@@ -35,7 +35,7 @@ async def test_the_progress_line_shows_the_pace_and_why() -> None:
     assert "(backed off after a 429)" in describe(stats, 3.0)
 
 
-def test_two_routes_are_named_on_the_progress_line() -> None:
+async def test_two_routes_are_named_on_the_progress_line() -> None:
     stats = RunStats(started=0.0, total=10)
     stats.gates["a"] = RouteGate(60)
     stats.gates["b"] = RouteGate(120)
@@ -44,7 +44,7 @@ def test_two_routes_are_named_on_the_progress_line() -> None:
     assert "b pace 119/min" in line
 
 
-def test_status_lists_each_routes_learned_limit() -> None:
+async def test_status_lists_each_routes_learned_limit() -> None:
     learned = Learned(rpm=297.0, reason=Reason.HEADERS, requests=300, images=5)
     text = rendered(
         paces_table({"openai": {**learned.to_json(), "learned_at": "2026-12-02T04:00:00+00:00"}})
