@@ -18,13 +18,22 @@ from runner.models import Limit, RateLimits, utcnow
 KINDS = ("requests", "tokens", "images")
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: The longest wait a header is taken at (a year): beyond it a date overflows, and any wait
+#: that long stops the route past every job's deadline anyway. Not-a-number is no hint.
+MAX_WAIT_S = 365 * 86400.0
+
+
+def _wait(seconds: float) -> float | None:
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), MAX_WAIT_S)
 
 
 def go_duration(text: str) -> float | None:
     """Seconds in a Go duration (``20ms``, ``6m0s``, ``1h2m3.5s``); a bare number is seconds."""
     text = text.strip()
     try:
-        return max(0.0, float(text))
+        return _wait(float(text))
     except ValueError:
         pass
     pos, total = 0, 0.0
@@ -33,7 +42,7 @@ def go_duration(text: str) -> float | None:
             return None
         total += float(match.group(1)) * _UNIT_S[match.group(2)]
         pos = match.end()
-    return total if pos == len(text) and pos else None
+    return _wait(total) if pos == len(text) and pos else None
 
 
 def rate_limits(headers: httpx.Headers) -> RateLimits | None:
@@ -65,17 +74,17 @@ def retry_after(headers: httpx.Headers) -> float | None:
     """
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
-            return max(0.0, float(ms) / 1000)
+            return _wait(float(ms) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is not None:
         try:
-            return max(0.0, float(value))
+            return _wait(float(value))
         except ValueError:
             pass
         try:
-            return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+            return _wait((parsedate_to_datetime(value) - utcnow()).total_seconds())
         except (TypeError, ValueError):
             pass
     limits = rate_limits(headers)

@@ -213,6 +213,9 @@ def _redirected(
         return None
     headers = request.headers.copy()
     headers.pop("host", None)
+    if (url.scheme, url.host, url.port) != (request.url.scheme, request.url.host, request.url.port):
+        # The key is the origin's: another origin never sees it (as httpx's own redirects).
+        headers.pop("authorization", None)
     return httpx.Request(
         request.method, url, headers=headers, stream=request.stream, extensions=request.extensions
     )

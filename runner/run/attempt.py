@@ -110,7 +110,16 @@ class JobRunner:
         except LeaseLost:
             reservation.cancel()
             return
-        await lane.gate.depart()
+        try:
+            await lane.gate.depart()
+        except anyio.get_cancelled_exc_class():
+            # The row is committed but nothing left: finish it as not sent, or it stays
+            # `sending` (judged `unknown` by recovery) and the job `running`.
+            with anyio.CancelScope(shield=True):
+                error = AttemptError(Outcome.INTERRUPTED, "run stopped before sending", sent=False)
+                await self._failed(lane, job, start, error, None)
+            reservation.cancel()
+            raise
         result = await self._attempt(lane, job, start, prepared)
         reservation.settle(exposure_of(result))
 
@@ -147,9 +156,21 @@ class JobRunner:
                 exchange = replace(exchange, body=None)
                 return await self._succeeded(lane, job, start, exchange, parsed, paid)
             except AttemptError as exc:
-                if paid is None:  # an answer that parsed was observed above
-                    await lane.gate.observe(refused(job, exc))
-                return await self._failed(lane, job, start, exc, exchange, paid)
+                # Shielded: a cancellation here would skip the row and leave it `sending`
+                # (the sibling `except` below does not catch what this handler raises).
+                with anyio.CancelScope(shield=True):
+                    if paid is None:  # an answer that parsed was observed above
+                        await lane.gate.observe(refused(job, exc))
+                    result = await self._failed(lane, job, start, exc, exchange, paid)
+                return result
+            except OSError as exc:
+                # The disk refused a paid image (full, read-only, gone): record the attempt as
+                # paid and failed (never re-sent by itself), and send nothing more to lose.
+                lane.gate.stop(f"disk: {exc}")
+                error = AttemptError(Outcome.INTERRUPTED, f"image not written: {exc}")
+                with anyio.CancelScope(shield=True):
+                    result = await self._failed(lane, job, start, error, exchange, paid)
+                return result
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     error = AttemptError(Outcome.INTERRUPTED, "run stopped while in flight")
@@ -182,13 +203,18 @@ class JobRunner:
         parsed: ParsedResponse,
         paid: Paid,
     ) -> AttemptResult:
-        files = await self._save(lane, job, start.id, parsed.images, exchange.deadline)
+        files, problems = await self._save(lane, job, start.id, parsed.images, exchange.deadline)
+        if not files:
+            raise problems[0]  # no image to keep: the paid 200 is recorded as that failure
         mismatch = mismatch_summary(files) if lane.route.on_mismatch == "fail" else None
+        # Images that did decode are a paid success (rule 1) even when others of the same
+        # answer did not: keep them, say what was lost, never re-send.
+        note = "; ".join(p.message for p in problems) or None
         result = replace(
             result_record(start, Outcome.OK, exchange=exchange),
             usage=paid.usage.to_json() if paid.usage else None,
             images_returned=len(files),
-            error_message=mismatch,
+            error_message="; ".join(m for m in (mismatch, note) if m) or None,
         )
         decision = verdict.succeeded(paid.cost, refused=mismatch)
         return await self._apply(lane, job, result, decision, files)
@@ -283,36 +309,53 @@ class JobRunner:
         attempt_id: str,
         payloads: list[ImagePayload],
         deadline: float,
-    ) -> list[OutputRecord]:
+    ) -> tuple[list[OutputRecord], list[AttemptError]]:
         """Decode (or download, within what is left of the attempt's deadline), verify and
-        write each image; nothing is recorded yet.
+        write each image; nothing is recorded yet. Returns the images written and why the
+        others could not be.
 
         Every image that decodes is kept, whatever its size or format; where it differs from
         what the job asked for, its record says so (``asked``, ``got``).
         """
         expected = Expected.from_params(job.params)
-        records = []
+        records: list[OutputRecord] = []
+        problems: list[AttemptError] = []
         for k in range(len(payloads)):
-            payload, payloads[k] = payloads[k], _SPENT
-            if payload.b64 is not None:
-                try:
-                    data = decode_b64(payload.b64)
-                except ImageError as exc:
-                    raise AttemptError(Outcome.BAD_RESPONSE, str(exc)) from exc
-                del payload
-            else:
-                data = await download(
-                    lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES, deadline=deadline
-                )
-            if len(data) <= INLINE_WRITE_BYTES:
-                # Decoding and writing a thumbnail-sized image takes less time than the hop to
-                # a worker thread and back; bigger images never block the event loop.
-                records.append(self._write(job, attempt_id, k, data, expected))
-            else:
+            try:
                 records.append(
-                    await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, expected)
+                    await self._save_one(lane, job, attempt_id, payloads, k, deadline, expected)
                 )
-        return records
+            except AttemptError as exc:
+                problems.append(exc)
+        return records, problems
+
+    async def _save_one(
+        self,
+        lane: Lane,
+        job: Job,
+        attempt_id: str,
+        payloads: list[ImagePayload],
+        k: int,
+        deadline: float,
+        expected: Expected,
+    ) -> OutputRecord:
+        # Taken out of the list, so this frame holds the only reference to its base64 text.
+        payload, payloads[k] = payloads[k], _SPENT
+        if payload.b64 is not None:
+            try:
+                data = decode_b64(payload.b64)
+            except ImageError as exc:
+                raise AttemptError(Outcome.BAD_RESPONSE, str(exc)) from exc
+            del payload
+        else:
+            data = await download(
+                lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES, deadline=deadline
+            )
+        if len(data) <= INLINE_WRITE_BYTES:
+            # Decoding and writing a thumbnail-sized image takes less time than the hop to
+            # a worker thread and back; bigger images never block the event loop.
+            return self._write(job, attempt_id, k, data, expected)
+        return await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, expected)
 
     def _write(
         self,

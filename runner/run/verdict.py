@@ -168,7 +168,7 @@ def _deadline(first_attempt_at: datetime, policy: RetryPolicy, now: datetime) ->
 
 def _wait_past_deadline(error: AttemptError, *, deadline: datetime, now: datetime) -> str | None:
     """Why the route stops when the server asks for a wait that ends after ``deadline``."""
-    if not error.retry_after or error.outcome not in ROUTE_WAITS:
+    if not error.retry_after or not _route_wait(error):
         return None
     until = now + timedelta(seconds=error.retry_after)
     if until <= deadline:
@@ -177,6 +177,14 @@ def _wait_past_deadline(error: AttemptError, *, deadline: datetime, now: datetim
         f"{error.outcome.value}: the server asks to wait {error.retry_after:,.0f} s, until "
         f"{until:%Y-%m-%d %H:%M:%S} UTC, past the job's deadline ({deadline:%Y-%m-%d %H:%M:%S} UTC)"
     )
+
+
+def _route_wait(error: AttemptError) -> bool:
+    """Whether the wait ``error`` asks for holds the whole route: a 429's, a 5xx's, and a
+    gateway's 502/504/524 (class ``timeout``, but answered with a status)."""
+    if error.outcome in ROUTE_WAITS:
+        return True
+    return error.outcome is Outcome.TIMEOUT and error.status is not None
 
 
 def _pause(
@@ -188,7 +196,7 @@ def _pause(
     too); a 429 without one holds it for the policy's backoff.
     """
     status = str(error.status or error.outcome.value)
-    if error.retry_after and error.outcome in ROUTE_WAITS:
+    if error.retry_after and _route_wait(error):
         limits = error.rate_limits
         hinted = limits is not None and limits.reset_s == error.retry_after
         return error.retry_after, f"{status} {'rate-limit reset' if hinted else 'Retry-After'}"

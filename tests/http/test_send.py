@@ -483,3 +483,30 @@ async def test_cut_off_while_waiting_for_a_connection_is_a_timeout_never_sent() 
     assert queued.value.outcome is Outcome.TIMEOUT
     assert queued.value.sent is False
     assert [r.headers["x-client-request-id"] for r in server.requests] == ["ir-hung"]
+
+
+async def test_a_redirect_to_another_origin_does_not_carry_the_api_key(tmp_path: Path) -> None:
+    """A 307 to https on another host is followed, as httpx's own redirects are, without the
+    key: ``Authorization`` belongs to the origin that was asked."""
+    cert = certificate(tmp_path)
+    tls = ssl.create_default_context(cafile=str(cert))
+    done = response(b'{"created":1,"data":[]}', headers=[("Content-Type", "application/json")])
+    async with serve(replying(lambda r: done), tls=server_tls(cert)) as elsewhere:
+        # "localhost" is another host than "127.0.0.1", the origin the client was given.
+        target = f"https://localhost:{elsewhere.port}/v1/images/generations"
+        moved = response(
+            b"", status=307, reason="Temporary Redirect", headers=[("Location", target)]
+        )
+        async with (
+            serve(replying(lambda r: moved), tls=server_tls(cert)) as origin,
+            ApiClient(
+                f"https://127.0.0.1:{origin.port}/v1",
+                api_key="sk-SECRET-KEY",
+                timeout=httpx.Timeout(5.0),
+                tls=tls,
+            ) as client,
+        ):
+            prepared = PreparedRequest(endpoint="/images/generations", json={"prompt": "x"})
+            await send(client, prepared, "ir-redirect")
+    [seen] = elsewhere.requests
+    assert "authorization" not in seen.headers

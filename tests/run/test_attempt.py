@@ -12,12 +12,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from PIL import Image
@@ -104,8 +106,19 @@ class Outcomes:
     stats: RunStats
 
 
-async def run_one(store: Store, tmp_path: Path, reply: Reply) -> Outcomes:
-    """Submit one job on the ``openai`` route pointed at a loopback server; run one attempt."""
+async def run_one(
+    store: Store,
+    tmp_path: Path,
+    reply: Reply,
+    *,
+    gate: RouteGate | None = None,
+    cancel_after: float | None = None,
+) -> Outcomes:
+    """Submit one job on the ``openai`` route pointed at a loopback server; run one attempt.
+
+    With ``cancel_after``, the attempt is cancelled after that many seconds (the grace of a
+    stopping run running out), and the job handed back as the worker's consumer does.
+    """
     book = load_price_book()
     holder: list[Server] = []
     async with serve(replying(lambda request: reply(request, holder[0]))) as server:
@@ -132,11 +145,17 @@ async def run_one(store: Store, tmp_path: Path, reply: Reply) -> Outcomes:
                 api_key=KEY,
                 batch_ids=[batch.id],
                 concurrency=1,
-                gate=RouteGate(6000),
+                gate=gate or RouteGate(6000),
                 policy=RetryPolicy(max_attempts=1),
                 tls=httpx.create_ssl_context(),
             )
-            await runner.run_job(lane, job)
+            with anyio.move_on_after(cancel_after if cancel_after is not None else math.inf):
+                try:
+                    await runner.run_job(lane, job)
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        await store.release_unstarted(WORKER, [job.id])
+                    raise
     async with store.engine.connect() as conn:
         [attempt] = [dict(r._mapping) for r in await conn.execute(select(attempts))]
         [row] = [dict(r._mapping) for r in await conn.execute(select(jobs))]

@@ -264,3 +264,12 @@ def test_a_wait_on_a_failure_of_one_job_only_neither_pauses_nor_stops_the_route(
     v = judge(AttemptError(Outcome.TIMEOUT, "timed out", retry_after=86400.0))
     assert (v.stop, v.pause_s) == (None, None)
     assert v.state is JobState.FAILED
+
+
+def test_a_gateway_timeouts_retry_after_past_the_deadline_stops_the_route() -> None:
+    """A CDN's 504 is class ``timeout`` but came with a status: its Retry-After holds the route."""
+    error = AttemptError(Outcome.TIMEOUT, "HTTP 504", status=504, retry_after=86400)
+    v = judge(error)
+    assert v.stop is not None
+    assert "past the job's deadline" in v.stop
+    assert v.retry_at is None
