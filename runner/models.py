@@ -222,7 +222,13 @@ class RateLimits:
 
     @property
     def reset_s(self) -> float | None:
-        """The longest reset among the resources reported: when every window has room again."""
-        windows = (self.requests, self.tokens, self.images)
-        resets = [w.reset_s for w in windows if w is not None and w.reset_s is not None]
+        """When the window that refused has room again: the longest reset among the resources
+        with nothing remaining, or among all reported when none says it ran out.
+
+        OpenAI reports every resource on every answer, and a token window's reset is the time
+        to refill it whole (often minutes): a 429 on the request window must not wait for it.
+        """
+        windows = [w for w in (self.requests, self.tokens, self.images) if w is not None]
+        out = [w for w in windows if w.remaining == 0 and w.reset_s is not None]
+        resets = [w.reset_s for w in (out or windows) if w.reset_s is not None]
         return max(resets) if resets else None

@@ -54,3 +54,26 @@ def test_rate_limits_are_none_without_the_headers_and_skip_garbage() -> None:
     assert parsed.tokens is not None
     assert (parsed.tokens.limit, parsed.tokens.remaining, parsed.tokens.reset_s) == (None, 10, None)
     assert parsed.reset_s is None
+
+
+def test_the_wait_is_the_reset_of_the_window_that_ran_out() -> None:
+    """OpenAI sends every window on every answer; a token window's reset is a full refill."""
+    headers = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-remaining-tokens": "14000",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    assert retry_after(httpx.Headers(headers)) == 1.0
+    # No window says it ran out: the longest reset, to be safe.
+    headers["x-ratelimit-remaining-requests"] = "3"
+    assert retry_after(httpx.Headers(headers)) == 360.0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"retry-after": "1e400"}, {"x-ratelimit-reset-requests": "99999999999h"}],
+    ids=["retry-after-1e400", "reset-1e11h"],
+)
+def test_a_wait_beyond_any_clock_is_capped_at_a_year(headers: dict[str, str]) -> None:
+    assert retry_after(httpx.Headers(headers)) == 365 * 86400.0
