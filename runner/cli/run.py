@@ -27,10 +27,11 @@ from runner.run.worker import RunOptions
 @click.option(
     "--lease",
     type=click.FloatRange(1.0),
-    default=60.0,
+    default=120.0,
     show_default=True,
     help="Seconds a claimed job stays leased without a heartbeat: how long other "
-    "workers wait before taking back the jobs of a machine that died.",
+    "workers wait before taking back the jobs of a machine that died. Keep it above the "
+    "database outage a run rides out (60 s), or a live run's requests are judged lost.",
 )
 @click.option(
     "--memory-mb",

@@ -67,7 +67,7 @@ class RunOptions:
     concurrency: int | None = None
     rpm: int | None = None
     budget_usd: float | None = None
-    lease_seconds: float = 60.0
+    lease_seconds: float = 120.0
     grace_seconds: float = 30.0
     #: Memory that large response bodies may hold at once (see ``runner.run.memory``).
     memory_mb: int = 256
