@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import httpx
 
+from runner.abc import ProbeStore
 from runner.billing.endpoints import (
     AccountEndpoints,
     Balance,
@@ -50,7 +51,7 @@ from runner.run.lanes import LaneClients, assemble, open_clients
 from runner.run.retry import RetryPolicy
 from runner.run.spending import RunCap, Spending
 from runner.run.stats import RunStats
-from runner.store import BatchInfo, Store
+from runner.store import BatchInfo
 from runner.store.charges import BalanceSnapshot, BilledAttempt, ChargeObservation, ChargeUpdate
 
 #: Lease on a probe job: long enough for the slowest generation and its settling.
@@ -60,7 +61,7 @@ TOLERANCE_USD = 0.000002
 
 
 async def probe_billing(
-    store: Store,
+    store: ProbeStore,
     *,
     catalog: Catalog,
     book: PriceBook,
@@ -129,7 +130,9 @@ async def _check_readable(
     return True
 
 
-async def _probe_batch(store: Store, route: Route, probes: list[Probe], worst: float) -> BatchInfo:
+async def _probe_batch(
+    store: ProbeStore, route: Route, probes: list[Probe], worst: float
+) -> BatchInfo:
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     name = f"probe-{route.name}-{stamp}-{secrets.token_hex(2)}"
     plan = json.dumps([[p.provoke.value, p.prompt, p.params] for p in probes], sort_keys=True)
@@ -159,7 +162,7 @@ async def _probe_batch(store: Store, route: Route, probes: list[Probe], worst: f
 
 @dataclass(slots=True, kw_only=True)
 class _Prober:
-    store: Store
+    store: ProbeStore
     route: Route
     batch: BatchInfo
     endpoints: AccountEndpoints
