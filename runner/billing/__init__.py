@@ -11,7 +11,6 @@
 from runner.billing.endpoints import AccountEndpoints, BillingUnavailable
 from runner.billing.findings import ProbeReport, ProbeResult
 from runner.billing.plan import Probe, ProbeOptions, parse_marker, plan_probes, probes_worst_case
-from runner.run.observed import apply_observed, observed_route
 from runner.billing.probe import probe_billing
 from runner.billing.reconcile import BalanceCheck, ReconcileReport, reconcile
 from runner.billing.spend_report import (
@@ -21,6 +20,7 @@ from runner.billing.spend_report import (
     cost_report,
     reprice_attempts,
 )
+from runner.run.observed import apply_observed, observed_route
 
 __all__ = [
     "AccountEndpoints",

@@ -162,7 +162,8 @@ class JobRunner:
                     if paid is None:  # an answer that parsed was observed above
                         await lane.gate.observe(refused(job, exc))
                     result = await self._failed(lane, job, start, exc, exchange, paid)
-                return result
+                # Returned outside the scope: a cancel scope may swallow what it exits with.
+                return result  # noqa: RET504
             except OSError as exc:
                 # The disk refused a paid image (full, read-only, gone): record the attempt as
                 # paid and failed (never re-sent by itself), and send nothing more to lose.
@@ -170,7 +171,7 @@ class JobRunner:
                 error = AttemptError(Outcome.INTERRUPTED, f"image not written: {exc}")
                 with anyio.CancelScope(shield=True):
                     result = await self._failed(lane, job, start, error, exchange, paid)
-                return result
+                return result  # noqa: RET504
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     error = AttemptError(Outcome.INTERRUPTED, "run stopped while in flight")

@@ -153,6 +153,7 @@ class BaseGate(ABC):
         self.refused = False
         self._slots = anyio.Lock()
         self._gap = self.pace.interval()
+        self._stopping: anyio.Event | None = None
 
     async def start(self) -> None:
         if self._keeper is None:
@@ -170,6 +171,18 @@ class BaseGate(ABC):
     def stop(self, reason: str) -> None:
         if self.stopped is None:
             self.stopped = reason
+            if self._stopping is not None:
+                self._stopping.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the route stops meanwhile: a request waiting out a
+        pause or its slot learns of a stop (a revoked key, an empty account) at once."""
+        if self.stopped is not None:
+            return
+        if self._stopping is None:
+            self._stopping = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._stopping.wait()
 
     async def pause(self, seconds: float) -> None:
         # This process holds at once; sharing the pause further is the subclass's business.
@@ -199,7 +212,7 @@ class BaseGate(ABC):
         share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
         wait = self._departed_at + self._gap * share - anyio.current_time()
         if wait > 0:
-            await anyio.sleep(wait)
+            await self._sleep(wait)
         self._departed_at = anyio.current_time()
         self._departed += 1
 
@@ -230,8 +243,8 @@ class BaseGate(ABC):
 
     async def _wait_out_pause(self) -> None:
         # Another 429 may extend the pause while we sleep, hence a loop rather than an event.
-        while (wait := self.paused_for) > 0:  # noqa: ASYNC110
-            await anyio.sleep(wait)
+        while (wait := self.paused_for) > 0 and self.stopped is None:
+            await self._sleep(wait)
 
     @abstractmethod
     async def _share_pause(self, seconds: float) -> None:
@@ -263,8 +276,8 @@ class RouteGate(BaseGate):
             now = anyio.current_time()
             due = max(self._next_at, now)
             self._next_at = due + interval
-            await anyio.sleep(due - now)
-            if self.paused_for <= 0:
+            await self._sleep(due - now)
+            if self.paused_for <= 0 or self.stopped is not None:
                 return
             # A 429 seen while waiting holds this request too; it then takes a slot after the
             # pause, so the requests held do not all leave at once when it ends.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 
-import anyio
-
 from runner.errors import StoreUnavailable
 from runner.run.gate import BaseGate, PaceKeeper, PaceStore
 
@@ -71,4 +69,6 @@ class SharedGate(BaseGate):
             # Another worker saw a 429: the slot was not taken; come back when it ends.
             self._hold(paused)
             await self._wait_out_pause()
-        await anyio.sleep(wait)
+            if self.stopped is not None:
+                return
+        await self._sleep(wait)

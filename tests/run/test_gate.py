@@ -255,3 +255,16 @@ async def test_a_backoff_on_one_shared_gate_slows_the_other(
             await anyio.sleep(0.2)
             await b.observe(answer())
     assert b.pace.reason is Reason.BACKED_OFF
+
+
+async def test_a_stop_wakes_the_requests_waiting_out_a_pause() -> None:
+    """A 429's half-hour pause, then another job's 401 stops the route: the waiting requests
+    learn of it at once instead of after the pause."""
+    gate = RouteGate(600)
+    await gate.pause(1800.0)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(gate.admit)
+            await anyio.sleep(0.1)
+            gate.stop("auth: the key was revoked")
+    assert gate.stopped == "auth: the key was revoked"
