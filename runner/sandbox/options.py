@@ -139,29 +139,15 @@ def config_from_options(
     quota_status: int = 403,
     file_ttl: float = 3600.0,
 ) -> SandboxConfig:
-    """A config from command-line style values (see :class:`SandboxConfig` for meanings).
+    """A config from ``imagerun sandbox``'s option values.
 
-    Args:
-        latency: mean generation time in seconds.
-        jitter: spread around it (half-width for uniform, sigma for normal).
-        latency_distribution: ``uniform`` or ``normal``.
-        rpm: requests per minute per key (``None`` or 0: unlimited).
-        ipm: images per minute per key (``None`` or 0: unlimited).
-        limiter: ``bucket``, ``strict``, ``window`` or ``sliding``.
-        burst: requests a bucket or strict limiter lets arrive back to back.
-        limiter_window: seconds of a window or sliding limiter.
-        no_limit_headers: send no ``x-ratelimit-*`` headers.
-        faults: fault rates, e.g. ``"server_error=0.05,reset=0.01"``.
-        rules: scripted faults, e.g. ``["#RESET#:reset:1"]`` (see :func:`parse_fault_rule`).
-        policy: failure-charge policy: ``none``, ``new-api``, ``all`` or class names.
-        seed: seed of every random draw.
-        tiny: 64x64 images whatever the size (throughput runs).
-        grain: photo-like, barely compressible images (memory runs).
-        balance: starting balance of every key, in dollars.
-        hang: seconds a ``hang`` fault holds a request.
-        moderation_word: prompts containing it are blocked; empty or ``None`` turns it off.
-        quota_status: HTTP status of the gateway's insufficient-balance error.
-        file_ttl: seconds a gateway image URL stays valid.
+    Each option is the :class:`SandboxConfig` field of the same meaning, in the form a command
+    line gives it: ``latency``/``jitter``/``latency_distribution`` make its ``Latency``; a 0 or
+    ``None`` rate (``rpm``, ``ipm``, ``burst``) means unlimited; ``no_limit_headers`` turns
+    the ``x-ratelimit-*`` headers off; ``faults`` is ``"server_error=0.05,reset=0.01"``;
+    ``rules`` are ``MARKER:KIND[:TIMES][@PROFILE]`` (see :func:`parse_fault_rule`); ``policy``
+    is ``none``, ``new-api``, ``all`` or class names; an empty ``moderation_word`` blocks
+    nothing; ``balance`` is every key's starting balance in dollars.
 
     Raises:
         ValueError: an option value is invalid.
