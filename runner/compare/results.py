@@ -62,7 +62,8 @@ def _cost(row: ExportJob) -> tuple[float | None, str | None]:
     return None, None
 
 
-def _output_cell(route: str, row: ExportOutput) -> Cell:
+def _cell(route: str, row: ExportJob, **specific: Any) -> Cell:
+    """A cell with what every job has (prompt, state, cost, latency, attempts, request id)."""
     cost, kind = _cost(row)
     return Cell(
         route=route,
@@ -71,38 +72,31 @@ def _output_cell(route: str, row: ExportOutput) -> Cell:
         prompt=row.prompt,
         state=row.state,
         is_edit=bool(row.images),
-        path=row.path,
-        sha256=row.sha256,
-        width=row.width,
-        height=row.height,
-        images=row.outputs_in_job,
         cost_usd=cost,
         cost_kind=kind,
         latency_ms=row.latency_ms,
         attempts=row.attempts,
         request_id=row.request_id,
+        **specific,
+    )
+
+
+def _output_cell(route: str, row: ExportOutput) -> Cell:
+    return _cell(
+        route,
+        row,
+        path=row.path,
+        sha256=row.sha256,
+        width=row.width,
+        height=row.height,
+        images=row.outputs_in_job,
         fidelity=row.edit_fidelity,
         flag=row.edit_flag,
     )
 
 
 def _failed_cell(route: str, row: ExportJob) -> Cell:
-    cost, kind = _cost(row)
-    return Cell(
-        route=route,
-        id=row.ext_id,
-        index=row.index,
-        prompt=row.prompt,
-        state=row.state,
-        is_edit=bool(row.images),
-        cost_usd=cost,
-        cost_kind=kind,
-        latency_ms=row.latency_ms,
-        attempts=row.attempts,
-        request_id=row.request_id,
-        outcome=row.last_outcome,
-        error=row.last_error,
-    )
+    return _cell(route, row, outcome=row.last_outcome, error=row.last_error)
 
 
 async def collect_cells(
