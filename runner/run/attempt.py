@@ -100,6 +100,10 @@ class JobRunner:
             await self._unsent(lane, job, budget_stop=self.spending.stopped)
             return
         await lane.gate.admit(images=job_images(job))
+        # The last spacing wait comes before the start row, not between it and the send: a
+        # process killed in that wait would leave a row judged `unknown` for a request that
+        # never left.
+        await lane.gate.depart()
         if lane.gate.stopped:
             reservation.cancel()
             await self._unsent(lane, job)
@@ -110,16 +114,6 @@ class JobRunner:
         except LeaseLost:
             reservation.cancel()
             return
-        try:
-            await lane.gate.depart()
-        except anyio.get_cancelled_exc_class():
-            # The row is committed but nothing left: finish it as not sent, or it stays
-            # `sending` (judged `unknown` by recovery) and the job `running`.
-            with anyio.CancelScope(shield=True):
-                error = AttemptError(Outcome.INTERRUPTED, "run stopped before sending", sent=False)
-                await self._failed(lane, job, start, error, None)
-            reservation.cancel()
-            raise
         result = await self._attempt(lane, job, start, prepared)
         reservation.settle(exposure_of(result))
 

@@ -101,9 +101,15 @@ def reply_no_image(request: Received, server: Server) -> bytes:
 
 @dataclass
 class Outcomes:
-    attempt: dict[str, Any]
+    attempts: list[dict[str, Any]]
     job: dict[str, Any]
     stats: RunStats
+
+    @property
+    def attempt(self) -> dict[str, Any]:
+        """The one attempt of the job."""
+        [attempt] = self.attempts
+        return attempt
 
 
 async def run_one(
@@ -157,9 +163,9 @@ async def run_one(
                         await store.release_unstarted(WORKER, [job.id])
                     raise
     async with store.engine.connect() as conn:
-        [attempt] = [dict(r._mapping) for r in await conn.execute(select(attempts))]
+        rows = [dict(r._mapping) for r in await conn.execute(select(attempts))]
         [row] = [dict(r._mapping) for r in await conn.execute(select(jobs))]
-    return Outcomes(attempt=attempt, job=row, stats=stats)
+    return Outcomes(attempts=rows, job=row, stats=stats)
 
 
 def usage_usd() -> float:

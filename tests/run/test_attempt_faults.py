@@ -1,6 +1,6 @@
 """One attempt under faults around it: answers only partly usable, a disk that refuses the image,
 waits no clock can hold, and a run stopped at each await between the start row and the ledger's
-last word. Whatever happens, the attempt row is finished (never left ``sending``), a delivered
+last word. Whatever happens, no attempt row is left ``sending``, a delivered
 image is kept, and a request that never left costs nothing.
 
 Against a loopback server and the real store (SQLite and PostgreSQL), as ``test_attempt``.
@@ -85,12 +85,13 @@ class SlowDeparture(RouteGate):
         await anyio.sleep(30)
 
 
-async def test_a_stop_while_waiting_to_depart_finishes_the_row_as_never_sent(
+async def test_a_stop_while_waiting_to_depart_leaves_no_row_and_the_job_queued(
     store: Store, tmp_path: Path
 ) -> None:
+    """The last spacing wait comes before the start row: a stop (or a kill) there leaves no
+    row to be judged ``unknown`` for a request that never left."""
     out = await run_one(store, tmp_path, reply_image, gate=SlowDeparture(6000), cancel_after=0.5)
-    assert out.attempt["state"] == "done"
-    assert (out.attempt["outcome"], out.attempt["charge_status"]) == ("interrupted", "not_charged")
+    assert out.attempts == []
     assert out.job["state"] == "queued"
 
 
