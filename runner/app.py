@@ -20,7 +20,7 @@ import anyio
 from runner.abc import Queue
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
-from runner.models import JobSpec, JobState, UnknownPolicy
+from runner.models import JobSpec, JobState
 from runner.pricing.manifest_estimate import ManifestEstimate, estimate_manifest
 from runner.routes import Route
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store, WorkerInfo
@@ -59,12 +59,9 @@ async def _judged_store(settings: Settings) -> AsyncIterator[Store]:
     the provider becomes ``unknown`` (queued again on a route whose ``unknown_policy`` resends).
     ``status``, ``retry`` and ``cancel`` then report and act on what the jobs really are.
     """
-    resend = frozenset(
-        r.name for r in settings.catalog.routes.values() if r.unknown_policy is UnknownPolicy.RESEND
-    )
     async with open_store(settings) as store:
         await store.expire_dead_local_workers(socket.gethostname())
-        await store.recover_expired(resend_routes=resend)
+        await store.recover_expired(resend_routes=settings.catalog.resend_routes())
         yield store
 
 

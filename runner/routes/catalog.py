@@ -168,6 +168,12 @@ class Catalog:
     def caps(self, model: str) -> ModelCaps:
         return self.models.get(model) or self.models["*"]
 
+    def resend_routes(self) -> frozenset[str]:
+        """Routes whose ``unknown`` jobs go back to the queue when recovery judges them."""
+        return frozenset(
+            r.name for r in self.routes.values() if r.unknown_policy is UnknownPolicy.RESEND
+        )
+
     def size_rule(self, route: Route, model: str | None = None) -> SizeRuleName:
         if route.sizes == "model":
             return self.caps(model or route.model).sizes

@@ -33,7 +33,7 @@ from runner.abc import RunStore
 from runner.errors import StoreUnavailable
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
-from runner.models import Job, JobState, UnknownPolicy
+from runner.models import Job, JobState
 from runner.pricing import PriceBook
 from runner.routes import Catalog, Route
 from runner.run.attempt import JobRunner
@@ -196,12 +196,7 @@ class Runner:
 
     async def _recover(self) -> Recovery:
         await self.store.expire_dead_local_workers(socket.gethostname())
-        return await self.store.recover_expired(resend_routes=self._resend_routes())
-
-    def _resend_routes(self) -> frozenset[str]:
-        return frozenset(
-            r.name for r in self.catalog.routes.values() if r.unknown_policy is UnknownPolicy.RESEND
-        )
+        return await self.store.recover_expired(resend_routes=self.catalog.resend_routes())
 
     async def _setup_budgets(self) -> None:
         await self._jobs.spending.open(self.store, self.batches, cap_usd=self.options.budget_usd)
