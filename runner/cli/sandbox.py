@@ -85,6 +85,34 @@ sk-enterprise-.
 @click.option("--seed", default=0, show_default=True)
 @click.option("--tiny", is_flag=True, help="64x64 images whatever the size (benchmarks).")
 @click.option("--grain", is_flag=True, help="Photo-like, barely compressible images.")
+@click.option(
+    "--batch-window",
+    type=click.FloatRange(min=0.001),
+    default=5.0,
+    show_default=True,
+    help="Seconds that stand for a batch's 24 h window; lines not done by then expire.",
+)
+@click.option("--batch-validating", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--batch-finalizing", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option(
+    "--batch-concurrency",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Lines of one batch generated at the same time.",
+)
+@click.option(
+    "--file-create-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds POST /v1/files waits after storing the file, before answering.",
+)
+@click.option(
+    "--batch-create-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds POST /v1/batches waits after creating the batch, before answering.",
+)
 def sandbox(host: str, port: int, **options: object) -> None:
     """Run the local provider emulator (official profile /openai/v1, gateway /laozhang/v1)."""
     from runner.sandbox import config_from_options, serve

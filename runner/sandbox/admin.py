@@ -1,6 +1,6 @@
 """The admin API, for tests and benchmarks that run the sandbox in another process.
 
-- ``GET /_sandbox/requests[?kind=image|file|account|all][&after=SEQ]``: the request log.
+- ``GET /_sandbox/requests[?kind=image|file|account|batch|all][&after=SEQ]``: the request log.
 - ``GET /_sandbox/state``: balances, totals charged, outcome counts.
 - ``GET /_sandbox/config`` / ``POST /_sandbox/config``: read or patch the knobs.
 - ``POST /_sandbox/reset``: forget everything (optionally with a config patch as body).
@@ -20,7 +20,7 @@ from runner.sandbox.codec import config_from_json, config_to_json
 from runner.sandbox.records import RecordKind
 from runner.sandbox.state import Sandbox
 
-_KINDS = ("image", "file", "account")
+_KINDS = ("image", "file", "account", "batch")
 
 
 def _sandbox(request: Request) -> Sandbox:

@@ -7,6 +7,12 @@ Paths (``P`` is ``/openai`` or ``/laozhang``):
 ``POST P/v1/images/edits``                 multipart on both; JSON body on ``/openai``
 ``POST /openai/v1/responses``              the ``image_generation`` tool
 ``POST /laozhang/v1/chat/completions``     Markdown image link answers
+``POST /openai/v1/files``                  upload (multipart ``file``, ``purpose``)
+``GET  /openai/v1/files[/{id}[/content]]`` list, retrieve, download (streamed)
+``DELETE /openai/v1/files/{id}``           delete
+``POST /openai/v1/batches``                create a batch from an uploaded JSONL file
+``GET  /openai/v1/batches[/{id}]``         list (newest first, ``after``, ``limit``), retrieve
+``POST /openai/v1/batches/{id}/cancel``    cancel (lines already done are kept)
 ``GET  P/files/<name>``                    images handed out by URL (expire)
 ``GET  P/api/usage/token``, ``P/api/log/token``, ``P[/v1]/dashboard/billing/…``
 ``… /_sandbox/…``                          admin API (:mod:`runner.sandbox.admin`)
@@ -22,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from runner.sandbox import accounts, admin
+from runner.sandbox import accounts, admin, batch_api, file_api
 from runner.sandbox.config import Profile, SandboxConfig
 from runner.sandbox.errors import not_found
 from runner.sandbox.parsing import Endpoint
@@ -77,6 +83,21 @@ async def _unknown(request: Request, profile: Profile) -> Response:
     return plain.finish(JSONResponse(body, status_code=error.status))
 
 
+def _batch_routes() -> list[BaseRoute]:
+    root = f"/{Profile.OPENAI.value}/v1"
+    return [
+        Route(f"{root}/files", file_api.create_file, methods=["POST"]),
+        Route(f"{root}/files", file_api.list_files, methods=["GET"]),
+        Route(f"{root}/files/{{file_id}}", file_api.retrieve_file, methods=["GET"]),
+        Route(f"{root}/files/{{file_id}}", file_api.delete_file, methods=["DELETE"]),
+        Route(f"{root}/files/{{file_id}}/content", file_api.file_content, methods=["GET"]),
+        Route(f"{root}/batches", batch_api.create_batch, methods=["POST"]),
+        Route(f"{root}/batches", batch_api.list_batches, methods=["GET"]),
+        Route(f"{root}/batches/{{batch_id}}", batch_api.retrieve_batch, methods=["GET"]),
+        Route(f"{root}/batches/{{batch_id}}/cancel", batch_api.cancel_batch, methods=["POST"]),
+    ]
+
+
 def _profile_routes(profile: Profile) -> list[BaseRoute]:
     root = f"/{profile.value}"
     routes: list[BaseRoute] = [
@@ -120,6 +141,7 @@ def create_app(
         Route("/_sandbox/config", admin.config, methods=["GET", "POST"]),
         Route("/_sandbox/reset", admin.reset, methods=["POST"]),
     ]
+    routes += _batch_routes()
     for profile in Profile:
         routes += _profile_routes(profile)
     app = Starlette(routes=routes)

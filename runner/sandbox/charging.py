@@ -14,7 +14,13 @@ from runner.sandbox.bodies import revised_prompt
 from runner.sandbox.exchange import Exchange, Quote
 from runner.sandbox.ledger import CallLogEntry
 from runner.sandbox.parsing import Endpoint
-from runner.sandbox.prices import image_usage_usd, mainline_usd, to_quota, to_usd
+from runner.sandbox.prices import (
+    BATCH_PRICE_FACTOR,
+    image_usage_usd,
+    mainline_usd,
+    to_quota,
+    to_usd,
+)
 from runner.sandbox.records import CLIENT_CLOSED, RequestRecord
 from runner.sandbox.state import Sandbox
 from runner.sandbox.tokens import AUTO_QUALITY, image_usage, mainline_usage
@@ -52,6 +58,8 @@ def quote(ex: Exchange, source_sizes: tuple[tuple[int, int], ...] = ()) -> Quote
         mainline = mainline_usage(prompt, revised_prompt(prompt), usage.image_in)
         usd += mainline_usd(call.mainline_model, *mainline)
     ratio = group.ratio if group is not None else Decimal(1)
+    if ex.batch_id is not None:
+        usd *= BATCH_PRICE_FACTOR
     return Quote(
         quota=to_quota(usd * ratio),
         usage=usage,
@@ -106,6 +114,7 @@ def settle(sandbox: Sandbox, ex: Exchange) -> RequestRecord:
         charged_quota=charged,
         charged_usd=to_usd(charged),
         duration_ms=(sandbox.clock() - ex.started) * 1000,
+        batch_id=ex.batch_id,
     )
     if current:
         sandbox.log.add(record)
@@ -121,6 +130,8 @@ def _log_entry(sandbox: Sandbox, ex: Exchange, price: Quote) -> CallLogEntry:
         "group_ratio": price.group_ratio,
         "client_request_id": ex.client_request_id or "",
     }
+    if ex.batch_id is not None:
+        other["batch_id"] = ex.batch_id
     if price.model_price is not None:
         other["model_price"] = price.model_price
     if ex.resolved is not None and ex.resolved.n > 1:

@@ -10,7 +10,14 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any
 
-from runner.sandbox.config import FaultKind, FaultRule, Latency, Profile, SandboxConfig
+from runner.sandbox.config import (
+    BATCH_SECONDS,
+    FaultKind,
+    FaultRule,
+    Latency,
+    Profile,
+    SandboxConfig,
+)
 from runner.sandbox.options import parse_fault_rates, parse_policy
 
 _FIELDS = frozenset(f.name for f in fields(SandboxConfig))
@@ -47,7 +54,8 @@ def config_to_json(config: SandboxConfig) -> dict[str, Any]:
         "quota_status": config.quota_status,
         "file_ttl": config.file_ttl,
         "fetch_timeout": config.fetch_timeout,
-    }
+        "batch_concurrency": config.batch_concurrency,
+    } | {name: getattr(config, name) for name in BATCH_SECONDS}
 
 
 def _latency(value: Any) -> Latency:

@@ -146,6 +146,16 @@ def _frozen_map(value: Mapping[_K, _V]) -> Mapping[_K, _V]:
     return MappingProxyType(dict(value))
 
 
+#: The Batch API's timing knobs, in seconds.
+BATCH_SECONDS = (
+    "batch_window",
+    "batch_validating",
+    "batch_finalizing",
+    "file_create_delay",
+    "batch_create_delay",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SandboxConfig:
     """Every knob of the sandbox. Defaults give a fast, fault-free, unlimited emulator.
@@ -177,6 +187,14 @@ class SandboxConfig:
             new-api; laozhang documents that it may arrive as 429).
         file_ttl: seconds a gateway image URL stays downloadable (404 afterwards).
         fetch_timeout: timeout for downloading ``image_url`` sources given by URL.
+        batch_window: seconds that stand for a batch's 24 h completion window: lines not
+            done when it runs out are expired.
+        batch_validating: seconds a new batch spends ``validating``.
+        batch_finalizing: seconds a batch whose lines are done spends ``finalizing``.
+        batch_concurrency: lines of one batch generated at the same time.
+        file_create_delay: seconds ``POST /v1/files`` waits, after the file is stored,
+            before it answers (a client killed meanwhile leaves a file it never recorded).
+        batch_create_delay: the same for ``POST /v1/batches`` (the batch is already running).
     """
 
     latency: Latency = field(default_factory=Latency)
@@ -199,6 +217,12 @@ class SandboxConfig:
     quota_status: int = 403
     file_ttl: float = 3600.0
     fetch_timeout: float = 10.0
+    batch_window: float = 5.0
+    batch_validating: float = 0.1
+    batch_finalizing: float = 0.1
+    batch_concurrency: int = 8
+    file_create_delay: float = 0.0
+    batch_create_delay: float = 0.0
 
     def __post_init__(self) -> None:
         # Freeze the mappings so a config shared between threads cannot change under a request.
@@ -230,3 +254,7 @@ class SandboxConfig:
             raise ValueError("balances must be >= 0")
         if self.quota_status not in (402, 403, 429):
             raise ValueError("quota_status must be 402, 403 or 429")
+        if any(getattr(self, name) < 0 for name in BATCH_SECONDS) or self.batch_window <= 0:
+            raise ValueError("batch_window must be > 0, the other batch delays >= 0")
+        if self.batch_concurrency < 1:
+            raise ValueError("batch_concurrency must be >= 1")

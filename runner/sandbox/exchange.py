@@ -62,6 +62,8 @@ class Exchange:
     upstream_id: str
     ids: random.Random
     client_request_id: str | None
+    #: The batch this request is a line of (``None`` for a synchronous request).
+    batch_id: str | None = None
     #: The API key: used to find the account and rate bucket, never recorded.
     key: str = ""
     group: str | None = None

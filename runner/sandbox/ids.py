@@ -43,3 +43,8 @@ def oneapi_request_id(rng: random.Random, wall_ns: int, build: str) -> str:
 def object_id(rng: random.Random, prefix: str, length: int = 24) -> str:
     """An object id such as ``ig_…``, ``resp_…``, ``msg_…`` or ``chatcmpl-…``."""
     return prefix + "".join(rng.choices(_HEX, k=length))
+
+
+def alnum_id(rng: random.Random, prefix: str, length: int = 22) -> str:
+    """An object id with a base-62 tail, as OpenAI's ``file-…`` ids have."""
+    return prefix + "".join(rng.choices(_ALNUM, k=length))

@@ -11,6 +11,7 @@ from typing import Literal, cast
 
 from runner.models import Outcome
 from runner.sandbox.config import (
+    BATCH_SECONDS,
     CHARGEABLE_FAILURES,
     DEFAULT_MODERATION_WORD,
     NEW_API_POLICY,
@@ -21,6 +22,9 @@ from runner.sandbox.config import (
     SandboxConfig,
 )
 from runner.sandbox.ratelimit import SHAPES, LimiterShape
+
+#: The Batch API knobs :func:`config_from_options` takes by their field names.
+BATCH_KNOBS = frozenset({*BATCH_SECONDS, "batch_concurrency"})
 
 #: Named failure-charge policies: ``none`` (only successes are billed), ``new-api`` (stock
 #: new-api: client timeouts and 200s without a usable image are billed), ``all``.
@@ -138,6 +142,7 @@ def config_from_options(
     moderation_word: str | None = DEFAULT_MODERATION_WORD,
     quota_status: int = 403,
     file_ttl: float = 3600.0,
+    **batch: float,
 ) -> SandboxConfig:
     """A config from ``imagerun sandbox``'s option values.
 
@@ -147,7 +152,8 @@ def config_from_options(
     the ``x-ratelimit-*`` headers off; ``faults`` is ``"server_error=0.05,reset=0.01"``;
     ``rules`` are ``MARKER:KIND[:TIMES][@PROFILE]`` (see :func:`parse_fault_rule`); ``policy``
     is ``none``, ``new-api``, ``all`` or class names; an empty ``moderation_word`` blocks
-    nothing; ``balance`` is every key's starting balance in dollars.
+    nothing; ``balance`` is every key's starting balance in dollars; ``batch`` holds the Batch
+    API knobs under their field names (``batch_window``, ``batch_concurrency``, …).
 
     Raises:
         ValueError: an option value is invalid.
@@ -155,7 +161,10 @@ def config_from_options(
     if latency_distribution not in ("uniform", "normal"):
         raise ValueError("latency distribution must be 'uniform' or 'normal'")
     distribution = cast(Literal["uniform", "normal"], latency_distribution)
+    if unknown := set(batch) - BATCH_KNOBS:
+        raise ValueError(f"unknown sandbox option(s): {', '.join(sorted(unknown))}")
     return SandboxConfig(
+        **batch,  # type: ignore[arg-type]
         latency=Latency(mean=latency, jitter=jitter, distribution=distribution),
         rpm=rpm or None,
         ipm=ipm or None,

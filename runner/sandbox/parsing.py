@@ -18,8 +18,16 @@ from starlette.requests import Request
 
 from runner.sandbox.errors import ApiError, invalid_request, invalid_value, missing_parameter
 
-#: A source image: uploaded bytes, or a URL / data URL still to be loaded.
-SourceRef = bytes | str
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A source image given as the id of a file uploaded through the Files API."""
+
+    file_id: str
+
+
+#: A source image: uploaded bytes, a URL / data URL, or a Files API file, still to be loaded.
+SourceRef = bytes | str | FileRef
 
 MAX_SOURCE_IMAGES = 16
 #: Multipart image parts may be this large (GPT image models: < 50 MB each).
@@ -110,16 +118,19 @@ def parse_generation(body: dict[str, Any]) -> ImageCall:
     )
 
 
-def _reference(item: Any, param: str) -> str:
+def _reference(item: Any, param: str) -> str | FileRef:
     if isinstance(item, Mapping) and isinstance(item.get("image_url"), str):
         return str(item["image_url"])
-    if isinstance(item, Mapping) and "file_id" in item:
-        raise invalid_value(param, "The sandbox has no Files API: give images as image_url.")
-    raise invalid_value(param, f"Invalid '{param}': expected objects with an 'image_url'.")
+    if isinstance(item, Mapping) and isinstance(item.get("file_id"), str):
+        return FileRef(str(item["file_id"]))
+    raise invalid_value(
+        param, f"Invalid '{param}': expected objects with an 'image_url' or a 'file_id'."
+    )
 
 
 def parse_json_edit(body: dict[str, Any]) -> ImageCall:
-    """``POST /images/edits`` with a JSON body (``images: [{image_url}]``, official only)."""
+    """``POST /images/edits`` with a JSON body (``images: [{image_url} | {file_id}]``, official
+    only; ``mask`` in the same form)."""
     images = body.get("images")
     if images is None:
         raise missing_parameter("images")

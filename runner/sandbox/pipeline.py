@@ -50,7 +50,11 @@ async def handle(
     sandbox: Sandbox, request: Request, profile: Profile, endpoint: Endpoint
 ) -> Response:
     """Answer one image request (the Starlette endpoints all delegate here)."""
-    ex = _start(sandbox, request, profile, endpoint)
+    return await respond(sandbox, start_exchange(sandbox, request, profile, endpoint))
+
+
+async def respond(sandbox: Sandbox, ex: Exchange) -> Response:
+    """Run ``ex`` through the pipeline and settle it (once), whatever happens."""
     response: Response
     try:
         response = await _run(sandbox, ex)
@@ -70,7 +74,15 @@ async def handle(
     return response
 
 
-def _start(sandbox: Sandbox, request: Request, profile: Profile, endpoint: Endpoint) -> Exchange:
+def start_exchange(
+    sandbox: Sandbox,
+    request: Request,
+    profile: Profile,
+    endpoint: Endpoint,
+    *,
+    batch_id: str | None = None,
+) -> Exchange:
+    """A numbered exchange for ``request`` (``batch_id``: a line of that batch)."""
     seq = sandbox.next_seq()
     ids = sandbox.id_rng(seq)
     wall_ns = sandbox.wall_ns()
@@ -90,6 +102,7 @@ def _start(sandbox: Sandbox, request: Request, profile: Profile, endpoint: Endpo
         upstream_id=openai_request_id(ids),
         ids=ids,
         client_request_id=request.headers.get("x-client-request-id"),
+        batch_id=batch_id,
     )
 
 
@@ -184,6 +197,8 @@ async def _parse(ex: Exchange) -> ImageCall:
 
 
 def _admit(sandbox: Sandbox, ex: Exchange, call: ImageCall) -> None:
+    if ex.batch_id is not None:
+        return  # batch lines draw on their own pool, not the synchronous limits
     n = call.params.get("n", 1)
     images = int(n) if isinstance(n, int | str) and str(n).isdigit() else 1
     ex.admission = admission = sandbox.limiter.admit((ex.profile, ex.key), images, ex.started)

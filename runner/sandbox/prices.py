@@ -19,6 +19,10 @@ from runner.sandbox.tokens import ImageUsage
 QUOTA_PER_USD = 500_000
 _PER_MILLION = Decimal(1_000_000)
 
+#: What a Batch API line costs, as a share of the same synchronous request (OpenAI bills
+#: batches at half price).
+BATCH_PRICE_FACTOR = Decimal("0.5")
+
 #: Rates used for a model the price book does not list (the sandbox still answers for it).
 FALLBACK_IMAGE_MODEL = "gpt-image-2"
 FALLBACK_MAINLINE_MODEL = "gpt-5.5"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from runner.models import Outcome
 from runner.sandbox.config import FaultKind, Profile
 
-RecordKind = Literal["image", "file", "account"]
+RecordKind = Literal["image", "file", "account", "batch"]
 
 #: Status recorded when the client went away before an answer (nginx's "client closed request").
 CLIENT_CLOSED = 499
@@ -24,8 +24,8 @@ class RequestRecord:
         seq: arrival order, from 1.
         time: arrival time (UTC).
         profile: which provider was emulated.
-        kind: ``image`` (an API call), ``file`` (a served image URL) or ``account`` (a
-            balance or call-log read).
+        kind: ``image`` (an API call, a batch line too), ``file`` (a served image URL),
+            ``account`` (a balance or call-log read) or ``batch`` (a Files or Batch API call).
         method: HTTP method.
         path: request path.
         client_request_id: the client's ``X-Client-Request-Id`` header.
@@ -41,6 +41,7 @@ class RequestRecord:
         charged_quota: quota units charged (500,000 = $1).
         charged_usd: the same in dollars.
         duration_ms: time from arrival to settlement.
+        batch_id: the batch a line of which this was (``None``: a synchronous request).
     """
 
     seq: int
@@ -62,6 +63,7 @@ class RequestRecord:
     charged_quota: int = 0
     charged_usd: float = 0.0
     duration_ms: float = 0.0
+    batch_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly copy (as ``GET /_sandbox/requests`` returns it)."""
@@ -85,6 +87,7 @@ class RequestRecord:
             "charged_quota": self.charged_quota,
             "charged_usd": self.charged_usd,
             "duration_ms": round(self.duration_ms, 3),
+            "batch_id": self.batch_id,
         }
 
 

@@ -12,11 +12,17 @@ import binascii
 import re
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
 from runner.sandbox.errors import ApiError, invalid_request
+from runner.sandbox.file_store import FilePurpose, UploadStore
 from runner.sandbox.files import FileStore
-from runner.sandbox.parsing import MAX_IMAGE_BYTES, SourceRef
+from runner.sandbox.parsing import MAX_IMAGE_BYTES, FileRef, SourceRef
+
+#: Purposes a file given as an image input's ``file_id`` may have been uploaded with (an
+#: image for a model to look at: ``vision``, or the catch-all ``user_data``).
+IMAGE_FILE_PURPOSES = frozenset({FilePurpose.VISION, FilePurpose.USER_DATA})
 
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[\w=-]+)*;base64,(.*)$", re.DOTALL)
 _OWN_FILE = re.compile(r"^/(?:openai|laozhang)/files/([^/]+)$")
@@ -56,11 +62,13 @@ class SourceLoader:
 
     Args:
         files: the sandbox's served files (for URLs that point back at the sandbox).
+        uploads: the Files API's files (for ``file_id`` references).
         timeout: seconds allowed for one download.
     """
 
-    def __init__(self, files: FileStore, timeout: float) -> None:
+    def __init__(self, files: FileStore, uploads: UploadStore, timeout: float) -> None:
         self._files = files
+        self._uploads = uploads
         self._timeout = timeout
 
     async def load(self, ref: SourceRef, *, param: str, origin: str) -> bytes:
@@ -76,6 +84,8 @@ class SourceLoader:
         """
         if isinstance(ref, bytes):
             return ref
+        if isinstance(ref, FileRef):
+            return await self._uploaded(ref, param)
         if ref.startswith("data:"):
             return decode_data_url(ref, param)
         parts = urlsplit(ref)
@@ -92,6 +102,23 @@ class SourceLoader:
                 raise _download_failed(param, "HTTP 404")
             return stored.data
         return await self._download(ref, param)
+
+    async def _uploaded(self, ref: FileRef, param: str) -> bytes:
+        stored = self._uploads.get(ref.file_id)
+        if stored is None:
+            raise invalid_request(
+                f"No such File object: {ref.file_id} (in '{param}').",
+                param=param,
+                code="invalid_file_id",
+            )
+        if stored.purpose not in IMAGE_FILE_PURPOSES or stored.size > MAX_IMAGE_BYTES:
+            raise invalid_request(
+                f"The file {ref.file_id} in '{param}' cannot be used as an image: upload it "
+                "with purpose 'vision' or 'user_data', under 50 MB.",
+                param=param,
+                code="invalid_file_id",
+            )
+        return await anyio.Path(stored.path).read_bytes()
 
     async def _download(self, url: str, param: str) -> bytes:
         try:

@@ -19,9 +19,11 @@ from typing import Any
 import anyio
 
 from runner.routes import Catalog, load_catalog
+from runner.sandbox.batch_state import BatchRegistry
 from runner.sandbox.config import Profile, SandboxConfig
 from runner.sandbox.connections import ConnectionRegistry
 from runner.sandbox.faults import FaultPlan
+from runner.sandbox.file_store import UploadStore
 from runner.sandbox.files import FileStore
 from runner.sandbox.groups import GROUPS, OPENAI_GROUP, group_for_key
 from runner.sandbox.ids import build_hash, request_rng
@@ -83,6 +85,9 @@ class Sandbox:
         self.catalog: Catalog = load_catalog(environ={})
         self.connections = ConnectionRegistry()
         self.files = FileStore(self.clock)
+        #: Files API uploads and batch output files (on disk), and the batches.
+        self.uploads = UploadStore()
+        self.batches = BatchRegistry()
         self.log = RequestLog()
         self._inflight: set[anyio.CancelScope] = set()
         self.stopping = False
@@ -105,7 +110,7 @@ class Sandbox:
         fault_fields = ("fault_rules", "fault_rates", "moderation_word", "seed")
         if any(getattr(old, f) != getattr(config, f) for f in fault_fields):
             self.faults = FaultPlan(config)
-        self.loader = SourceLoader(self.files, config.fetch_timeout)
+        self.loader = SourceLoader(self.files, self.uploads, config.fetch_timeout)
         self.ledger.reconfigure(config)
 
     def configure(self, **changes: Any) -> SandboxConfig:
@@ -115,18 +120,20 @@ class Sandbox:
         return config
 
     def reset(self, config: SandboxConfig | None = None) -> None:
-        """Forget every request, account, served file and counter; optionally swap config."""
+        """Forget every request, account, file, batch and counter; optionally swap config."""
         config = config or self._config
         self._config = config
         self.log.clear()
         self.files.clear()
+        self.batches.clear()
+        self.uploads.clear()
         self.ledger = Ledger(config)
         self._seq = 0
         self._run_id = secrets.token_hex(8)
         self.build = build_hash(config.seed)
         self.limiter = limiter_for(config, self.clock)
         self.faults = FaultPlan(config)
-        self.loader = SourceLoader(self.files, config.fetch_timeout)
+        self.loader = SourceLoader(self.files, self.uploads, config.fetch_timeout)
 
     @contextmanager
     def interruptible(self) -> Iterator[anyio.CancelScope]:
@@ -152,6 +159,7 @@ class Sandbox:
         request does not hold up the shutdown.
         """
         self.stopping = True
+        self.batches.stop()
         for scope in list(self._inflight):
             scope.cancel()
 
@@ -214,4 +222,6 @@ class Sandbox:
             "accounts": [a.to_json() for a in self.ledger.accounts()],
             "fault_rule_uses": self.faults.uses(),
             "served_files": len(self.files),
+            "stored_files": len(self.uploads),
+            "running_batches": self.batches.running(),
         }
