@@ -11,7 +11,7 @@ Every verb commits before it returns unless its documentation says otherwise, an
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -38,7 +38,10 @@ if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at ru
         EnqueueResult,
         OutputRecord,
         Recovery,
+        RemoteBatch,
+        RemoteLine,
     )
+    from runner.store.remote import RemoteChange
     from runner.store.repricing import RepriceInput
     from runner.store.workers import WorkerInfo
 
@@ -361,6 +364,47 @@ class Reports(Protocol):
 
 
 @runtime_checkable
+class RemoteBatches(Protocol):
+    """Remote batches: a provider's batches holding our jobs, one line (and attempt) each.
+
+    A remote batch's jobs are leased to it, not to a worker, until its lines are applied:
+    a worker that dies leaves them to the next run's driver, never to lease recovery.
+    """
+
+    async def open_remote_batch(
+        self, batch: RemoteBatch, starts: Sequence[AttemptStart]
+    ) -> list[str]:
+        """In one transaction: write the ``sending`` row of every start whose job is still
+        leased to its worker, the remote batch's row (its ``line_count`` those rows), and
+        lease those jobs to the remote batch. Returns the attempt ids written (none: no row)."""
+
+    async def remote_batches(
+        self, batch_ids: Sequence[str], *, unfinished_only: bool = False
+    ) -> list[RemoteBatch]:
+        """The remote batches of these batches (only those not ``done``), oldest first."""
+
+    async def take_remote_batch(
+        self, rb_id: str, worker_id: str, *, live_workers: Collection[str]
+    ) -> RemoteBatch | None:
+        """Make ``worker_id`` the remote batch's driver unless another of ``live_workers``
+        drives it (or it is done); returns it as recorded, or ``None``."""
+
+    async def advance_remote_batch(self, rb_id: str, change: RemoteChange) -> None:
+        """Record what changed about a remote batch (its step, ids, status, counts)."""
+
+    async def remote_lines(
+        self, rb_id: str, attempt_ids: Sequence[str] | None = None
+    ) -> list[RemoteLine]:
+        """The remote batch's lines not settled yet (of ``attempt_ids`` only, if given)."""
+
+    async def request_remote_cancel(self, batch_id: str) -> list[RemoteBatch]:
+        """Mark the batch's unfinished remote batches to be cancelled; returns them."""
+
+    async def remote_job_count(self, batch_ids: Sequence[str]) -> int:
+        """How many jobs of these batches are lines of a remote batch not yet applied."""
+
+
+@runtime_checkable
 class Dialect(Protocol):
     """Which database this is, ``sqlite`` or ``postgresql`` (state shared between worker
     processes pays off only on a server)."""
@@ -386,6 +430,7 @@ class RunStore(
     ChargePolicy,
     Reports,
     GroupCommit,
+    RemoteBatches,
     Dialect,
     Protocol,
 ):

@@ -37,6 +37,8 @@ class Shape(StrEnum):
     IMAGES = "images"
     RESPONSES = "responses"
     CHAT = "chat"
+    #: OpenAI's Files + Batch API: many jobs per remote batch, each job one JSONL line.
+    BATCH = "batch"
 
 
 class JobState(StrEnum):
@@ -53,6 +55,22 @@ class JobState(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class RemoteStep(StrEnum):
+    """Our step in a remote batch's lifecycle (what a restart resumes from).
+
+    ``preparing``: its lines' attempt rows are committed, its input not yet on the provider;
+    ``uploaded``: the input file's id is recorded; ``submitted``: the remote batch's id is
+    recorded (it is polled); ``applying``: it ended and its result lines are being applied;
+    ``done``: every line is settled and the files we uploaded are deleted.
+    """
+
+    PREPARING = "preparing"
+    UPLOADED = "uploaded"
+    SUBMITTED = "submitted"
+    APPLYING = "applying"
+    DONE = "done"
 
 
 class AttemptState(StrEnum):

@@ -77,6 +77,36 @@ class ApiClient:
             extensions=extensions,
         )
 
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        json_body: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, Any, str]] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Request:
+        """Any other call to the provider's API (``method`` on ``endpoint``), with the key.
+
+        ``files`` may hold open binary files: the multipart body is then streamed from them.
+        """
+        url = httpx.URL(self._base + endpoint, params=params)
+        extensions = {"timeout": timeout.as_dict() if timeout else self._timeout}
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False)
+            return httpx.Request(
+                method,
+                url,
+                content=body.encode(),
+                headers=self._json_headers,
+                extensions=extensions,
+            )
+        return httpx.Request(
+            method, url, data=data, files=files, headers=self._headers, extensions=extensions
+        )
+
     async def send(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; the response's body is streamed (read it, then ``aclose()``)."""
         response = await self._wire.handle_async_request(request)

@@ -173,7 +173,7 @@ def _charged_usd(
         book,
         model,
         usage,
-        multiplier=route.price_multiplier,
+        multiplier=route.price_factor,
         mainline_model=mainline.model if mainline else None,
     )
     basis = f"usage × {model} token prices"
@@ -183,6 +183,8 @@ def _charged_usd(
         basis += " (text output at the image-output rate: no published price)"
     if route.price_multiplier != 1.0:
         basis += f" × {route.price_multiplier:g}"
+    if route.batch_discount != 1.0:
+        basis += f" × {route.batch_discount:g} (batch)"
     return usd, basis
 
 

@@ -183,7 +183,7 @@ def _level_usd(
     mainline = mainline_prices(book, route)
     if mainline is not None:
         usd += _mainline_usd(mainline, rules, level, text, pictures)
-    return round(usd * route.price_multiplier, 6)
+    return round(usd * route.price_factor, 6)
 
 
 def _mainline_usd(
@@ -225,6 +225,8 @@ def _basis(
         parts.append(f"+ mainline {mainline.model} tokens")
     if route.price_multiplier != 1.0:
         parts.append(f"× {route.price_multiplier:g}")
+    if route.batch_discount != 1.0:
+        parts.append(f"× {route.batch_discount:g} (batch)")
     return "; ".join(parts)
 
 

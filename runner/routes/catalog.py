@@ -92,6 +92,25 @@ class Route:
     #: Only sandbox routes have one: the sandbox's keys are not secrets.
     api_key_default: str | None = None
     mirrors: str | None = None
+    #: Every price on the route is multiplied by this (OpenAI's Batch API: 0.5).
+    batch_discount: float = 1.0
+    #: ``batch`` shape: most lines in one remote batch (the provider allows 50,000).
+    batch_max_lines: int = 50_000
+    #: ``batch`` shape: most bytes in one input file (the provider allows 200 MB).
+    batch_max_bytes: int = 200 * 1024 * 1024
+    #: ``batch`` shape: a line whose source images inline as data URLs would be longer than
+    #: this uploads them as files instead (referenced by ``file_id``).
+    batch_max_line_bytes: int = 8 * 1024 * 1024
+    #: ``batch`` shape: seconds runnable jobs are gathered before a remote batch is sent.
+    batch_max_wait: float = 2.0
+    #: ``batch`` shape: seconds between polls of a remote batch at first (backing off to
+    #: ten times that).
+    poll_interval: float = 30.0
+
+    @property
+    def price_factor(self) -> float:
+        """What token prices are multiplied by on this route (multiplier × batch discount)."""
+        return self.price_multiplier * self.batch_discount
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -141,6 +160,18 @@ class Route:
             "fidelity_ignored_below": self.fidelity_ignored_below,
             "fidelity_unchanged_above": self.fidelity_unchanged_above,
             "mirrors": self.mirrors,
+            "batch_discount": self.batch_discount,
+            **(
+                {
+                    "batch_max_lines": self.batch_max_lines,
+                    "batch_max_bytes": self.batch_max_bytes,
+                    "batch_max_line_bytes": self.batch_max_line_bytes,
+                    "batch_max_wait": self.batch_max_wait,
+                    "poll_interval": self.poll_interval,
+                }
+                if self.shape is Shape.BATCH
+                else {}
+            ),
         }
 
 
@@ -148,6 +179,7 @@ _ENDPOINTS = {
     Shape.IMAGES: ("/images/generations", "/images/edits"),
     Shape.RESPONSES: ("/responses",),
     Shape.CHAT: ("/chat/completions",),
+    Shape.BATCH: ("/files", "/batches"),
 }
 
 
@@ -223,11 +255,29 @@ def _build_route(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any])
             fidelity_unchanged_above=float(merged.get("fidelity_unchanged_above", 0.995)),
             api_key_default=merged.get("api_key_default"),
             mirrors=merged.get("mirrors"),
+            **_batch_settings(merged),
         )
     except KeyError as exc:
         raise ConfigError(f"route {name!r}: missing setting {exc.args[0]!r}") from None
     except ValueError as exc:
         raise ConfigError(f"route {name!r}: {exc}") from None
+
+
+def _batch_settings(merged: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``batch`` shape's settings a route gives (the others keep their defaults)."""
+    kinds: dict[str, type[float] | type[int]] = {
+        "batch_discount": float,
+        "batch_max_lines": int,
+        "batch_max_bytes": int,
+        "batch_max_line_bytes": int,
+        "batch_max_wait": float,
+        "poll_interval": float,
+    }
+    found = {k: kind(merged[k]) for k, kind in kinds.items() if k in merged}
+    for key, value in found.items():
+        if value < 0 or (value == 0 and key in ("batch_max_lines", "batch_max_bytes")):
+            raise ValueError(f"{key} must be positive, not {value!r}")
+    return found
 
 
 def _mismatch_policy(value: object) -> MismatchPolicy:
@@ -254,6 +304,8 @@ def _sandbox_mirrors(routes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[
             # The sandbox answers fast; keep the demo snappy but still rate limited.
             "rpm": 600,
             "timeout": 30.0,
+            # The sandbox compresses the provider's 24 h window into seconds.
+            **({"poll_interval": 0.2, "batch_max_wait": 0.3} if "poll_interval" in raw else {}),
         }
     mirrors["sandbox"] = dict(mirrors["sandbox-openai"])
     return mirrors

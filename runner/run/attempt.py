@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -124,6 +125,35 @@ class JobRunner:
         if job.mask is not None:
             mask = await lane.loader.load(job.mask, need_bytes=need_bytes)
         return lane.adapter.build(lane.route, job, images, mask)
+
+    async def settle_answer(
+        self, lane: Lane, job: Job, start: AttemptStart, body: Any, request_id: str | None
+    ) -> AttemptResult:
+        """Settle an attempt whose 200 came another way (a remote batch's output line) as a
+        synchronous 200 is: priced from its own usage, its images decoded, verified and
+        stored, the verdict applied. ``job`` is as it was before this attempt started."""
+        exchange = _arrived(start, 200, request_id)
+        paid: Paid | None = None
+        try:
+            parsed = lane.adapter.parse(body)
+            paid = Paid(usage=parsed.usage, cost=self._cost(lane, job, Outcome.OK, parsed))
+            return await self._succeeded(lane, job, start, exchange, parsed, paid)
+        except AttemptError as exc:
+            with anyio.CancelScope(shield=True):
+                result = await self._failed(lane, job, start, exc, exchange, paid)
+            return result  # noqa: RET504
+
+    async def settle_error(
+        self, lane: Lane, job: Job, start: AttemptStart, error: AttemptError
+    ) -> AttemptResult:
+        """Settle an attempt whose error came another way (a remote batch's error line) as a
+        synchronous error is: classified, charged by the route's policy, retried or not."""
+        exchange = (
+            _arrived(start, error.status, error.provider_request_id) if error.status else None
+        )
+        with anyio.CancelScope(shield=True):
+            result = await self._failed(lane, job, start, error, exchange)
+        return result  # noqa: RET504
 
     def _price(self, lane: Lane, job: Job) -> float:
         """The most an attempt of ``job`` can cost (what budgets reserve)."""
@@ -376,6 +406,18 @@ class JobRunner:
             worker_id=self.worker_id,
             mismatch=mismatch,
         )
+
+
+def _arrived(start: AttemptStart, status: int, request_id: str | None) -> Exchange:
+    """The exchange of an answer that came later, another way (latency: since the start)."""
+    latency = (utcnow() - start.started_at).total_seconds() * 1000
+    return Exchange(
+        status=status,
+        body=None,
+        provider_request_id=request_id,
+        gateway_request_id=None,
+        latency_ms=latency,
+    )
 
 
 #: Stands in for a payload once its image has been written (so its base64 text can be freed).

@@ -72,6 +72,28 @@ class JobSettled:
     paused: RoutePause | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteProgress:
+    """A remote batch as the progress line shows it.
+
+    Attributes:
+        route: its route.
+        status: the provider's status (``validating``, ``in_progress``, ``finalizing``, …),
+            or our step while it is not on the provider yet.
+        lines: its lines.
+        completed: lines the provider reports done.
+        failed: lines the provider reports failed.
+        since: when it was submitted (``anyio.current_time()``'s clock).
+    """
+
+    route: str
+    status: str
+    lines: int
+    completed: int = 0
+    failed: int = 0
+    since: float = 0.0
+
+
 @dataclass(slots=True)
 class RunStats:
     """Live counters of a run, read by the progress display (no terminal code here)."""
@@ -94,6 +116,8 @@ class RunStats:
     pauses: dict[str, RoutePause] = field(default_factory=dict)
     #: Each route's gate: its current pace and why.
     gates: dict[str, Paced] = field(default_factory=dict)
+    #: The remote batches this run drives, by our id (gone once applied).
+    remote: dict[str, RemoteProgress] = field(default_factory=dict)
 
     @property
     def finished(self) -> int:

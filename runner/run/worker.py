@@ -8,7 +8,8 @@ Layout of one run (one task group for the service loops, one for the work)::
     ├── stop watcher       on the stop: jobs claimed but not started go back to the queue
     └── work group
         ├── feeder per route      claim → memory stream (bounded by the route's concurrency)
-        └── consumers per route   concurrency × JobRunner.run_job
+        ├── consumers per route   concurrency × JobRunner.run_job
+        └── remote driver per ``batch``-shape route   (runner.remote: remote batches)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from runner.abc import RunStore
 from runner.errors import StoreUnavailable
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
-from runner.models import Job, JobState
+from runner.models import Job, JobState, Shape
 from runner.pricing import PriceBook
 from runner.routes import Catalog, Route
 from runner.run.attempt import JobRunner
@@ -233,12 +234,31 @@ class Runner:
         async with anyio.create_task_group() as work:
             self._work_scope = work.cancel_scope
             for lane in lanes:
+                if lane.route.shape is Shape.BATCH:
+                    work.start_soon(self._stop_on_outage, self._drive_remote, lane)
+                    continue
                 self._buffered[lane.route.name] = set()
                 send, receive = anyio.create_memory_object_stream[Job](lane.concurrency)
                 work.start_soon(self._stop_on_outage, self._feed, lane, send)
                 for _ in range(lane.concurrency):
                     work.start_soon(self._consume, lane, receive.clone())
                 receive.close()
+
+    async def _drive_remote(self, lane: Lane) -> None:
+        """A ``batch``-shape route's jobs go as lines of remote batches (``runner.remote``)."""
+        from runner.remote.driver import remote_driver
+
+        driver = remote_driver(
+            store=self.store,
+            jobs=self._jobs,
+            lane=lane,
+            data_dir=self.data_dir,
+            stats=self.stats,
+            stopping=self._stopping,
+            lease_seconds=self.options.lease_seconds,
+            may_claim=lambda: self._may_claim(lane),
+        )
+        await driver.run()
 
     async def _feed(self, lane: Lane, send: MemoryObjectSendStream[Job]) -> None:
         """Claim jobs while there is room, until nothing is left or the run is stopping."""

@@ -8,6 +8,7 @@ from runner.shapes.base import (
     PreparedRequest,
     ShapeAdapter,
 )
+from runner.shapes.batch import BatchAdapter
 from runner.shapes.chat import ChatAdapter
 from runner.shapes.images import ImagesAdapter
 from runner.shapes.responses import ResponsesAdapter
@@ -16,6 +17,7 @@ ADAPTERS: dict[Shape, ShapeAdapter] = {
     Shape.IMAGES: ImagesAdapter(),
     Shape.RESPONSES: ResponsesAdapter(),
     Shape.CHAT: ChatAdapter(),
+    Shape.BATCH: BatchAdapter(),
 }
 
 __all__ = [

@@ -11,6 +11,7 @@ mixin module per role, over one :class:`Database`:
   :class:`~runner.abc.LeaseRecovery`), ``ledger`` (:class:`~runner.abc.Ledger`, one
   transaction per verb) and ``groupcommit`` (the same verbs committed in groups for a run),
   ``workers``, ``budgets`` (grants), ``routestate`` and ``pace`` (shared by every worker),
+  ``remote`` (remote batches),
   ``recovery`` (orphan adoption), ``charges``, ``repricing``, ``reports``, ``exports``.
 
 One implementation serves both dialects; the few places they differ (claiming with
@@ -43,8 +44,11 @@ from runner.store.records import (
     EnqueueResult,
     OutputRecord,
     Recovery,
+    RemoteBatch,
+    RemoteLine,
 )
 from runner.store.recovery import RecoveryOps
+from runner.store.remote import RemoteChange, RemoteOps
 from runner.store.reports import ReportOps
 from runner.store.repricing import RepricingOps
 from runner.store.routestate import RouteStateOps
@@ -65,6 +69,7 @@ class Store(
     ChargeOps,
     RepricingOps,
     BudgetOps,
+    RemoteOps,
 ):
     """imagerun's database, as the verbs of every role in :mod:`runner.abc`.
 
@@ -143,6 +148,9 @@ __all__ = [
     "LeaseLost",
     "OutputRecord",
     "Recovery",
+    "RemoteBatch",
+    "RemoteChange",
+    "RemoteLine",
     "Store",
     "WorkerInfo",
 ]

@@ -40,7 +40,7 @@ class Finish:
 
     @property
     def finished(self) -> bool:
-        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+        return self.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 class FinishVerbs:

@@ -8,7 +8,7 @@ from typing import Any
 
 # Defined with the files it describes; the store's verbs take and return it.
 from runner.files.outputs import OutputRecord as OutputRecord
-from runner.models import ChargeEvidence, ChargeStatus, JobState, Outcome
+from runner.models import ChargeEvidence, ChargeStatus, Job, JobState, Outcome, RemoteStep
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,3 +127,79 @@ class BatchStatus:
             "failures": self.failures,
             "attempt_failures": self.attempt_failures,
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteBatch:
+    """A remote batch (one of a provider's batches holding our jobs' lines), as recorded.
+
+    Attributes:
+        id: ours (``rb…``); its input file is named after it and its metadata carries it.
+        batch_id: the imagerun batch its lines belong to.
+        route: the route it runs on.
+        endpoint: the provider endpoint of every line (``/v1/images/generations`` or edits).
+        model: the one model its lines use.
+        step: our lifecycle step (what a restart resumes from).
+        remote_id: the provider's batch id, once created.
+        status: the provider's status as last polled (``validating``, ``in_progress``, …).
+        request_counts: the provider's ``request_counts`` as last polled.
+        input_file_id, output_file_id, error_file_id: the provider's file ids.
+        source_file_ids: source images uploaded as files for its edits, by source key.
+        line_count: its lines (one attempt each).
+        bytes: the size of its input file.
+        worker_id: the worker driving it.
+        cancel_requested: ``imagerun cancel`` asked for it to be cancelled.
+        error: why it failed as a whole (the provider's errors, or ours), if it did.
+    """
+
+    id: str
+    batch_id: str
+    route: str
+    endpoint: str
+    model: str
+    step: RemoteStep
+    line_count: int
+    created_at: datetime
+    updated_at: datetime
+    remote_id: str | None = None
+    status: str | None = None
+    request_counts: dict[str, int] = field(default_factory=dict)
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    source_file_ids: dict[str, str] = field(default_factory=dict)
+    bytes: int = 0
+    worker_id: str | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly description (``imagerun status --json``)."""
+        return {
+            "id": self.id,
+            "batch_id": self.batch_id,
+            "route": self.route,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "step": self.step.value,
+            "remote_id": self.remote_id,
+            "status": self.status,
+            "request_counts": self.request_counts,
+            "lines": self.line_count,
+            "bytes": self.bytes,
+            "cancel_requested": self.cancel_requested,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "submitted_at": self.submitted_at.isoformat() if self.submitted_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteLine:
+    """One line of a remote batch still to settle: its attempt's start row and its job."""
+
+    start: AttemptStart
+    job: Job

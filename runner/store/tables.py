@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -147,6 +147,8 @@ attempts = Table(
     Column("charge_status", String(16), nullable=False),
     Column("charge_evidence", String(16), nullable=False),
     Column("observed_usd", Float, nullable=True),
+    #: The remote batch (``remote_batches.id``) whose line this attempt is, if any.
+    Column("remote_batch_id", String(32), nullable=True, index=True),
     Index(None, "state"),
 )
 
@@ -241,4 +243,40 @@ budget_grants = Table(
     # Renewed by the holder's heartbeat; a lapsed grant's unspent part goes back.
     Column("expires_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+remote_batches = Table(
+    "remote_batches",
+    metadata,
+    # Ours ("rb" + hex); the jobs it holds are leased to "remote:<id>" until it is applied.
+    Column("id", String(32), primary_key=True),
+    Column("batch_id", String(32), ForeignKey("batches.id"), nullable=False, index=True),
+    Column("route", String(100), nullable=False),
+    # The provider's endpoint for every line ("/v1/images/generations" or "/v1/images/edits")
+    # and the one model the input file may use.
+    Column("endpoint", String(100), nullable=False),
+    Column("model", String(100), nullable=False),
+    # Our lifecycle step (runner.models.RemoteStep): what a restart resumes from.
+    Column("step", String(16), nullable=False),
+    # The provider's: its batch id, its status and request_counts as last polled.
+    Column("remote_id", String(200), nullable=True, unique=True),
+    Column("status", String(32), nullable=True),
+    Column("request_counts", JSON, nullable=True),
+    Column("input_file_id", String(200), nullable=True),
+    Column("output_file_id", String(200), nullable=True),
+    Column("error_file_id", String(200), nullable=True),
+    # Source images uploaded as files for the lines' edits: {"<sha or ref>": "file-…"}.
+    Column("source_file_ids", JSON, nullable=False),
+    Column("line_count", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    # The worker driving it; another takes over once that one is no longer alive.
+    Column("worker_id", String(64), nullable=True),
+    # `imagerun cancel` asked for it to be cancelled (lines never run are then cancelled).
+    Column("cancel_requested", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("submitted_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index(None, "step"),
 )

@@ -1,0 +1,13 @@
+"""OpenAI's Batch API as a route: the lifecycle of remote batches.
+
+In imagerun's words a *batch* is one submitted manifest; the provider's batches are *remote
+batches*. A route whose shape is ``batch`` runs its jobs as lines of remote batches:
+
+- ``lines``: a job ↔ one JSONL line (``custom_id`` = its attempt id), an answer line → the
+  attempt's result;
+- ``client``: the Files and Batches calls, errors classified as synchronous ones are;
+- ``gather``: runnable jobs → groups that fit one remote batch (one endpoint and model, at
+  most ``batch_max_lines`` lines and ``batch_max_bytes`` bytes);
+- ``driver``: each remote batch from its ledger rows through upload, creation, polling and
+  download to its lines applied, resumable at every step after a crash.
+"""

@@ -1,0 +1,253 @@
+"""Remote batch verbs: the lines of a provider's batch, from their ledger rows to settled.
+
+A remote batch's jobs are leased to ``remote:<its id>`` with no expiry while it lives: no
+worker holds them, so a worker that dies does not make them ``unknown`` (recovery only takes
+back leases that run out), and the next run's driver resumes the remote batch from its
+recorded step instead. Its lines' attempts stay ``sending`` until their result is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.engine import Row
+
+from runner.models import AttemptState, JobState, RemoteStep, utcnow
+from runner.store.database import Database
+from runner.store.leases import _job
+from runner.store.ledger import apply_starts
+from runner.store.outage import retried
+from runner.store.records import AttemptStart, RemoteBatch, RemoteLine
+from runner.store.tables import attempts, batches, jobs, remote_batches
+
+#: The lease owner of a job whose line is in a remote batch: ``remote:<remote batch id>``.
+REMOTE_OWNER = "remote:"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteChange:
+    """What changed about a remote batch (``None``: unchanged)."""
+
+    step: RemoteStep | None = None
+    remote_id: str | None = None
+    status: str | None = None
+    request_counts: dict[str, int] | None = None
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    source_file_ids: dict[str, str] | None = None
+    bytes: int | None = None
+    error: str | None = None
+    submitted_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def values(self) -> dict[str, Any]:
+        found = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {k: v for k, v in found.items() if v is not None}
+        if self.step is not None:
+            values["step"] = self.step.value
+        return values
+
+
+class RemoteOps:
+    """The :class:`runner.abc.RemoteBatches` verbs. Mixed into :class:`runner.store.Store`."""
+
+    db: Database
+
+    @retried
+    async def open_remote_batch(
+        self, batch: RemoteBatch, starts: Sequence[AttemptStart]
+    ) -> list[str]:
+        async with self.db.writing() as conn:
+            verdicts = await conn.run_sync(apply_starts, list(starts))
+            written = [s for s, lost in zip(starts, verdicts, strict=True) if lost is None]
+            if not written:
+                return []
+            now = utcnow()
+            row = _row(batch)
+            row.update(line_count=len(written), created_at=now, updated_at=now)
+            await conn.execute(insert(remote_batches).values(**row))
+            ids = [s.id for s in written]
+            await conn.execute(
+                update(attempts).where(attempts.c.id.in_(ids)).values(remote_batch_id=batch.id)
+            )
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_([s.job_id for s in written]))
+                .values(lease_owner=REMOTE_OWNER + batch.id, lease_expires=None, updated_at=now)
+            )
+        return ids
+
+    @retried
+    async def remote_batches(
+        self, batch_ids: Sequence[str], *, unfinished_only: bool = False
+    ) -> list[RemoteBatch]:
+        query = select(remote_batches).where(remote_batches.c.batch_id.in_(list(batch_ids)))
+        if unfinished_only:
+            query = query.where(remote_batches.c.step != RemoteStep.DONE.value)
+        async with self.db.reading() as conn:
+            rows = await conn.execute(query.order_by(remote_batches.c.created_at))
+            return [_remote(r) for r in rows]
+
+    @retried
+    async def take_remote_batch(
+        self, rb_id: str, worker_id: str, *, live_workers: Collection[str]
+    ) -> RemoteBatch | None:
+        owners = [w for w in live_workers if w != worker_id]
+        async with self.db.writing() as conn:
+            moved = await conn.execute(
+                update(remote_batches)
+                .where(
+                    remote_batches.c.id == rb_id,
+                    remote_batches.c.step != RemoteStep.DONE.value,
+                    or_(
+                        remote_batches.c.worker_id.is_(None),
+                        remote_batches.c.worker_id.not_in(owners),
+                    ),
+                )
+                .values(worker_id=worker_id, updated_at=utcnow())
+            )
+            if moved.rowcount != 1:
+                return None
+            row = (
+                await conn.execute(select(remote_batches).where(remote_batches.c.id == rb_id))
+            ).one()
+        return _remote(row)
+
+    @retried
+    async def advance_remote_batch(self, rb_id: str, change: RemoteChange) -> None:
+        async with self.db.writing() as conn:
+            await conn.execute(
+                update(remote_batches)
+                .where(remote_batches.c.id == rb_id)
+                .values(**change.values(), updated_at=utcnow())
+            )
+
+    @retried
+    async def remote_lines(
+        self, rb_id: str, attempt_ids: Sequence[str] | None = None
+    ) -> list[RemoteLine]:
+        query = (
+            select(
+                jobs,
+                batches.c.route,
+                attempts.c.id.label("a_id"),
+                attempts.c.worker_id.label("a_worker"),
+                attempts.c.provider.label("a_provider"),
+                attempts.c.shape.label("a_shape"),
+                attempts.c.endpoint.label("a_endpoint"),
+                attempts.c.model.label("a_model"),
+                attempts.c.billing_unit.label("a_billing"),
+                attempts.c.params.label("a_params"),
+                attempts.c.worst_case_usd.label("a_worst"),
+                attempts.c.started_at.label("a_started"),
+            )
+            .select_from(attempts)
+            .join(jobs, jobs.c.id == attempts.c.job_id)
+            .join(batches, batches.c.id == jobs.c.batch_id)
+            .where(
+                attempts.c.remote_batch_id == rb_id,
+                attempts.c.state == AttemptState.SENDING.value,
+            )
+        )
+        if attempt_ids is not None:
+            query = query.where(attempts.c.id.in_(list(attempt_ids)))
+        async with self.db.reading() as conn:
+            rows = await conn.execute(query.order_by(attempts.c.id))
+            return [RemoteLine(start=_start(r), job=_job(r)) for r in rows]
+
+    @retried
+    async def request_remote_cancel(self, batch_id: str) -> list[RemoteBatch]:
+        async with self.db.writing() as conn:
+            await conn.execute(
+                update(remote_batches)
+                .where(
+                    remote_batches.c.batch_id == batch_id,
+                    remote_batches.c.step != RemoteStep.DONE.value,
+                )
+                .values(cancel_requested=1, updated_at=utcnow())
+            )
+            rows = await conn.execute(
+                select(remote_batches).where(
+                    remote_batches.c.batch_id == batch_id,
+                    remote_batches.c.step != RemoteStep.DONE.value,
+                )
+            )
+            return [_remote(r) for r in rows]
+
+    @retried
+    async def remote_job_count(self, batch_ids: Sequence[str]) -> int:
+        """How many jobs of these batches are lines of a remote batch that is not applied."""
+        async with self.db.reading() as conn:
+            found = await conn.scalar(
+                select(func.count()).where(
+                    jobs.c.batch_id.in_(list(batch_ids)),
+                    jobs.c.state == JobState.RUNNING.value,
+                    jobs.c.lease_owner.like(REMOTE_OWNER + "%"),
+                )
+            )
+            return int(found or 0)
+
+
+def _row(batch: RemoteBatch) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "batch_id": batch.batch_id,
+        "route": batch.route,
+        "endpoint": batch.endpoint,
+        "model": batch.model,
+        "step": batch.step.value,
+        "source_file_ids": dict(batch.source_file_ids),
+        "bytes": batch.bytes,
+        "worker_id": batch.worker_id,
+        "cancel_requested": int(batch.cancel_requested),
+    }
+
+
+def _remote(row: Row[Any]) -> RemoteBatch:
+    return RemoteBatch(
+        id=row.id,
+        batch_id=row.batch_id,
+        route=row.route,
+        endpoint=row.endpoint,
+        model=row.model,
+        step=RemoteStep(row.step),
+        line_count=row.line_count,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        remote_id=row.remote_id,
+        status=row.status,
+        request_counts=dict(row.request_counts or {}),
+        input_file_id=row.input_file_id,
+        output_file_id=row.output_file_id,
+        error_file_id=row.error_file_id,
+        source_file_ids=dict(row.source_file_ids or {}),
+        bytes=row.bytes,
+        worker_id=row.worker_id,
+        cancel_requested=bool(row.cancel_requested),
+        error=row.error,
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _start(row: Row[Any]) -> AttemptStart:
+    return AttemptStart(
+        id=row.a_id,
+        job_id=row.id,
+        batch_id=row.batch_id,
+        worker_id=row.a_worker or "",
+        route=row.route,
+        provider=row.a_provider,
+        shape=row.a_shape,
+        endpoint=row.a_endpoint,
+        model=row.a_model,
+        billing_unit=row.a_billing,
+        params=row.a_params,
+        worst_case_usd=row.a_worst,
+        started_at=row.a_started,
+    )
