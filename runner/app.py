@@ -204,11 +204,27 @@ async def retry(settings: Settings, ref: str, *, failed: bool, unknown: bool) ->
         return await store.requeue(batch.id, states)
 
 
-async def cancel(settings: Settings, ref: str) -> int:
-    """Cancel every job of a batch that has not started; returns how many."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelResult:
+    """``imagerun cancel``: jobs cancelled now, and remote batches asked to stop."""
+
+    jobs: int
+    remote_batches: int = 0
+
+
+async def cancel(settings: Settings, ref: str) -> CancelResult:
+    """Cancel every job of a batch that has not started, and its remote batches (their lines
+    that finished anyway are kept and paid once applied)."""
     async with _judged_store(settings) as store:
         batch = await store.find_batch(ref)
-        return await store.cancel(batch.id)
+        jobs = await store.cancel(batch.id)
+        remote = 0
+        if await store.remote_batches([batch.id], unfinished_only=True):
+            from runner.remote.cancel import cancel_remote
+
+            route = settings.catalog.get(batch.route)
+            remote = await cancel_remote(store, route, batch.id, settings.environ)
+        return CancelResult(jobs=jobs, remote_batches=remote)
 
 
 async def estimate(

@@ -110,9 +110,14 @@ async def retry(ctx: click.Context, batch: str, failed: bool, unknown: bool) -> 
 @async_command()
 @click.argument("batch")
 async def cancel(ctx: click.Context, batch: str) -> None:
-    """Cancel every job of the batch that has not started."""
-    n = await app.cancel(settings(ctx), batch)
-    console.print(f"{n} job(s) cancelled.")
+    """Cancel every job of the batch that has not started, and its remote batches."""
+    result = await app.cancel(settings(ctx), batch)
+    console.print(f"{result.jobs} job(s) cancelled.")
+    if result.remote_batches:
+        console.print(
+            f"{result.remote_batches} remote batch(es) cancelled: lines that finished anyway "
+            "are kept and paid when `imagerun run` applies them; the rest are cancelled."
+        )
 
 
 def routes_table(catalog: Catalog, show_sandbox: bool) -> Table:

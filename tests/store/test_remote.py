@@ -138,7 +138,8 @@ async def test_a_live_driver_keeps_its_remote_batch(store: Store) -> None:
     assert await store.take_remote_batch("rb-test-1", "w2", live_workers={"w1", "w2"}) is None
     taken = await store.take_remote_batch("rb-test-1", "w2", live_workers={"w2"})
 
-    assert taken is not None and taken.worker_id == "w2"
+    assert taken is not None
+    assert taken.worker_id == "w2"
     assert await store.take_remote_batch("rb-test-1", "w3", live_workers={"w2"}) is None
 
 
