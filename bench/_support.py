@@ -23,6 +23,8 @@ import httpx
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PYTHON = sys.executable
+#: The process id behind each URL :func:`sandbox_process` is serving (to read its memory).
+SANDBOX_PIDS: dict[str, int] = {}
 
 
 def machine() -> dict[str, Any]:
@@ -65,6 +67,7 @@ def sandbox_process(*options: str) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+    SANDBOX_PIDS[url] = proc.pid
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -77,6 +80,7 @@ def sandbox_process(*options: str) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
+        SANDBOX_PIDS.pop(url, None)
         proc.terminate()
         proc.wait(timeout=10)
 

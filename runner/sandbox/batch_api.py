@@ -3,12 +3,14 @@
 A batch is created ``validating`` and runs in a task of the server's event loop
 (:func:`runner.sandbox.batch_runner.run_batch`); the 24 h window is ``batch_window`` seconds
 of the sandbox. Every endpoint OpenAI accepts is accepted; lines for endpoints the sandbox
-does not emulate (chat, embeddings, …) each answer 404 in the error file.
+does not emulate (chat, embeddings, …) each answer 404 in the error file. Files and batches
+are shared by every key, as one OpenAI project's are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,7 +131,7 @@ def _new_batch(call: ApiCall, body: Mapping[str, Any]) -> BatchRecord:
         metadata=_metadata(body.get("metadata")),
         created_at=now,
         # The window as the sandbox compresses it, rounded up to a whole second.
-        expires_at=now + max(1, int(-(-window // 1))),
+        expires_at=now + math.ceil(window),
         output_ttl_s=_output_ttl(body.get("output_expires_after")),
         deadline=sandbox.clock() + window,
     )

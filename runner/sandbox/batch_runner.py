@@ -19,6 +19,7 @@ line answers 500 ``server_error`` in the error file.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +52,7 @@ LINE_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/images/edits": Endpoint.EDITS,
     "/v1/responses": Endpoint.RESPONSES,
 }
+_log = logging.getLogger(__name__)
 _TRANSPORT_FAULTS = frozenset({FaultKind.RESET, FaultKind.TRUNCATE})
 _UNRUN = {
     BatchStatus.EXPIRED: (
@@ -256,7 +258,19 @@ async def _validate(sandbox: Sandbox, batch: BatchRecord) -> tuple[Path, InputPl
 
 
 async def run_batch(sandbox: Sandbox, batch: BatchRecord) -> None:
-    """Take ``batch`` from ``validating`` to a final state (the task behind each batch)."""
+    """Take ``batch`` from ``validating`` to a final state (the task behind each batch).
+
+    A sandbox bug fails the batch (``errors`` says so) rather than leaving it running forever.
+    """
+    try:
+        await _run_batch(sandbox, batch)
+    except Exception:
+        _log.exception("sandbox: batch %s crashed", batch.id)
+        batch.errors = [batch_error("server_error", "The sandbox failed to run this batch.")]
+        _end(sandbox, batch, BatchStatus.FAILED)
+
+
+async def _run_batch(sandbox: Sandbox, batch: BatchRecord) -> None:
     validated = await _validate(sandbox, batch)
     if validated is None:
         return

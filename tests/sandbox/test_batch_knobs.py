@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli.sandbox import sandbox as sandbox_command
-from runner.sandbox import SandboxConfig, SandboxHandle, config_from_options, file_api
+from runner.sandbox import SandboxConfig, SandboxHandle, batch_runner, config_from_options, file_api
 
 from .batch_helpers import (
     client,
@@ -121,3 +121,18 @@ def test_a_synchronous_json_edit_takes_a_file_id_too(live: SandboxHandle) -> Non
     )
     assert missing.status_code == 400
     assert missing.json()["error"]["code"] == "invalid_file_id"
+
+
+def test_a_sandbox_bug_fails_the_batch_instead_of_leaving_it_running(
+    live: SandboxHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batch_runner, "check_input", broken)
+    sdk = client(live)
+    batch = wait(sdk, start(sdk, [generation("a", "x")]).id, timeout=5)
+    assert batch.status == "failed"
+    assert batch.errors is not None
+    assert [e.code for e in batch.errors.data or []] == ["server_error"]
+    assert "crashed" in caplog.text
