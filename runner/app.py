@@ -21,7 +21,11 @@ from runner.abc import Queue
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
 from runner.models import JobSpec, JobState
-from runner.pricing.manifest_estimate import ManifestEstimate, estimate_manifest
+from runner.pricing.manifest_estimate import (
+    ManifestEstimate,
+    batch_counterpart,
+    estimate_manifest,
+)
 from runner.routes import Route
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store, WorkerInfo
 
@@ -232,15 +236,17 @@ async def estimate(
 ) -> ManifestEstimate:
     """Per-job and total cost range of a manifest on a route, with price source and date.
 
-    Totals cover every job; only the first ``keep`` per-job rows are kept for display.
+    Totals cover every job; only the first ``keep`` per-job rows are kept for display. On a
+    route with a Batch API counterpart, the synchronous and batch costs come side by side.
     """
     route = settings.catalog.get(route_name)
     report = await check(settings, manifest, route_name)
     if report.problems:
         raise ValidationFailed(report.problems, truncated=report.truncated)
     specs = _specs(manifest, route, settings)
+    counterpart = batch_counterpart(settings.catalog, route)
     return await anyio.to_thread.run_sync(
-        lambda: estimate_manifest(settings.book, route, specs, keep=keep)
+        lambda: estimate_manifest(settings.book, route, specs, keep=keep, counterpart=counterpart)
     )
 
 

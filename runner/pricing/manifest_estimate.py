@@ -1,15 +1,20 @@
-"""What a manifest would cost on a route: each line's range, and the totals of every line."""
+"""What a manifest would cost on a route: each line's range, and the totals of every line.
+
+On a token route that has a Batch API counterpart (``openai`` and ``openai-batch``, or their
+sandbox mirrors) the same lines are priced on both, so the synchronous and the batch cost
+read side by side, per model and in total (:class:`BatchComparison`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from runner.models import JobSpec
+from runner.models import JobSpec, Shape
 from runner.pricing.book import PriceBook
 from runner.pricing.estimate import Estimate, estimate_job
 from runner.pricing.priced_job import PricedJob
-from runner.routes.catalog import Route
+from runner.routes.catalog import Catalog, Route
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +24,58 @@ class JobEstimate:
     id: str
     line: int
     estimate: Estimate
+
+
+@dataclass(slots=True, kw_only=True)
+class Totals:
+    """A sum of cost ranges, in USD (rounded to the micro-dollar when read)."""
+
+    jobs: int = 0
+    low: float = 0.0
+    typical: float = 0.0
+    high: float = 0.0
+
+    def add(self, est: Estimate) -> None:
+        self.jobs += 1
+        self.low += est.low
+        self.typical += est.typical
+        self.high += est.high
+
+    def rounded(self) -> Totals:
+        return Totals(
+            jobs=self.jobs,
+            low=round(self.low, 6),
+            typical=round(self.typical, 6),
+            high=round(self.high, 6),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCosts:
+    """One image model's lines, priced synchronously and through the Batch API."""
+
+    model: str
+    synchronous: Totals
+    batch: Totals
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchComparison:
+    """The same lines on a synchronous route and on its Batch API counterpart.
+
+    Attributes:
+        synchronous_route: the route answering each request as it is sent.
+        batch_route: the ``batch``-shape route (its lines answered within the batch window).
+        batch_discount: what the batch route multiplies token prices by.
+        per_model: one entry per image model the lines run, in the order first met.
+    """
+
+    synchronous_route: str
+    batch_route: str
+    batch_discount: float
+    synchronous: Totals
+    batch: Totals
+    per_model: list[ModelCosts]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,38 +91,111 @@ class ManifestEstimate:
     as_of: str
     sources: list[str]
     notes: list[str]
+    #: Synchronous beside batch, when the route has a Batch API counterpart.
+    comparison: BatchComparison | None = None
+
+
+def batch_counterpart(catalog: Catalog, route: Route) -> Route | None:
+    """The route that runs the same lines the other way: through the Batch API or not.
+
+    For a token route of the ``images`` or ``responses`` shape, the ``batch`` route of the
+    same provider, endpoint, price table and multiplier; for a ``batch`` route, the ``images``
+    route it mirrors. ``None`` when there is none (per-call gateways, other providers). The
+    first match in catalog order wins (built-in routes come before their aliases).
+    """
+    if route.billing != "token" or route.shape is Shape.CHAT:
+        return None
+    wanted = Shape.IMAGES if route.shape is Shape.BATCH else Shape.BATCH
+    for other in catalog.routes.values():
+        if (
+            other.shape is wanted
+            and other.billing == "token"
+            and other.provider == route.provider
+            and other.base_url == route.base_url
+            and other.price_table == route.price_table
+            and other.price_multiplier == route.price_multiplier
+        ):
+            return other
+    return None
+
+
+@dataclass(slots=True)
+class _Pairing:
+    """Running sums of the synchronous / batch comparison."""
+
+    synchronous: Route
+    batch: Route
+    totals: tuple[Totals, Totals] = (Totals(), Totals())
+    models: dict[str, tuple[Totals, Totals]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, route: Route, counterpart: Route) -> _Pairing:
+        if route.shape is Shape.BATCH:
+            return cls(counterpart, route, (Totals(), Totals()))
+        return cls(route, counterpart, (Totals(), Totals()))
+
+    def add(self, book: PriceBook, route: Route, job: PricedJob, est: Estimate) -> None:
+        on_sync = est if route is self.synchronous else estimate_job(book, self.synchronous, job)
+        on_batch = est if route is self.batch else estimate_job(book, self.batch, job)
+        model = self.models.setdefault(job.model_on(route), (Totals(), Totals()))
+        for totals in (self.totals, model):
+            totals[0].add(on_sync)
+            totals[1].add(on_batch)
+
+    def result(self) -> BatchComparison:
+        return BatchComparison(
+            synchronous_route=self.synchronous.name,
+            batch_route=self.batch.name,
+            batch_discount=self.batch.batch_discount,
+            synchronous=self.totals[0].rounded(),
+            batch=self.totals[1].rounded(),
+            per_model=[
+                ModelCosts(model=name, synchronous=s.rounded(), batch=b.rounded())
+                for name, (s, b) in self.models.items()
+            ],
+        )
 
 
 def estimate_manifest(
-    book: PriceBook, route: Route, specs: Iterable[JobSpec], *, keep: int = 1000
+    book: PriceBook,
+    route: Route,
+    specs: Iterable[JobSpec],
+    *,
+    keep: int = 1000,
+    counterpart: Route | None = None,
 ) -> ManifestEstimate:
     """Price every line of ``specs`` on ``route``; keep the first ``keep`` rows for display.
 
-    Totals cover every line; sources and notes are listed once each, in the order met.
+    Totals cover every line; sources and notes are listed once each, in the order met. With
+    a ``counterpart`` (:func:`batch_counterpart`) every line is priced on it too.
     """
     rows: list[JobEstimate] = []
-    totals = [0.0, 0.0, 0.0]
+    totals = Totals()
+    pairing = _Pairing.of(route, counterpart) if counterpart is not None else None
     sources: dict[str, None] = {}
     notes: dict[str, None] = {}
-    count = 0
     as_of = ""
     for spec in specs:
-        est = estimate_job(book, route, PricedJob.from_line(spec))
-        count += 1
-        totals = [totals[0] + est.low, totals[1] + est.typical, totals[2] + est.high]
+        job = PricedJob.from_line(spec)
+        est = estimate_job(book, route, job)
+        totals.add(est)
+        if pairing is not None:
+            pairing.add(book, route, job, est)
         sources[est.source] = None
         notes.update(dict.fromkeys(est.notes))
         as_of = est.as_of.isoformat()
         if len(rows) < keep:
             rows.append(JobEstimate(id=spec.ext_id, line=spec.line, estimate=est))
+    total = totals.rounded()
     return ManifestEstimate(
         route=route.name,
         jobs=rows,
-        count=count,
-        low=round(totals[0], 6),
-        typical=round(totals[1], 6),
-        high=round(totals[2], 6),
+        count=total.jobs,
+        low=total.low,
+        typical=total.typical,
+        high=total.high,
         as_of=as_of,
         sources=list(sources),
         notes=list(notes),
+        comparison=pairing.result() if pairing is not None else None,
     )
