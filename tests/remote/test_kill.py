@@ -1,0 +1,249 @@
+"""Crash safety: a real ``imagerun run`` SIGKILLed at each step of a remote batch's life.
+
+The sandbox holds the answers of ``POST /files`` and ``POST /batches`` after the object
+exists (``file_create_delay``, ``batch_create_delay``), so the runner can be killed between
+"created on the server" and "recorded locally". After a restart there must be exactly one
+remote batch per set of jobs on the sandbox, every job done once, every line recorded once,
+and the ledger's total what the sandbox billed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.models import RemoteStep
+from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbox
+from runner.store import RemoteBatch
+from tests.resume.invariants import read_ledger
+
+from .conftest import ROUTE
+from .invariants import check_remote, sandbox_batches
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxHandle]:
+    with running_sandbox(SandboxConfig()) as handle:
+        yield handle
+
+
+class Runner:
+    """``imagerun`` as a child process with its own database and data directory."""
+
+    def __init__(self, tmp: Path, handle: SandboxHandle) -> None:
+        self.tmp = tmp
+        self.db = tmp / "imagerun.db"
+        self.data = tmp / "data"
+        self.log = tmp / "runner.log"
+        self.env = {
+            **os.environ,
+            "IMAGERUN_DB": f"sqlite+aiosqlite:///{self.db}",
+            "IMAGERUN_DATA": str(self.data),
+            "IMAGERUN_ROUTE_SANDBOX_OPENAI_BATCH_BASE_URL": handle.openai_base,
+        }
+        self.env.pop("IMAGERUN_CONFIG", None)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runner.cli", *args],
+            env=self.env,
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "runner.cli", "run", "--grace", "5"],
+                env=self.env,
+                cwd=self.tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def submit(self, jobs: int) -> None:
+        lines = [f'{{"id": "k{i}", "prompt": "kill test {i}"}}' for i in range(jobs)]
+        manifest = self.tmp / "kill.jsonl"
+        manifest.write_text("\n".join(lines) + "\n")
+        result = self.cli("submit", str(manifest), "--route", ROUTE, "--name", "kill")
+        assert result.returncode == 0, result.stderr
+
+    def remote(self) -> list[dict[str, Any]]:
+        if not self.db.exists():
+            return []
+        with sqlite3.connect(self.db) as conn:
+            conn.row_factory = sqlite3.Row
+            try:
+                return [dict(r) for r in conn.execute("SELECT * FROM remote_batches")]
+            except sqlite3.OperationalError:  # not migrated yet, or locked for a moment
+                return []
+
+    def settled_lines(self) -> int:
+        with sqlite3.connect(self.db) as conn:
+            query = (
+                "SELECT count(*) FROM attempts WHERE remote_batch_id IS NOT NULL AND state = 'done'"
+            )
+            return int(conn.execute(query).fetchone()[0])
+
+    def kill_when(self, condition: Callable[[], bool]) -> None:
+        """Start a run and SIGKILL it once ``condition`` holds (it must still be running)."""
+        proc = self.start()
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the moment to kill never came"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def finish(self) -> None:
+        for _ in range(3):
+            proc = self.start()
+            assert proc.wait(timeout=120) in (0, 1), self.log.read_text()[-3000:]
+            if not read_ledger(self.db).runnable():
+                return
+        pytest.fail("the batch never finished")
+
+    def check(self, sandbox: SandboxHandle, jobs: int) -> None:
+        ledger = read_ledger(self.db)
+        assert {j["state"] for j in ledger.jobs} == {"succeeded"}
+        assert len(ledger.jobs) == jobs
+        ours = [_remote(r) for r in self.remote()]
+        check_remote(sandbox.sandbox, ours, ledger.attempts, ledger.jobs, ledger.outputs)
+        assert all(rb.step is RemoteStep.DONE for rb in ours)
+        # Nothing we uploaded is left on the provider (a second upload would be).
+        names = [f.filename for f in sandbox.sandbox.uploads if f.filename.startswith("imagerun-")]
+        assert names == []
+
+
+def _remote(row: dict[str, Any]) -> RemoteBatch:
+    return RemoteBatch(
+        id=row["id"],
+        batch_id=row["batch_id"],
+        route=row["route"],
+        endpoint=row["endpoint"],
+        model=row["model"],
+        step=RemoteStep(row["step"]),
+        line_count=row["line_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        remote_id=row["remote_id"],
+        status=row["status"],
+    )
+
+
+def test_kill_between_upload_and_recording_it_uploads_no_second_input(
+    tmp_path: Path, sandbox: SandboxHandle
+) -> None:
+    sandbox.sandbox.reset(SandboxConfig(file_create_delay=5.0))
+    runner = Runner(tmp_path, sandbox)
+    runner.submit(5)
+
+    def uploaded() -> bool:
+        return any(f.filename.startswith("imagerun-rb") for f in sandbox.sandbox.uploads)
+
+    runner.kill_when(uploaded)
+    (row,) = runner.remote()
+    assert (row["step"], row["input_file_id"]) == ("preparing", None)
+    sandbox.sandbox.configure(file_create_delay=0.0)
+    runner.finish()
+
+    runner.check(sandbox, 5)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+
+
+def test_kill_between_create_and_recording_it_creates_no_second_batch(
+    tmp_path: Path, sandbox: SandboxHandle
+) -> None:
+    sandbox.sandbox.reset(SandboxConfig(batch_create_delay=5.0))
+    runner = Runner(tmp_path, sandbox)
+    runner.submit(5)
+
+    runner.kill_when(lambda: bool(sandbox_batches(sandbox.sandbox)))
+    (row,) = runner.remote()
+    assert (row["step"], row["remote_id"]) == ("uploaded", None)
+    sandbox.sandbox.configure(batch_create_delay=0.0)
+    runner.finish()
+
+    runner.check(sandbox, 5)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+
+
+def test_kill_while_polling_resumes_the_same_remote_batch(
+    tmp_path: Path, sandbox: SandboxHandle
+) -> None:
+    config = SandboxConfig(batch_window=60.0, batch_concurrency=2, latency=Latency(mean=0.2))
+    sandbox.sandbox.reset(config)
+    runner = Runner(tmp_path, sandbox)
+    runner.submit(12)
+
+    runner.kill_when(lambda: any(r["step"] == "submitted" for r in runner.remote()))
+    runner.finish()
+
+    runner.check(sandbox, 12)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+
+
+def test_kill_while_applying_records_no_line_twice(tmp_path: Path, sandbox: SandboxHandle) -> None:
+    sandbox.sandbox.reset(SandboxConfig(batch_window=60.0, batch_concurrency=64))
+    runner = Runner(tmp_path, sandbox)
+    runner.submit(400)
+
+    def applying() -> bool:
+        rows = runner.remote()
+        return any(r["step"] == "applying" for r in rows) and runner.settled_lines() > 0
+
+    runner.kill_when(applying)
+    assert 0 < runner.settled_lines() < 400, "the kill did not land while applying"
+    runner.finish()
+
+    runner.check(sandbox, 400)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+
+
+def test_kill_at_random_moments_loses_no_line_and_pays_none_twice(
+    tmp_path: Path, sandbox: SandboxHandle
+) -> None:
+    config = SandboxConfig(
+        batch_window=30.0,
+        batch_concurrency=4,
+        latency=Latency(mean=0.05, jitter=0.05),
+        file_create_delay=0.3,
+        batch_create_delay=0.3,
+        moderation_word=None,
+    )
+    sandbox.sandbox.reset(config)
+    (tmp_path / "imagerun.toml").write_text(
+        f'[routes."{ROUTE}"]\nbatch_max_lines = 10\nbatch_max_wait = 0.2\n'
+    )
+    runner = Runner(tmp_path, sandbox)
+    runner.submit(60)
+    rng = random.Random(16)
+    hits = 0
+    for _ in range(10):
+        proc = runner.start()
+        time.sleep(rng.uniform(0.8, 2.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            hits += 1
+        proc.wait(timeout=30)
+    assert hits >= 6, f"only {hits} kills hit a live run"
+    runner.finish()
+
+    runner.check(sandbox, 60)
+    assert len(sandbox_batches(sandbox.sandbox)) == len(runner.remote())
