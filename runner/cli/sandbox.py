@@ -32,6 +32,11 @@ Triggers in a prompt:
 Fault kinds (--rule KIND, --faults KIND=RATE): {_KINDS}.
 
 \b
+Batch API (/openai/v1/files, /openai/v1/batches): each line runs like a
+synchronous request (the triggers above strike per line) at half price; the
+24 h window is --batch-window seconds, lines not started by then expire.
+
+\b
 Keys: any sk-... key works; one containing "invalid" gets 401. On /laozhang
 the prefix picks the token group: sk-default-, sk-sora2official-,
 sk-enterprise-.

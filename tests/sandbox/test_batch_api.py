@@ -54,6 +54,10 @@ def test_files_are_uploaded_listed_read_and_deleted_as_the_sdk_types_them(
     assert sdk.files.content(first.id).read() == data
 
     newest = sdk.files.list()
+    for listed in newest.data:
+        assert_exact(listed)
+    # The SDK's page declares only data and has_more; the rest of the list object, as sent:
+    assert (newest.object, newest.first_id, newest.last_id) == ("list", second.id, first.id)
     assert [f.id for f in newest.data] == [second.id, first.id]
     assert [f.id for f in sdk.files.list(purpose="vision").data] == [second.id]
     page = sdk.files.list(limit=1, order="asc")
@@ -62,6 +66,7 @@ def test_files_are_uploaded_listed_read_and_deleted_as_the_sdk_types_them(
     assert [f.id for f in sdk.files.list(after=first.id, order="asc").data] == [second.id]
 
     deleted = sdk.files.delete(first.id)
+    assert_exact(deleted)
     assert isinstance(deleted, FileDeleted)
     assert deleted.deleted
     assert deleted.id == first.id
