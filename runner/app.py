@@ -77,10 +77,12 @@ async def check(settings: Settings, manifest: Path, route_name: str) -> CheckRep
     return await anyio.to_thread.run_sync(check_manifest, manifest, route, settings.catalog)
 
 
-def _specs(manifest: Path, route: Route, settings: Settings) -> Iterator[JobSpec]:
+def _specs(
+    manifest: Path, route: Route, settings: Settings, key_seed: str | None = None
+) -> Iterator[JobSpec]:
     from runner.manifest import scan_manifest
 
-    for item in scan_manifest(manifest, route, settings.catalog):
+    for item in scan_manifest(manifest, route, settings.catalog, key_seed=key_seed):
         if isinstance(item, Problem):
             # The file changed between validation and enqueueing: abort, roll back.
             raise ValidationFailed([item])
@@ -102,8 +104,12 @@ async def submit(
     *,
     name: str | None = None,
     budget_usd: float | None = None,
+    key_seed: str | None = None,
 ) -> EnqueueResult:
     """Validate, then enqueue all-or-nothing. Re-submitting adds nothing.
+
+    ``key_seed`` makes the jobs keyed apart from the same lines submitted without it (a
+    comparison passes its name); re-submitting with the same seed still adds nothing.
 
     Raises:
         ValidationFailed: the manifest has problems; nothing was enqueued.
@@ -123,7 +129,7 @@ async def submit(
             manifest_sha256=digest,
             route_snapshot=snapshot,
             budget_usd=budget_usd,
-            specs=_specs(manifest, route, settings),
+            specs=_specs(manifest, route, settings, key_seed),
         )
 
 

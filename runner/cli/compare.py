@@ -102,6 +102,18 @@ def print_plan(plan: ComparisonPlan) -> None:
             )
         for problem in fit.blocking:
             warn(f"{fit.route}: {problem}")
+    for est in plan.estimates:
+        if not est.held:
+            held = "every line bought afresh for this comparison"
+        elif not est.to_send:
+            held = "all held by this comparison already: nothing to send"
+        else:
+            held = f"{est.held} held by this comparison already, {est.to_send} to send"
+        say(
+            f"{est.route}: {est.lines} line(s) into batch {est.batch}, estimated "
+            f"{money(est.typical)} (low {money(est.low)}, high {money(est.high)}; prices as of "
+            f"{est.as_of or '-'}); {held}."
+        )
 
 
 def print_comparison(report: ComparisonReport) -> None:
@@ -111,7 +123,7 @@ def print_comparison(report: ComparisonReport) -> None:
     for summary in report.summaries:
         table.add_column(summary.route, overflow="fold")
     lines: list[tuple[str, list[str]]] = [
-        ("jobs", [str(s.jobs) for s in report.summaries]),
+        ("lines held", [f"{s.jobs} of {s.lines}" for s in report.summaries]),
         (
             "success",
             ["-" if s.success_rate is None else f"{s.success_rate:.1%}" for s in report.summaries],

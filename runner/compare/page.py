@@ -12,12 +12,13 @@ import base64
 import hashlib
 import html
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from runner.compare.estimates import RouteEstimate
 from runner.compare.plan import ComparisonPlan
 from runner.compare.results import Cell, RouteSummary
 from runner.export.staging import SourceError
@@ -118,7 +119,7 @@ def render_page(
             f"</head>\n<body>\n<h1>{_e(name)}</h1>\n<p class='muted'>manifest "
             f"{_e(plan.manifest)} · {plan.jobs} job(s) · routes {_e(', '.join(routes))}</p>\n",
             _fits(plan),
-            _summary(summaries),
+            _summary(summaries, {e.route: e for e in plan.estimates}),
             _side_by_side(routes, cells, thumbs),
             "</body>\n</html>\n",
         ]
@@ -137,10 +138,10 @@ def _fits(plan: ComparisonPlan) -> str:
     return f"<h2>What each route was sent</h2>\n<ul class='fits'>{''.join(items)}</ul>\n"
 
 
-def _summary(summaries: Sequence[RouteSummary]) -> str:
+def _summary(summaries: Sequence[RouteSummary], estimates: Mapping[str, RouteEstimate]) -> str:
     rows: list[tuple[str, list[str]]] = [
         ("batch", [f"{s.batch} ({s.batch_id})" for s in summaries]),
-        ("jobs", [str(s.jobs) for s in summaries]),
+        ("lines held", [f"{s.jobs} of {s.lines}" for s in summaries]),
         (
             "succeeded / failed / unknown / pending",
             [f"{s.succeeded} / {s.failed} / {s.unknown} / {s.pending}" for s in summaries],
@@ -163,6 +164,10 @@ def _summary(summaries: Sequence[RouteSummary]) -> str:
             ],
         ),
         ("cost per image", [_money(s.cost_per_image_usd) for s in summaries]),
+        (
+            "estimated before sending (every line)",
+            [_estimate(estimates.get(s.route)) for s in summaries],
+        ),
         (
             "failed attempts",
             [", ".join(f"{k}×{v}" for k, v in s.failure_classes.items()) or "—" for s in summaries],
@@ -189,6 +194,12 @@ def _summary(summaries: Sequence[RouteSummary]) -> str:
         "<h2>Summary</h2>\n<table class='summary'>"
         f"<thead><tr><th></th>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>\n"
     )
+
+
+def _estimate(est: RouteEstimate | None) -> str:
+    if est is None:
+        return "—"
+    return f"{_money(est.typical)} ({_money(est.low)}–{_money(est.high)})"
 
 
 def _side_by_side(routes: Sequence[str], cells: Sequence[Cell], thumbs: dict[str, str]) -> str:

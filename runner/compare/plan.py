@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from runner.compare.estimates import RouteEstimate
 from runner.errors import Problem
 from runner.manifest import check_manifest
 from runner.manifest.readers import read_records
@@ -88,11 +89,13 @@ class RouteFit:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ComparisonPlan:
-    """Every route's fit, decided before anything is sent."""
+    """Every route's fit, decided before anything is sent, and (once every route fits) what
+    each route will cost and already holds."""
 
     manifest: Path
     jobs: int
     fits: list[RouteFit]
+    estimates: list[RouteEstimate] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -104,6 +107,7 @@ class ComparisonPlan:
             "jobs": self.jobs,
             "ready": self.ready,
             "routes": [f.to_json() for f in self.fits],
+            "estimates": [e.to_json() for e in self.estimates],
         }
 
 

@@ -126,7 +126,10 @@ class RouteSummary:
     route: str
     batch_id: str
     batch: str
+    #: Jobs the route's batch holds: one per manifest line, the same on every route.
     jobs: int
+    #: Lines of the compared manifest.
+    lines: int
     succeeded: int
     failed: int
     unknown: int
@@ -157,8 +160,11 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def summarise(route: str, status: BatchStatus, cells: Sequence[Cell]) -> RouteSummary:
-    """The summary of one route's batch from its status and its cells."""
+def summarise(
+    route: str, status: BatchStatus, cells: Sequence[Cell], *, lines: int
+) -> RouteSummary:
+    """The summary of one route's batch (of a manifest of ``lines`` lines) from its status
+    and its cells."""
     counts = status.counts
     succeeded = counts.get(JobState.SUCCEEDED, 0)
     finished = succeeded + counts.get(JobState.FAILED, 0) + counts.get(JobState.UNKNOWN, 0)
@@ -170,6 +176,7 @@ def summarise(route: str, status: BatchStatus, cells: Sequence[Cell]) -> RouteSu
         batch_id=status.batch.id,
         batch=status.batch.name,
         jobs=status.total,
+        lines=lines,
         succeeded=succeeded,
         failed=counts.get(JobState.FAILED, 0),
         unknown=counts.get(JobState.UNKNOWN, 0),

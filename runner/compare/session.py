@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from runner.compare.estimates import batch_name, check_columns, estimate_route
 from runner.compare.plan import ComparisonPlan, FitChoice, fit_manifest, plan_comparison
 from runner.compare.report import ComparisonReport, write_comparison
 from runner.compare.results import Cell, RouteSummary, collect_cells, summarise
 from runner.config import Settings
 from runner.errors import UsageError
 from runner.export.edits import EditScorer, route_thresholds
+from runner.models import JobState
 from runner.store import BatchInfo, EnqueueResult, Store
 
 if TYPE_CHECKING:
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Fitted manifests live here, under the comparison's folder.
 MANIFESTS = "manifests"
+#: Job states a run of the comparison will still send.
+WAITING = (JobState.QUEUED, JobState.WAITING)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,11 +40,14 @@ class ComparisonOptions:
     """How to compare.
 
     Attributes:
-        name: the comparison's name; each route's batch is ``<name>-<route>``.
+        name: the comparison's name; each route's batch is ``<name>-<route>``, and every
+            job key folds it in, so the comparison's jobs are its own: a new name buys every
+            line afresh on every route, the same name again adds and sends nothing.
         out_dir: where the page, the JSON and the fitted manifests go.
         choices: by route, what to do with the fields it cannot take.
         run: run the batches (``None``: leave them queued for ``imagerun run``).
-        on_plan: called with the plan before anything is sent.
+        on_plan: called with the plan before anything is sent (with each route's estimate
+            once every route fits).
     """
 
     name: str
@@ -51,7 +59,13 @@ class ComparisonOptions:
 
 class Submit(Protocol):
     async def __call__(
-        self, settings: Settings, manifest: Path, route_name: str, *, name: str | None = None
+        self,
+        settings: Settings,
+        manifest: Path,
+        route_name: str,
+        *,
+        name: str | None = None,
+        key_seed: str | None = None,
     ) -> EnqueueResult: ...
 
 
@@ -85,15 +99,16 @@ async def compare(
     run: Run,
     open_store: OpenStore,
 ) -> ComparisonReport | ComparisonPlan:
-    """Check ``manifest`` against every route; when it fits them all (as chosen), submit it
-    once per route, run the batches (unless ``how.run`` is ``None``) and write the page and
-    the JSON from what the store holds.
+    """Check ``manifest`` against every route; when it fits them all (as chosen), price it on
+    each, submit it once per route as this comparison's own jobs, run the batches (unless
+    ``how.run`` is ``None``) and write the page and the JSON from what the store holds.
 
     Returns:
         The report, or the plan alone (nothing sent) when a route cannot take the manifest.
 
     Raises:
-        UsageError: fewer than two distinct routes.
+        UsageError: fewer than two distinct routes, or a route's batch holding jobs that are
+            not this comparison's (nothing is sent then).
     """
     if len(set(routes)) < 2:
         raise UsageError("a comparison needs at least two different routes")
@@ -101,20 +116,26 @@ async def compare(
     plan = await anyio.to_thread.run_sync(
         plan_comparison, manifest, found, settings.catalog, how.choices
     )
-    if how.on_plan is not None:
-        how.on_plan(plan)
     if not plan.ready:
+        if how.on_plan is not None:
+            how.on_plan(plan)
         return plan
     fitted = await anyio.to_thread.run_sync(fit_all, plan, settings, how.out_dir)
-    batches: list[BatchInfo] = []
+    async with open_store(settings) as store:
+        plan = await _priced(plan, settings, how.name, fitted, store)
+    if how.on_plan is not None:
+        how.on_plan(plan)
+    results: list[EnqueueResult] = []
     for fit in plan.fits:
         path = fitted.get(fit.route, plan.manifest)
-        result = await submit(settings, path, fit.route, name=f"{how.name}-{fit.route}")
-        batches.append(result.batch)
+        name = batch_name(how.name, fit.route)
+        results.append(await submit(settings, path, fit.route, name=name, key_seed=how.name))
+    check_columns({e.route: e for e in plan.estimates}, results)
+    batches = [r.batch for r in results]
     if how.run is not None:
         await run(settings, [b.id for b in batches], how.run)
     async with open_store(settings) as store:
-        summaries, cells = await _gather(store, settings, batches)
+        summaries, cells = await _gather(store, settings, batches, plan.jobs)
     return await anyio.to_thread.run_sync(
         lambda: write_comparison(
             out_dir=how.out_dir,
@@ -129,8 +150,36 @@ async def compare(
     )
 
 
+async def _priced(
+    plan: ComparisonPlan,
+    settings: Settings,
+    name: str,
+    fitted: Mapping[str, Path],
+    store: Store,
+) -> ComparisonPlan:
+    """``plan`` with each route's estimate and the lines its batch already holds."""
+    by_name = {b.name: b for b in await store.list_batches()}
+    estimates = []
+    for fit in plan.fits:
+        route = settings.catalog.get(fit.route)
+        held = by_name.get(batch_name(name, route.name))
+        waiting = await store.count_states([held.id], WAITING) if held else {}
+        priced = partial(
+            estimate_route,
+            comparison=name,
+            manifest=fitted.get(route.name, plan.manifest),
+            route=route,
+            catalog=settings.catalog,
+            book=settings.book,
+            held=held,
+            waiting=sum(waiting.values()),
+        )
+        estimates.append(await anyio.to_thread.run_sync(priced))
+    return replace(plan, estimates=estimates)
+
+
 async def _gather(
-    store: Store, settings: Settings, batches: list[BatchInfo]
+    store: Store, settings: Settings, batches: list[BatchInfo], lines: int
 ) -> tuple[list[RouteSummary], list[Cell]]:
     summaries: list[RouteSummary] = []
     cells: list[Cell] = []
@@ -140,5 +189,5 @@ async def _gather(
         with EditScorer(route_thresholds(route), settings.data_dir) as scorer:
             found = await collect_cells(store, batch.id, batch.route, scorer)
         cells += found
-        summaries.append(summarise(batch.route, status, found))
+        summaries.append(summarise(batch.route, status, found, lines=lines))
     return summaries, cells

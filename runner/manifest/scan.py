@@ -2,6 +2,11 @@
 
 ``scan_manifest`` is the streaming core (a ``JobSpec`` or ``Problem`` at a time, never the
 whole file in memory); ``check_manifest`` summarises it for ``imagerun check``.
+
+A *key seed* makes a set of jobs its own: ``imagerun compare`` passes its comparison's name, so
+a comparison's jobs never share keys with the same lines submitted elsewhere (every column of
+the comparison holds every line), while re-running the same comparison yields the same keys
+and adds nothing. Without a seed the key is exactly :func:`runner.manifest.keys.job_digest`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,21 @@ from runner.models import JobSpec
 from runner.routes.catalog import Catalog, Route
 
 DUPLICATE_LINE = "duplicate of line {first}: give each line an id to run both"
+
+#: Version tag of the seeded key (the seed folded over an ``imagerun.job.v1`` digest).
+SEEDED_KEY_VERSION = b"imagerun.job.v1+seed"
+
+
+def seeded_digest(digest: bytes, seed: str | None) -> bytes:
+    """``digest`` as is without a seed; with one, sha256 of the tag, the seed and ``digest``.
+
+    The seed is length-prefixed, so no two (seed, digest) pairs give the same bytes.
+    """
+    if seed is None:
+        return digest
+    text = seed.encode("utf-8", "surrogatepass")
+    material = b"%s\0%d\0%s%s" % (SEEDED_KEY_VERSION, len(text), text, digest)
+    return hashlib.sha256(material).digest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,7 +72,9 @@ class CheckReport:
             raise ValidationFailed(self.problems, truncated=self.truncated)
 
 
-def scan_manifest(path: Path, route: Route, catalog: Catalog) -> Iterator[JobSpec | Problem]:
+def scan_manifest(
+    path: Path, route: Route, catalog: Catalog, *, key_seed: str | None = None
+) -> Iterator[JobSpec | Problem]:
     """Stream a manifest, validating every line against ``route``.
 
     Args:
@@ -60,6 +82,7 @@ def scan_manifest(path: Path, route: Route, catalog: Catalog) -> Iterator[JobSpe
             resolved against its folder.
         route: the route the jobs would run on (decides accepted fields, sizes, qualities).
         catalog: model capabilities for ``size``/``quality`` checks.
+        key_seed: folded into every job key (:func:`seeded_digest`); ``None``: the plain key.
 
     Yields:
         A ``JobSpec`` per valid line, in file order, and every ``Problem`` found (a line may
@@ -89,6 +112,7 @@ def scan_manifest(path: Path, route: Route, catalog: Catalog) -> Iterator[JobSpe
                 mask=fields.mask,
                 explicit_id=explicit,
             )
+            digest = seeded_digest(digest, key_seed)
             first = keys.add(digest, line)
             if first is not None:
                 yield Problem(file, line, "", DUPLICATE_LINE.format(first=first))

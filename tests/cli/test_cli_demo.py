@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -36,3 +37,8 @@ def test_demo_runs_the_whole_loop_and_prints_the_gallery(cli: Invoke, tmp_path: 
     comparison = Path(match.group(1)).read_text("utf-8")
     assert comparison.count("<tr data-id=") == 4
     assert "ignored_source" in comparison
+    # Every column holds every line, though sandbox-openai ran the edits earlier in the demo.
+    data = json.loads((Path(match.group(1)).parent / "compare.json").read_text("utf-8"))
+    assert [(r["jobs"], r["lines"], r["succeeded"]) for r in data["routes"]] == [(4, 4, 4)] * 2
+    assert all(len(row["routes"]) == 2 for row in data["jobs"])
+    assert "no result" not in comparison

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,32 @@ def test_parse_fits() -> None:
         parse_fits(["keep"], ROUTES)
     with pytest.raises(UsageError, match="not one of the compared routes"):
         parse_fits(["openai=drop"], ROUTES)
+
+
+def test_each_route_is_priced_before_sending_and_a_rerun_sends_nothing(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "in" / "m.jsonl", 3)
+    args = [str(manifest), "-r", ROUTES[0], "-r", ROUTES[1], "--fit", "drop", "--name", "c"]
+
+    code, out, err = _invoke(tmp_path, sandbox, *args)
+
+    assert code == 0, err
+    said = " ".join(out.split())  # the terminal may wrap a line
+    for route in ROUTES:
+        assert re.search(
+            rf"{route}: 3 line\(s\) into batch c-{route}, estimated \$[0-9.]+ \(low \$[0-9.]+, "
+            rf"high \$[0-9.]+; prices as of [0-9-]+\); every line bought afresh",
+            said,
+        ), out
+    # Priced before the table of what was sent.
+    assert said.index("estimated") < said.index("Comparison c")
+    assert re.search(r"lines held\s+│\s+3 of 3\s+│\s+3 of 3", out), out
+    assert len(sandbox.sandbox.requests()) == 6
+
+    code, out, err = _invoke(tmp_path, sandbox, *args)
+
+    assert code == 0, err
+    said = " ".join(out.split())
+    assert said.count("all held by this comparison already: nothing to send.") == 2
+    assert len(sandbox.sandbox.requests()) == 6

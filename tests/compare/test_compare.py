@@ -9,6 +9,7 @@ import pytest
 
 from runner import app
 from runner.compare import ComparisonOptions, ComparisonPlan, ComparisonReport, FitChoice
+from runner.errors import UsageError
 from runner.run.worker import RunOptions
 from runner.sandbox import SandboxHandle
 
@@ -100,7 +101,8 @@ async def test_no_run_leaves_the_batches_queued_and_a_second_compare_reports_the
 ) -> None:
     manifest = write_manifest(tmp_path / "in" / "m.jsonl", 4, size=False)
     settings = sandbox_settings(sandbox, tmp_path)
-    how = ComparisonOptions(name="later", out_dir=tmp_path / "out", run=None)
+    plans: list[ComparisonPlan] = []
+    how = ComparisonOptions(name="later", out_dir=tmp_path / "out", run=None, on_plan=plans.append)
 
     queued = await app.compare(settings, manifest, ROUTES, how)
 
@@ -108,10 +110,17 @@ async def test_no_run_leaves_the_batches_queued_and_a_second_compare_reports_the
     assert not queued.ran
     assert [s.pending for s in queued.summaries] == [4, 4]
     assert sandbox.sandbox.requests() == []
+    still = await app.compare(settings, manifest, ROUTES, how)
+    assert isinstance(still, ComparisonReport)
+    # Held but not sent yet: a run of the comparison would still send all four.
+    assert [(e.held, e.waiting, e.to_add, e.to_send) for e in plans[1].estimates] == [
+        (4, 4, 0, 4)
+    ] * 2
     await app.run(settings, ["later-sandbox-openai", "later-sandbox-laozhang"], FAST)
     again = await app.compare(settings, manifest, ROUTES, how)
     assert isinstance(again, ComparisonReport)
     assert [s.succeeded for s in again.summaries] == [4, 4]
+    assert [(e.held, e.to_send) for e in plans[2].estimates] == [(4, 0)] * 2
     # Re-submitting added nothing: each route's jobs ran once.
     assert len(sandbox.sandbox.requests()) == 8
 
@@ -134,3 +143,110 @@ async def test_three_routes_and_adapted_sizes(sandbox: SandboxHandle, tmp_path: 
     vip = [c for c in report.cells if c.route == "sandbox-laozhang-vip"]
     assert {(c.width, c.height) for c in vip} == {(2048, 1360)}
     assert report.plan.to_json()["routes"][2]["choice"] == "adapt"
+
+
+def _head(manifest: Path, count: int, target: Path) -> Path:
+    """The first ``count`` lines of ``manifest`` (same ids, prompts and sources)."""
+    text = manifest.read_text("utf-8").splitlines(keepends=True)
+    target.write_text("".join(text[:count]), "utf-8")
+    return target
+
+
+async def test_a_route_that_ran_part_of_the_manifest_still_holds_every_line(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """Each column holds every line, its own costs; the same comparison again buys nothing."""
+    manifest = write_manifest(tmp_path / "in" / "m.jsonl", 6, size=False)
+    settings = sandbox_settings(sandbox, tmp_path)
+    part = _head(manifest, 2, tmp_path / "in" / "part.jsonl")
+    await app.submit(settings, part, "sandbox-openai", name="earlier")
+    await app.run(settings, ["earlier"], FAST)
+    earlier = (await app.status(settings, ["earlier"])).batches[0]
+    assert len(sandbox.sandbox.requests()) == 2
+    sent_at_plan: list[int] = []
+    plans: list[ComparisonPlan] = []
+
+    def on_plan(plan: ComparisonPlan) -> None:
+        sent_at_plan.append(len(sandbox.sandbox.requests()))
+        plans.append(plan)
+
+    how = ComparisonOptions(name="cmp", out_dir=tmp_path / "out", run=FAST, on_plan=on_plan)
+    report = await app.compare(settings, manifest, ROUTES, how)
+
+    assert isinstance(report, ComparisonReport)
+    # Priced per route before anything was sent; every line is the comparison's own.
+    assert sent_at_plan == [2]
+    assert [(e.route, e.lines, e.held, e.to_add) for e in plans[0].estimates] == [
+        (route, 6, 0, 6) for route in ROUTES
+    ]
+    assert all(e.typical > 0 for e in plans[0].estimates)
+    for summary in report.summaries:
+        assert (summary.jobs, summary.lines, summary.succeeded, summary.images) == (6, 6, 6, 6)
+    assert len(sandbox.sandbox.requests()) == 2 + 12
+    data = json.loads(report.data.read_text("utf-8"))
+    assert [set(row["routes"]) for row in data["jobs"]] == [set(ROUTES)] * 6
+    page = report.page.read_text("utf-8")
+    assert page.count("<tr data-id=") == 6
+    assert page.count("<td>6 of 6</td>") == 2
+    assert "no result" not in page
+    # Costs apart: each column's spend is its own batch's; the earlier batch keeps its own.
+    statuses = {s.batch.name: s for s in (await app.status(settings)).batches}
+    for summary in report.summaries:
+        cells = [c.cost_usd or 0.0 for c in report.cells if c.route == summary.route]
+        assert summary.spent_usd == pytest.approx(sum(cells))
+        assert summary.spent_usd == pytest.approx(statuses[summary.batch].spent_usd)
+    assert statuses["earlier"].spent_usd == pytest.approx(earlier.spent_usd)
+    assert statuses["earlier"].total == 2
+
+    again = await app.compare(settings, manifest, ROUTES, how)
+
+    assert isinstance(again, ComparisonReport)
+    assert len(sandbox.sandbox.requests()) == 2 + 12
+    assert [(e.held, e.to_add) for e in plans[1].estimates] == [(6, 0), (6, 0)]
+    assert [(s.jobs, s.succeeded) for s in again.summaries] == [(6, 6), (6, 6)]
+    assert [s.spent_usd for s in again.summaries] == [s.spent_usd for s in report.summaries]
+    # An ordinary batch re-submitted still adds nothing: its keys are the plain ones.
+    resubmitted = await app.submit(settings, part, "sandbox-openai", name="earlier")
+    assert (resubmitted.added, resubmitted.existing) == (0, 2)
+
+
+async def test_a_new_comparison_name_buys_every_line_afresh(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    manifest = write_manifest(tmp_path / "in" / "m.jsonl", 3, size=False)
+    settings = sandbox_settings(sandbox, tmp_path)
+    first = ComparisonOptions(name="one", out_dir=tmp_path / "one", run=FAST)
+    await app.compare(settings, manifest, ROUTES, first)
+    second = ComparisonOptions(name="two", out_dir=tmp_path / "two", run=FAST)
+
+    report = await app.compare(settings, manifest, ROUTES, second)
+
+    assert isinstance(report, ComparisonReport)
+    assert [s.batch for s in report.summaries] == [f"two-{r}" for r in ROUTES]
+    assert [(s.jobs, s.succeeded) for s in report.summaries] == [(3, 3), (3, 3)]
+    assert len(sandbox.sandbox.requests()) == 12
+
+
+async def test_a_batch_of_the_comparisons_name_that_is_not_its_own_stops_it_unsent(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    """No column silently holds other jobs: a clash is refused before anything is sent."""
+    manifest = write_manifest(tmp_path / "in" / "m.jsonl", 4, size=False)
+    part = _head(manifest, 2, tmp_path / "in" / "part.jsonl")
+    fewer = sandbox_settings(sandbox, tmp_path / "fewer")
+    await app.submit(fewer, part, "sandbox-openai", name="a-sandbox-openai")
+    same = sandbox_settings(sandbox, tmp_path / "same")
+    await app.submit(same, manifest, "sandbox-openai", name="b-sandbox-openai")
+
+    how_a = ComparisonOptions(name="a", out_dir=tmp_path / "a", run=FAST)
+    how_b = ComparisonOptions(name="b", out_dir=tmp_path / "b", run=FAST)
+
+    with pytest.raises(UsageError, match=r"holds 2 job\(s\) but the manifest has 4"):
+        await app.compare(fewer, manifest, ROUTES, how_a)
+    with pytest.raises(UsageError, match=r"'b-sandbox-openai' holds 8 job\(s\) for 4 line"):
+        await app.compare(same, manifest, ROUTES, how_b)
+
+    assert sandbox.sandbox.requests() == []
+    assert [s.batch.name for s in (await app.status(fewer)).batches] == ["a-sandbox-openai"]
+    assert not (tmp_path / "a" / "compare.html").exists()
+    assert not (tmp_path / "b" / "compare.html").exists()

@@ -11,6 +11,7 @@ import pytest
 
 from runner.errors import Problem, ValidationFailed
 from runner.manifest import check_manifest, scan_manifest
+from runner.manifest.keys import job_digest
 from runner.models import JobSpec
 from runner.routes import Catalog
 from tests.manifest.manifest_helpers import image_bytes, write_jsonl
@@ -83,3 +84,32 @@ def test_jobs_arrive_before_the_manifest_ends(tmp_path: Path, catalog: Catalog) 
     rest = [item for item in items if not isinstance(item, Problem)]
     thread.join(timeout=10)
     assert len(rest) == 999
+
+
+def test_a_key_seed_keys_the_jobs_apart_and_no_seed_keeps_the_plain_key(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    """A comparison's jobs (seeded by its name) never share keys with ordinary submits of the
+    same lines; the same seed gives the same keys (re-running adds nothing); no seed is the
+    plain ``job_digest`` key, so ordinary batches keep their keys."""
+    path = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "a"}, {"prompt": "b", "id": "x"}])
+    route = catalog.get("openai")
+
+    def keys(seed: str | None) -> list[str]:
+        return [
+            i.key
+            for i in scan_manifest(path, route, catalog, key_seed=seed)
+            if isinstance(i, JobSpec)
+        ]
+
+    plain = keys(None)
+    assert plain == [
+        job_digest(
+            route="openai", model=route.model, prompt=p, params={}, images=[], mask=None,
+            explicit_id=e,
+        ).hex()
+        for p, e in (("a", None), ("b", "x"))
+    ]  # fmt: skip
+    cmp = keys("cmp")
+    assert cmp == keys("cmp")
+    assert len(set(plain + cmp + keys("other") + keys(""))) == 8
