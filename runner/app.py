@@ -27,7 +27,7 @@ from runner.pricing.manifest_estimate import (
     estimate_manifest,
 )
 from runner.routes import Route
-from runner.store import BatchInfo, BatchStatus, EnqueueResult, Store, WorkerInfo
+from runner.store import BatchInfo, BatchStatus, EnqueueResult, RemoteBatch, Store, WorkerInfo
 
 if TYPE_CHECKING:
     from runner.billing import (
@@ -148,6 +148,8 @@ class StatusReport:
     workers: list[WorkerInfo]
     #: Each route's learned pace (``runner.run.pacing.Learned`` as JSON, with ``learned_at``).
     paces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The batches' remote batches (``batch``-shape routes), oldest first.
+    remote_batches: list[RemoteBatch] = field(default_factory=list)
 
 
 async def status(settings: Settings, refs: Sequence[str] = ()) -> StatusReport:
@@ -155,7 +157,10 @@ async def status(settings: Settings, refs: Sequence[str] = ()) -> StatusReport:
     async with _judged_store(settings) as store:
         statuses = await store.batch_status(await resolve_batches(store, refs))
         return StatusReport(
-            batches=statuses, workers=await store.list_workers(), paces=await store.route_paces()
+            batches=statuses,
+            workers=await store.list_workers(),
+            paces=await store.route_paces(),
+            remote_batches=await store.remote_batches([s.batch.id for s in statuses]),
         )
 
 

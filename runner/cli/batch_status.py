@@ -9,9 +9,9 @@ from rich.table import Table
 
 from runner.app import StatusReport
 from runner.cli.output import console, money
-from runner.models import JobState
+from runner.models import JobState, RemoteStep, utcnow
 from runner.run.pacing import Learned
-from runner.store import BatchStatus, WorkerInfo
+from runner.store import BatchStatus, RemoteBatch, WorkerInfo
 
 _PENDING = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING, JobState.CANCELLED)
 
@@ -26,6 +26,9 @@ def print_status(report: StatusReport) -> None:
         console.print(workers_table(report.workers))
     if report.paces:
         console.print(paces_table(report.paces))
+    live = [rb for rb in report.remote_batches if rb.step is not RemoteStep.DONE]
+    if live:
+        console.print(remote_table(live, names={s.batch.id: s.batch.name for s in report.batches}))
     for hint in status_hints(report.batches):
         console.print(hint, markup=False)
 
@@ -39,6 +42,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
             for w in report.workers
         ],
         "paces": report.paces,
+        "remote_batches": [rb.to_json() for rb in report.remote_batches],
     }
 
 
@@ -123,6 +127,28 @@ def paces_table(paces: Mapping[str, Mapping[str, Any]]) -> Table:
             f"{learned.rpm:,.0f}/min",
             str(learned.reason),
             str(data.get("learned_at", "")),
+        )
+    return table
+
+
+def remote_table(remote: Sequence[RemoteBatch], *, names: Mapping[str, str]) -> Table:
+    """Remote batches not applied yet: the provider's status, line counts, time waited."""
+    table = Table(title="Remote batches")
+    for col in ("remote batch", "batch", "status", "lines", "done", "failed", "waited", "id"):
+        table.add_column(col)
+    now = utcnow()
+    for rb in remote:
+        since = rb.submitted_at or rb.created_at
+        waited = int((now - since).total_seconds())
+        table.add_row(
+            rb.id,
+            names.get(rb.batch_id, rb.batch_id),
+            rb.status or rb.step.value,
+            f"{rb.line_count:,}",
+            f"{rb.request_counts.get('completed', 0):,}",
+            f"{rb.request_counts.get('failed', 0):,}",
+            f"{waited // 3600}h{waited % 3600 // 60:02d}m{waited % 60:02d}s",
+            rb.remote_id or "-",
         )
     return table
 

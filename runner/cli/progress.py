@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.text import Text
 
 from runner.cli.output import err, money
-from runner.run.stats import Paced, RoutePause, RunStats
+from runner.run.stats import Paced, RemoteProgress, RoutePause, RunStats
 
 if TYPE_CHECKING:
     from runner.run.worker import Runner
@@ -58,9 +58,16 @@ def describe(stats: RunStats, now: float) -> str:
         pause_text(route, pause, now, named=len(stats.gates) > 1)
         for route, pause in shown_pauses(stats, now).items()
     ]
+    parts += [remote_text(rb_id, rb, now) for rb_id, rb in sorted(stats.remote.items())]
     if stats.stopping:
         parts.append("stopping…")
     return " | ".join(parts)
+
+
+def remote_text(rb_id: str, rb: RemoteProgress, now: float) -> str:
+    """A remote batch: its status, lines done of all, how long it has waited."""
+    done = rb.completed + rb.failed
+    return f"{rb_id} {rb.status} {done}/{rb.lines} ({now - rb.since:,.0f}s)"
 
 
 def pace_text(route: str, gate: Paced, *, named: bool) -> str:
