@@ -23,6 +23,9 @@ from runner.store.outage import retried
 from runner.store.records import Recovery
 from runner.store.tables import attempts, batches, jobs
 
+#: Jobs whose leases one heartbeat statement extends.
+HEARTBEAT_CHUNK = 10_000
+
 
 class LeaseOps:
     """The :class:`runner.abc.Leases` claim and heartbeat, and :class:`runner.abc.LeaseRecovery`.
@@ -76,23 +79,29 @@ class LeaseOps:
         if not job_ids:
             return 0
         now = utcnow()
-        mine = select(jobs.c.id).where(
-            jobs.c.id.in_(job_ids),
-            jobs.c.lease_owner == worker_id,
-            jobs.c.state == JobState.RUNNING.value,
-        )
-        if self.db.dialect == "postgresql":
-            # Skip rows another transaction holds (our own ledger commit finishing those jobs):
-            # waiting for them while holding the others, locked in another order, deadlocks.
-            # A skipped job is either done or extended by the next beat, well within the lease.
-            mine = mine.with_for_update(skip_locked=True, key_share=True)
+        extended = 0
         async with self.db.writing() as conn:
-            result = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(mine))
-                .values(lease_expires=now + timedelta(seconds=lease_seconds))
-            )
-            return int(result.rowcount)
+            # In chunks: a remote lane holds up to a remote batch's worth of jobs (50,000) while
+            # it gathers them, and SQLite binds at most 32,766 variables a statement.
+            for start in range(0, len(job_ids), HEARTBEAT_CHUNK):
+                mine = select(jobs.c.id).where(
+                    jobs.c.id.in_(job_ids[start : start + HEARTBEAT_CHUNK]),
+                    jobs.c.lease_owner == worker_id,
+                    jobs.c.state == JobState.RUNNING.value,
+                )
+                if self.db.dialect == "postgresql":
+                    # Skip rows another transaction holds (our own ledger commit finishing
+                    # those jobs): waiting for them while holding the others, locked in another
+                    # order, deadlocks. A skipped job is either done or extended by the next
+                    # beat, well within the lease.
+                    mine = mine.with_for_update(skip_locked=True, key_share=True)
+                result = await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(mine))
+                    .values(lease_expires=now + timedelta(seconds=lease_seconds))
+                )
+                extended += int(result.rowcount)
+        return extended
 
     @retried
     async def recover_expired(self, *, resend_routes: frozenset[str] = frozenset()) -> Recovery:

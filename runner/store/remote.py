@@ -63,24 +63,29 @@ class RemoteOps:
         self, batch: RemoteBatch, starts: Sequence[AttemptStart]
     ) -> list[str]:
         async with self.db.writing() as conn:
-            verdicts = await conn.run_sync(apply_starts, list(starts))
-            written = [s for s, lost in zip(starts, verdicts, strict=True) if lost is None]
+            written: list[AttemptStart] = []
+            # In chunks: each statement binds one variable per job, and SQLite allows 32,766.
+            for chunk in _chunked(starts):
+                verdicts = await conn.run_sync(apply_starts, chunk)
+                written += [s for s, lost in zip(chunk, verdicts, strict=True) if lost is None]
             if not written:
                 return []
             now = utcnow()
             row = _row(batch)
             row.update(line_count=len(written), created_at=now, updated_at=now)
             await conn.execute(insert(remote_batches).values(**row))
-            ids = [s.id for s in written]
-            await conn.execute(
-                update(attempts).where(attempts.c.id.in_(ids)).values(remote_batch_id=batch.id)
-            )
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_([s.job_id for s in written]))
-                .values(lease_owner=REMOTE_OWNER + batch.id, lease_expires=None, updated_at=now)
-            )
-        return ids
+            for chunk in _chunked(written):
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.id.in_([s.id for s in chunk]))
+                    .values(remote_batch_id=batch.id)
+                )
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_([s.job_id for s in chunk]))
+                    .values(lease_owner=REMOTE_OWNER + batch.id, lease_expires=None, updated_at=now)
+                )
+        return [s.id for s in written]
 
     @retried
     async def remote_batches(
@@ -191,6 +196,10 @@ class RemoteOps:
                 )
             )
             return int(found or 0)
+
+
+def _chunked(starts: Sequence[AttemptStart], size: int = 5000) -> list[list[AttemptStart]]:
+    return [list(starts[i : i + size]) for i in range(0, len(starts), size)]
 
 
 def _row(batch: RemoteBatch) -> dict[str, Any]:

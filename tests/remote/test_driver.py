@@ -199,3 +199,24 @@ def noise_png(width: int, height: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+async def test_remote_batches_on_postgresql(world: MakeWorld, pg_url: str) -> None:
+    """The same lifecycle on PostgreSQL: split, retried error line, every line once."""
+    rules = (FaultRule(match="#500#", kind=FaultKind.SERVER_ERROR, times=1),)
+    w = world(
+        SandboxConfig(batch_window=20.0, fault_rules=rules),
+        db_url=pg_url,
+        config_text=route_config(**{ROUTE: {"batch_max_lines": 3}}),
+    )
+    batch = await w.submit([*prompts(5), {"id": "flaky", "prompt": "again #500#"}], ROUTE)
+
+    result = await w.run()
+
+    assert result.report is not None
+    assert result.report.clean
+    ledger = await w.rows(batch)
+    assert ledger.states() == {JobState.SUCCEEDED.value: 6}
+    ours = await checked(w, batch)
+    assert len(ours) == 3
+    assert [a["outcome"] for a in ledger.attempts_of("flaky")] == ["server_error", "ok"]
