@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at ru
         ChargeUpdate,
         CostRow,
         MismatchRow,
+        RemoteCostRow,
     )
     from runner.store.exports import ExportJob, ExportOutput
     from runner.store.records import (
@@ -326,6 +327,9 @@ class Costs(Protocol):
 
     async def mismatch_rows(self, batch_ids: Sequence[str] | None = None) -> list[MismatchRow]:
         """Per route: images kept though not what was asked, their attempts and its cost."""
+
+    async def remote_cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[RemoteCostRow]:
+        """Per remote batch (oldest first): its finished lines, how many are ok, their cost."""
 
     async def observations(self, routes: Sequence[str] | None = None) -> list[ChargeObservation]:
         """Every charge observation (of ``routes``), oldest first."""

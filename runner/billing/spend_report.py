@@ -14,7 +14,7 @@ from runner.models import ChargeStatus, Outcome
 from runner.pricing import PriceBook, reprice
 from runner.routes import Catalog
 from runner.store import BatchInfo
-from runner.store.charges import ChargeObservation, CostRow, MismatchRow
+from runner.store.charges import ChargeObservation, CostRow, MismatchRow, RemoteCostRow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +45,26 @@ class RepriceSummary:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RouteSpend:
+    """One route's spend: charged, possibly charged, and (on a batch route) what the same
+    attempts cost at the synchronous price."""
+
+    route: str
+    attempts: int
+    charged_usd: float
+    unknown_usd: float
+    #: What the route multiplies token prices by for being a Batch API route (1: none).
+    batch_discount: float = 1.0
+
+    @property
+    def synchronous_usd(self) -> float | None:
+        """Charged plus possibly charged, at the synchronous price; ``None`` off batch routes."""
+        if self.batch_discount in (0.0, 1.0):
+            return None
+        return round((self.charged_usd + self.unknown_usd) / self.batch_discount, 6)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CostReport:
     batches: list[BatchInfo]
     rows: list[CostRow]
@@ -52,6 +72,10 @@ class CostReport:
     reprice: RepriceSummary | None = None
     #: Images kept (and paid for) though not the size or format asked, by route.
     mismatched: list[MismatchRow] = field(default_factory=list)
+    #: Spend by route, in route order.
+    routes: list[RouteSpend] = field(default_factory=list)
+    #: The remote batches (Batch API) of the scope, oldest first, with their lines' cost.
+    remote: list[RemoteCostRow] = field(default_factory=list)
 
     def total(self, status: ChargeStatus) -> float:
         return round(sum(r.cost_usd for r in self.rows if r.charge_status is status), 6)
@@ -80,6 +104,30 @@ class CostReport:
                     "cost_usd": r.cost_usd,
                 }
                 for r in self.rows
+            ],
+            "by_route": [
+                {
+                    "route": r.route,
+                    "attempts": r.attempts,
+                    "charged_usd": r.charged_usd,
+                    "unknown_usd": r.unknown_usd,
+                    "batch_discount": r.batch_discount,
+                    "synchronous_usd": r.synchronous_usd,
+                }
+                for r in self.routes
+            ],
+            "remote_batches": [
+                {
+                    "id": rb.id,
+                    "remote_id": rb.remote_id,
+                    "route": rb.route,
+                    "status": rb.status,
+                    "lines": rb.lines,
+                    "ok": rb.ok,
+                    "expected_usd": rb.expected_usd,
+                    "cost_usd": rb.cost_usd,
+                }
+                for rb in self.remote
             ],
             "failure_charges": [_failure_json(f) for f in self.failures],
             "mismatched": [
@@ -144,7 +192,35 @@ async def cost_report(
         failures=_failure_charges(catalog, rows, observed),
         reprice=summary,
         mismatched=await store.mismatch_rows(ids),
+        routes=_route_spend(catalog, rows),
+        remote=await store.remote_cost_rows(ids),
     )
+
+
+def _route_spend(catalog: Catalog, rows: Sequence[CostRow]) -> list[RouteSpend]:
+    """The cost rows summed per route, with each route's batch discount."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    for row in rows:
+        total = sums[row.route]
+        total[0] += row.attempts
+        if row.charge_status is ChargeStatus.CHARGED:
+            total[1] += row.cost_usd
+        elif row.charge_status is ChargeStatus.UNKNOWN:
+            total[2] += row.cost_usd
+    found = []
+    for name in sorted(sums):
+        attempts, charged, unknown = sums[name]
+        route = catalog.routes.get(name)
+        found.append(
+            RouteSpend(
+                route=name,
+                attempts=int(attempts),
+                charged_usd=round(charged, 6),
+                unknown_usd=round(unknown, 6),
+                batch_discount=route.batch_discount if route else 1.0,
+            )
+        )
+    return found
 
 
 def _failure_charges(

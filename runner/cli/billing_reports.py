@@ -11,7 +11,8 @@ from runner.models import ChargeStatus
 
 
 def print_costs(report: CostReport) -> None:
-    """Spend by route, outcome and charge status, totals, then failure charges."""
+    """Spend by route, outcome and charge status; per route (a Batch API route beside its
+    synchronous price) and per remote batch; totals, then failure charges."""
     scope = ", ".join(b.name for b in report.batches) or "(no batches)"
     if report.reprice is not None:
         r = report.reprice
@@ -39,6 +40,10 @@ def print_costs(report: CostReport) -> None:
             + (" (possible)" if row.charge_status is ChargeStatus.UNKNOWN else ""),
         )
     console.print(table)
+    if report.routes:
+        console.print(_routes_table(report))
+    if report.remote:
+        console.print(_remote_table(report))
     console.print(
         f"Charged {money(report.total(ChargeStatus.CHARGED))}; "
         f"{report.count(ChargeStatus.NOT_CHARGED)} attempt(s) not charged; "
@@ -59,6 +64,48 @@ def print_costs(report: CostReport) -> None:
             "`imagerun reconcile --route R` settles unknown charges from the provider's call log.",
             markup=False,
         )
+
+
+def _routes_table(report: CostReport) -> Table:
+    """Spend per route; a Batch API route's beside what it would have cost synchronously."""
+    table = Table(title="Spend by route")
+    for col in ("route", "attempts", "charged", "unknown (possible)", "price"):
+        table.add_column(col, overflow="fold")
+    table.add_column("at the synchronous price")
+    for r in report.routes:
+        sync = r.synchronous_usd
+        table.add_row(
+            r.route,
+            str(r.attempts),
+            money(r.charged_usd),
+            money(r.unknown_usd),
+            "synchronous" if sync is None else f"batch × {r.batch_discount:g}",
+            "-"
+            if sync is None
+            else f"{money(sync)} (saved {money(sync - r.charged_usd - r.unknown_usd)})",
+        )
+    return table
+
+
+def _remote_table(report: CostReport) -> Table:
+    """Each remote batch: the provider's id and status, its lines, and their batch-price cost."""
+    discounts = {r.route: r.batch_discount for r in report.routes}
+    table = Table(title="Remote batches (Batch API lines, at the batch price)")
+    for col in ("remote batch", "route", "status", "lines", "ok", "cost"):
+        table.add_column(col, overflow="fold")
+    table.add_column("at the synchronous price")
+    for rb in report.remote:
+        discount = discounts.get(rb.route, 1.0) or 1.0
+        table.add_row(
+            rb.remote_id or f"{rb.id} (not created)",
+            rb.route,
+            rb.status or "-",
+            str(rb.lines),
+            str(rb.ok),
+            money(rb.cost_usd),
+            money(rb.cost_usd / discount) if discount != 1.0 else "-",
+        )
+    return table
 
 
 def _failures_table(report: CostReport) -> Table:

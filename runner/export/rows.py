@@ -12,6 +12,10 @@ with ``n`` outputs has its cost repeated on each of its ``n`` rows: sum per job,
 ``asked`` / ``got``: where an image is not what its job asked for (another size or format),
 what was asked and what came, e.g. ``1024x1024`` and ``96x64``; empty when they agree.
 
+``route`` is the route of the request that produced the row; ``remote_batch_id``, on a Batch
+API route (``openai-batch``), the provider's id of the remote batch that request was a line of
+(its ``request_id`` is then the line's ``custom_id``); empty on synchronous routes.
+
 ``edit_fidelity`` / ``edit_flag``: on an edit's rows, how much of its first source survives
 (0-1, :mod:`runner.files.fidelity`) and ``ok``, ``ignored_source`` or ``unchanged``; empty on
 generations and on edits whose source is only a URL.
@@ -50,6 +54,7 @@ COLUMNS = (
     "request_id",
     "provider_request_id",
     "gateway_request_id",
+    "remote_batch_id",
     "attempts",
     "expected_usd",
     "observed_usd",
@@ -91,6 +96,7 @@ def index_row(row: ExportJob, batch: BatchInfo) -> dict[str, Any]:
         "request_id": row.request_id,
         "provider_request_id": row.provider_request_id,
         "gateway_request_id": row.gateway_request_id,
+        "remote_batch_id": row.remote_batch_id,
         "attempts": row.attempts,
         "expected_usd": row.expected_usd,
         "observed_usd": row.observed_usd,

@@ -19,7 +19,13 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, selec
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
 from runner.store.database import Database
 from runner.store.outage import retried
-from runner.store.tables import attempts, balance_snapshots, charge_observations, outputs
+from runner.store.tables import (
+    attempts,
+    balance_snapshots,
+    charge_observations,
+    outputs,
+    remote_batches,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +99,29 @@ class CostRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteCostRow:
+    """One remote batch's lines as the ledger holds them: how many, what came back, the cost.
+
+    Attributes:
+        id: ours (``rb…``).
+        remote_id: the provider's batch id, once created.
+        status: the provider's status as last polled.
+        lines: line attempts finished in the ledger; ``ok`` of them produced images.
+        expected_usd: their expected cost at the route's (batch) price; not charged lines 0.
+        cost_usd: charged, plus what unknown lines may have cost.
+    """
+
+    id: str
+    route: str
+    remote_id: str | None
+    status: str | None
+    lines: int
+    ok: int
+    expected_usd: float
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MismatchRow:
     """One route's images kept (and paid for) though not what their jobs asked for."""
 
@@ -118,6 +147,14 @@ class BalanceSnapshot:
 
 #: What an attempt cost (charged) or may have cost (unknown; a ``lost`` one its worst case).
 _MAYBE = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, attempts.c.worst_case_usd)
+
+
+#: What an attempt counts for in spend: charged, what it may have cost if unknown, else 0.
+_COST = case(
+    (attempts.c.charge_status == ChargeStatus.NOT_CHARGED.value, 0.0),
+    (attempts.c.charge_status == ChargeStatus.UNKNOWN.value, _MAYBE),
+    else_=func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0),
+)
 
 
 def _scope(
@@ -245,11 +282,6 @@ class ChargeOps:
     @retried
     async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
         status = attempts.c.charge_status
-        cost = case(
-            (status == ChargeStatus.NOT_CHARGED.value, 0.0),
-            (status == ChargeStatus.UNKNOWN.value, _MAYBE),
-            else_=func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0),
-        )
         keys = (attempts.c.route, attempts.c.outcome, status, attempts.c.charge_evidence)
         query = (
             select(
@@ -258,7 +290,7 @@ class ChargeOps:
                 func.sum(func.coalesce(attempts.c.expected_usd, 0.0)),
                 func.sum(func.coalesce(attempts.c.observed_usd, 0.0)),
                 func.count(attempts.c.observed_usd),
-                func.sum(cost),
+                func.sum(_COST),
             )
             .where(and_(*_scope(None, batch_ids)))
             .group_by(*keys)
@@ -278,6 +310,47 @@ class ChargeOps:
                     cost_usd=round(float(spent or 0), 6),
                 )
                 for route, outcome, charge, evidence, n, expected, observed, n_observed, spent in (
+                    await conn.execute(query)
+                )
+            ]
+
+    @retried
+    async def remote_cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[RemoteCostRow]:
+        query = (
+            select(
+                remote_batches.c.id,
+                remote_batches.c.route,
+                remote_batches.c.remote_id,
+                remote_batches.c.status,
+                func.count(),
+                func.count().filter(attempts.c.outcome == Outcome.OK.value),
+                func.sum(func.coalesce(attempts.c.expected_usd, 0.0)),
+                func.sum(_COST),
+            )
+            .join(remote_batches, remote_batches.c.id == attempts.c.remote_batch_id)
+            .where(and_(*_scope(None, batch_ids)))
+            .group_by(
+                remote_batches.c.id,
+                remote_batches.c.route,
+                remote_batches.c.remote_id,
+                remote_batches.c.status,
+                remote_batches.c.created_at,
+            )
+            .order_by(remote_batches.c.created_at, remote_batches.c.id)
+        )
+        async with self.db.reading() as conn:
+            return [
+                RemoteCostRow(
+                    id=rb_id,
+                    route=route,
+                    remote_id=remote_id,
+                    status=status,
+                    lines=n,
+                    ok=n_ok,
+                    expected_usd=round(float(expected or 0), 6),
+                    cost_usd=round(float(spent or 0), 6),
+                )
+                for rb_id, route, remote_id, status, n, n_ok, expected, spent in (
                     await conn.execute(query)
                 )
             ]

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from runner.models import JobState, SourceImage
 from runner.store.database import Database
 from runner.store.outage import retried
-from runner.store.tables import attempts, jobs, outputs
+from runner.store.tables import attempts, jobs, outputs, remote_batches
 
 #: Jobs per page. A page holds at most this many jobs' outputs (``n`` of each).
 PAGE_SIZE = 1000
@@ -70,6 +70,7 @@ _ATTEMPT_COLUMNS = (
     attempts.c.observed_usd,
     attempts.c.charge_status,
     attempts.c.latency_ms,
+    remote_batches.c.remote_id.label("remote_batch_id"),
 )
 
 _OUTPUT_NAMES = tuple(c.name for c in _OUTPUT_COLUMNS)
@@ -115,6 +116,8 @@ class ExportJob:
     images: tuple[SourceImage, ...] = ()
     #: How long the speaking attempt took, in milliseconds.
     latency_ms: float | None = None
+    #: The provider's id of the remote batch (Batch API) the speaking attempt was a line of.
+    remote_batch_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,6 +259,7 @@ async def _outputs_page(conn: AsyncConnection, refs: Sequence[_JobRef]) -> list[
             select(*_OUTPUT_COLUMNS, *_JOB_COLUMNS, *_ATTEMPT_COLUMNS)
             .join(jobs, jobs.c.id == outputs.c.job_id)
             .join(attempts, attempts.c.id == outputs.c.attempt_id, isouter=True)
+            .join(remote_batches, remote_batches.c.id == attempts.c.remote_batch_id, isouter=True)
             # By job id: the (job_id, k) unique index, whatever the size of the batch.
             .where(outputs.c.job_id.in_(ids))
             .order_by(outputs.c.job_id, outputs.c.k)
@@ -288,6 +292,8 @@ async def _failed_page(conn: AsyncConnection, refs: Sequence[_JobRef]) -> list[E
     last_attempt: dict[int, _Row] = {}
     for row in await conn.execute(
         select(attempts.c.job_id, *_ATTEMPT_COLUMNS)
+        .select_from(attempts)
+        .join(remote_batches, remote_batches.c.id == attempts.c.remote_batch_id, isouter=True)
         .where(attempts.c.job_id.in_(ids))
         .order_by(attempts.c.job_id, attempts.c.number)
     ):
