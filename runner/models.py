@@ -191,6 +191,8 @@ class Job:
     attempts: int
     created_at: datetime
     first_attempt_at: datetime | None = None
+    #: The outcome class of its last attempt (``None`` before the first).
+    last_outcome: str | None = None
 
     @property
     def is_edit(self) -> bool:

@@ -40,6 +40,12 @@ from runner.run.worker import RunOptions
     show_default=True,
     help="Memory large responses may hold at once (big images queue for it).",
 )
+@click.option(
+    "--fallback",
+    metavar="ROUTE",
+    help="Send the retryable failures of remote batch lines (openai-batch) to this "
+    "synchronous route instead of a later remote batch.",
+)
 async def run(
     ctx: click.Context,
     batches: tuple[str, ...],
@@ -49,6 +55,7 @@ async def run(
     grace: float,
     lease: float,
     memory_mb: int,
+    fallback: str | None,
 ) -> int:
     """Work until the named (default: all) batches have no runnable job."""
     cfg = settings(ctx)
@@ -59,6 +66,7 @@ async def run(
         grace_seconds=grace,
         lease_seconds=lease,
         memory_mb=memory_mb,
+        fallback=fallback,
     )
     result = await with_progress(lambda on_start: app.run(cfg, batches, options, on_start=on_start))
     if result.nothing_to_do:

@@ -64,13 +64,20 @@ class RemoteDriver:
     """
 
     def __init__(
-        self, ctx: RemoteContext, *, lease_seconds: float, may_claim: Callable[[], bool]
+        self,
+        ctx: RemoteContext,
+        *,
+        lease_seconds: float,
+        may_claim: Callable[[], bool],
+        fallback: Lane | None = None,
     ) -> None:
         self.ctx = ctx
         self.route = ctx.lane.route
         self.lease_seconds = lease_seconds
         self.may_claim = may_claim
+        self.fallback = fallback
         self._driving: set[str] = set()
+        self._synchronous = anyio.CapacityLimiter(fallback.concurrency if fallback else 1)
 
     async def run(self) -> None:
         """Gather and drive until nothing is runnable and no remote batch of ours is live."""
@@ -141,6 +148,7 @@ class RemoteDriver:
         claimed = await self._claim()
         if ctx.stopping.is_set() or not claimed:
             return 0
+        claimed = self._hand_over(group, claimed)
         sized: list[Sized[tuple[Job, PlannedLine, float]]] = []
         for job in claimed:
             try:
@@ -174,6 +182,26 @@ class RemoteDriver:
                 self._driving.add(rb.id)
                 group.start_soon(self._drive, rb, False)
         return opened
+
+    def _hand_over(self, group: TaskGroup, claimed: list[Job]) -> list[Job]:
+        """Send jobs whose last line failed in a retryable way to the ``--fallback`` route;
+        returns the others (lines that were never run, or new, stay in remote batches)."""
+        if self.fallback is None:
+            return claimed
+        kept = []
+        for job in claimed:
+            if job.last_outcome and Outcome(job.last_outcome).retryable:
+                group.start_soon(self._synchronously, self.fallback, job)
+            else:
+                kept.append(job)
+        return kept
+
+    async def _synchronously(self, lane: Lane, job: Job) -> None:
+        try:
+            async with self._synchronous:
+                await self.ctx.jobs.run_job(lane, job)
+        finally:
+            self.ctx.lane.held.discard(job.id)
 
     def _price(self, job: Job) -> float:
         try:
@@ -420,6 +448,7 @@ def remote_driver(
     stopping: anyio.Event,
     lease_seconds: float,
     may_claim: Callable[[], bool],
+    fallback: Lane | None = None,
 ) -> RemoteDriver:
     """The driver of ``lane``'s remote batches, for a run (see :class:`RemoteDriver`)."""
     ctx = RemoteContext(
@@ -432,4 +461,4 @@ def remote_driver(
         stats=stats,
         stopping=stopping,
     )
-    return RemoteDriver(ctx, lease_seconds=lease_seconds, may_claim=may_claim)
+    return RemoteDriver(ctx, lease_seconds=lease_seconds, may_claim=may_claim, fallback=fallback)

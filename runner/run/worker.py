@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.abc import RunStore
-from runner.errors import StoreUnavailable
+from runner.errors import ConfigError, StoreUnavailable
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
 from runner.models import Job, JobState, Shape
@@ -74,6 +74,9 @@ class RunOptions:
     memory_mb: int = 256
     #: Multiplies backoff waits; tests set 0 to retry at once.
     retry_scale: float = 1.0
+    #: A synchronous route the retryable failures of remote batch lines are sent to, instead
+    #: of going into a later remote batch (``imagerun run --fallback``).
+    fallback: str | None = None
     handle_signals: bool = True
 
 
@@ -131,6 +134,8 @@ class Runner:
         #: The database outage that outlasted its limit and is stopping the run, if any.
         self._outage: StoreUnavailable | None = None
         self._work_scope = anyio.CancelScope()
+        #: Where retryable failures of remote batch lines go (``--fallback``), if anywhere.
+        self._fallback: Lane | None = None
         #: Per route: jobs claimed into its memory stream that no consumer has taken yet.
         self._buffered: dict[str, set[int]] = {}
         self._ledger = store.group_ledger()
@@ -165,6 +170,7 @@ class Runner:
         try:
             async with AsyncExitStack() as stack:
                 lanes = [await self._lane(stack, route, ids) for route, ids in self._routes()]
+                self._fallback = await self._fallback_lane(stack, lanes)
                 # Only finished jobs are counted: with a million queued, counting every state
                 # would hold up the first request by a tenth of a second.
                 finished = [s for s in JobState if s.terminal]
@@ -230,6 +236,16 @@ class Runner:
         self.stats.gates[route.name] = lane.gate
         return lane
 
+    async def _fallback_lane(self, stack: AsyncExitStack, lanes: list[Lane]) -> Lane | None:
+        """The lane of ``--fallback`` (for the batches of ``batch``-shape lanes), if asked."""
+        if self.options.fallback is None:
+            return None
+        route = self.catalog.get(self.options.fallback)
+        if route.shape is Shape.BATCH:
+            raise ConfigError(f"--fallback {route.name}: a fallback route must be synchronous")
+        ids = [b for lane in lanes if lane.route.shape is Shape.BATCH for b in lane.batch_ids]
+        return await self._lane(stack, route, ids)
+
     async def _work(self, lanes: list[Lane]) -> None:
         async with anyio.create_task_group() as work:
             self._work_scope = work.cancel_scope
@@ -257,6 +273,7 @@ class Runner:
             stopping=self._stopping,
             lease_seconds=self.options.lease_seconds,
             may_claim=lambda: self._may_claim(lane),
+            fallback=self._fallback,
         )
         await driver.run()
 

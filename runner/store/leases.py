@@ -218,4 +218,5 @@ def _job(row: Row[Any]) -> Job:
         attempts=row.attempts,
         created_at=row.created_at,
         first_attempt_at=row.first_attempt_at,
+        last_outcome=row.last_outcome,
     )

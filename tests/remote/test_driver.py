@@ -125,7 +125,50 @@ async def test_error_lines_are_classified_like_synchronous_errors(world: MakeWor
     assert all(a["charge_status"] == "not_charged" for a in ledger.attempts if a["outcome"] != "ok")
 
 
-async def test_jobs_are_split_by_lines_and_by_bytes(world: MakeWorld) -> None:
+async def test_fallback_sends_retryable_line_failures_to_a_synchronous_route(
+    world: MakeWorld,
+) -> None:
+    rules = (FaultRule(match="#500#", kind=FaultKind.SERVER_ERROR, times=1),)
+    w = world(SandboxConfig(batch_window=20.0, fault_rules=rules))
+    batch = await w.submit([*prompts(2), {"id": "flaky", "prompt": "a flaky one #500#"}], ROUTE)
+
+    await w.run(fallback="sandbox-openai")
+
+    ledger = await w.rows(batch)
+    assert ledger.states() == {JobState.SUCCEEDED.value: 3}
+    first, second = ledger.attempts_of("flaky")
+    assert (first["route"], first["outcome"]) == (ROUTE, "server_error")
+    assert (second["route"], second["outcome"], second["remote_batch_id"]) == (
+        "sandbox-openai",
+        "ok",
+        None,
+    )
+    (sync,) = [r for r in w.requests() if r.batch_id is None]
+    assert sync.client_request_id == second["id"]
+    assert math.isclose(second["expected_usd"], sync.charged_usd, abs_tol=2e-6)
+    assert len(await checked(w, batch)) == 1, "no second remote batch"
+
+
+async def test_jobs_are_split_by_bytes_and_a_line_too_large_fails_unsent(
+    world: MakeWorld,
+) -> None:
+    w = world(config_text=route_config(**{ROUTE: {"batch_max_bytes": 700}}))
+    huge = {"id": "huge", "prompt": "a very long prompt " * 60}
+    batch = await w.submit([*prompts(6), huge], ROUTE)
+
+    await w.run()
+
+    ledger = await w.rows(batch)
+    assert ledger.job("huge")["state"] == "failed"
+    assert "batch_max_bytes" in ledger.job("huge")["last_error"]
+    assert ledger.attempts_of("huge") == [], "nothing was sent for it"
+    ours = await checked(w, batch)
+    assert all(rb.bytes <= 700 for rb in ours)
+    assert sum(rb.line_count for rb in ours) == 6
+    assert len(ours) >= 2
+
+
+async def test_jobs_are_split_by_lines(world: MakeWorld) -> None:
     w = world(config_text=route_config(**{ROUTE: {"batch_max_lines": 4, "batch_max_wait": 0.5}}))
     batch = await w.submit(prompts(10), ROUTE)
 
