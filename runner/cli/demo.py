@@ -1,7 +1,9 @@
 """``imagerun demo``: the whole loop, offline, on the sandbox.
 
 Starts the sandbox on a free loopback port (with a little latency and a few injected faults,
-so retries show), submits the example manifests on sandbox routes of every shape, runs them,
+so retries show), submits the example manifests on sandbox routes of every shape (the product
+prompts twice: synchronously and through the sandbox's Batch API, its 24 h window compressed
+to a few seconds, so the two prices read side by side), runs them,
 exports an HTML gallery with an index of the batches, ends with a comparison of two sandbox
 routes on the example edits (one told to ignore its source, so a flag shows) and says where
 everything is.
@@ -34,8 +36,10 @@ if TYPE_CHECKING:
     from runner.run.worker import Runner
 
 #: (batch name, sandbox route, example manifest): every shape, generations and edits.
+#: ``demo-batch`` holds the same prompts as ``demo-products``, through the Batch API.
 DEMO_BATCHES: tuple[tuple[str, str, str], ...] = (
     ("demo-products", "sandbox-openai", "products.jsonl"),
+    ("demo-batch", "sandbox-openai-batch", "products.jsonl"),
     ("demo-edits", "sandbox-openai", "edits.jsonl"),
     ("demo-responses", "sandbox-openai-responses", "ad-variants.csv"),
     ("demo-vip", "sandbox-laozhang-vip", "laozhang-vip.jsonl"),
@@ -51,12 +55,21 @@ def examples_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "jobs" / "examples"
 
 
+#: The demo batch that runs through the Batch API, and the one with the same prompts that
+#: does not.
+BATCH_DEMO, SYNC_DEMO = "demo-batch", "demo-products"
+#: Seconds standing for the Batch API's 24 h window in the demo.
+DEMO_BATCH_WINDOW = 4.0
+
+
 def demo_sandbox_config(seed: int = 7) -> SandboxConfig:
-    """A little latency and a few server errors and 429s, so that retries show."""
+    """A little latency and a few server errors and 429s, so that retries show; a remote
+    batch's 24 h window compressed to a few seconds."""
     return SandboxConfig(
         latency=Latency(mean=0.4, jitter=0.3),
         fault_rates={FaultKind.SERVER_ERROR: 0.08, FaultKind.RATE_LIMIT: 0.04},
         seed=seed,
+        batch_window=DEMO_BATCH_WINDOW,
     )
 
 
@@ -72,6 +85,25 @@ def sandbox_environ(handle: SandboxHandle, base: Mapping[str, str]) -> dict[str,
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BatchPrice:
+    """The Batch API demo batch's cost beside the synchronous one.
+
+    Attributes:
+        images: images the batch route delivered; ``usd`` what they cost there.
+        synchronous_usd: the same attempts at the synchronous price.
+        sync_images / sync_usd: the same prompts run on the synchronous route.
+    """
+
+    route: str
+    images: int
+    usd: float
+    synchronous_usd: float
+    sync_route: str
+    sync_images: int
+    sync_usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DemoResult:
     """What the demo did: its batches' status, the gallery, and the requests the sandbox saw."""
 
@@ -82,6 +114,13 @@ class DemoResult:
     comparison: Path | None
     requests_seen: int
     clean: bool
+    #: What the Batch API demo batch cost beside the synchronous one.
+    batch_price: BatchPrice | None = None
+
+    @property
+    def routes(self) -> int:
+        """How many sandbox routes the demo's batches ran on."""
+        return len({s.batch.route for s in self.statuses})
 
 
 async def run_demo(
@@ -110,6 +149,7 @@ async def run_demo(
             on_start=on_start,
         )
         statuses = (await app.status(settings, names)).batches
+        price = await _batch_price(settings, statuses)
         gallery = await _gallery(settings, workdir, statuses)
         comparison = await _comparison(settings, workdir, examples)
         seen = len(handle.sandbox.requests())
@@ -120,6 +160,7 @@ async def run_demo(
         comparison=comparison,
         requests_seen=seen,
         clean=result.report is not None and result.report.clean,
+        batch_price=price,
     )
 
 
@@ -127,6 +168,28 @@ def _fresh_dir(path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
+
+
+async def _batch_price(settings: Settings, statuses: list[BatchStatus]) -> BatchPrice | None:
+    """The Batch API batch's spend, at its price and at the synchronous one, beside the
+    synchronous batch of the same prompts."""
+    by_name = {s.batch.name: s for s in statuses}
+    batch, sync = by_name.get(BATCH_DEMO), by_name.get(SYNC_DEMO)
+    if batch is None or sync is None:
+        return None
+    report = await app.costs(settings, batch.batch.id)
+    spend = next((r for r in report.routes if r.route == batch.batch.route), None)
+    if spend is None:
+        return None
+    return BatchPrice(
+        route=batch.batch.route,
+        images=batch.outputs,
+        usd=batch.spent_usd,
+        synchronous_usd=spend.synchronous_usd or batch.spent_usd,
+        sync_route=sync.batch.route,
+        sync_images=sync.outputs,
+        sync_usd=sync.spent_usd,
+    )
 
 
 async def _gallery(settings: Settings, workdir: Path, statuses: list[BatchStatus]) -> Path:

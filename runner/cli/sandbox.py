@@ -158,10 +158,17 @@ def print_demo(result: DemoResult) -> None:
     total = sum(s.outputs for s in result.statuses)
     spent = sum(s.spent_usd for s in result.statuses)
     say(
-        f"{total} images from {len(result.statuses)} batches on 5 sandbox routes; "
+        f"{total} images from {len(result.statuses)} batches on {result.routes} sandbox routes; "
         f"{result.requests_seen} requests reached the sandbox; expected spend {money(spent)} "
         "(sandbox money)."
     )
+    if (price := result.batch_price) is not None:
+        say(
+            f"Batch API ({price.route}): {price.images} images for {money(price.usd)}, "
+            f"{money(price.synchronous_usd)} at the synchronous price."
+        )
+        same = f"{price.sync_images} images for {money(price.sync_usd)}"
+        say(f"Same prompts on {price.sync_route}: {same}.")
     say(f"Database and outputs: {result.workdir}")
     if result.gallery:
         say(f"Gallery: {result.gallery}")
