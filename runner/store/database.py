@@ -49,6 +49,7 @@ class Database:
         # ``writing``). Unused on PostgreSQL.
         self._write_lock = anyio.Lock()
         self._twin: Engine | None = None
+        self._twin_conn: Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
 
     @property
@@ -106,10 +107,10 @@ class Database:
             with translated(self.safe_url):
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(fn, *args, **kwargs)
-        twin = self._sync_twin()
 
         def in_thread() -> T:
-            with twin.begin() as conn:
+            conn = self._writer_connection()
+            with conn.begin():
                 return fn(conn, *args, **kwargs)
 
         with translated(self.safe_url):
@@ -150,10 +151,17 @@ class Database:
         """Whether an outage outlasted the policy's limit (this command is to stop)."""
         return self._gone is not None
 
-    def _sync_twin(self) -> Engine:
+    def _writer_connection(self) -> Connection:
+        """The writer thread's connection to the twin (called in that thread only).
+
+        Kept open for the life of the database: a checkout and check-in per write, with the
+        pool's reset on return, cost more CPU than the ledger's statements themselves.
+        """
         if self._twin is None:
             self._twin = create_sync_twin(self.engine)
-        return self._twin
+        if self._twin_conn is None:
+            self._twin_conn = self._twin.connect()
+        return self._twin_conn
 
     def _writer_thread(self) -> ThreadPoolExecutor:
         # One thread is cheaper than anyio's pool for many short hops, and the writes are
@@ -166,6 +174,9 @@ class Database:
         """Wait for the writer thread, then close every connection."""
         if self._writer is not None:
             writer, self._writer = self._writer, None
+            if self._twin_conn is not None:
+                conn, self._twin_conn = self._twin_conn, None
+                await asyncio.wrap_future(writer.submit(conn.close))
             await anyio.to_thread.run_sync(writer.shutdown)
         if self._twin is not None:
             twin, self._twin = self._twin, None

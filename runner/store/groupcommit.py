@@ -9,11 +9,13 @@ background task commits whatever has accumulated in one transaction, as ``execut
 its ledger row exists. Its caller waits shielded from cancellation: a stopping run never
 abandons a write that may already be committed, and always finishes the attempt it started.
 
-The finishing verbs return once their write is queued: it rides in the same transaction as
-other lanes' next starts, which halves the commits per job, and a lane moves on to its next
-job without waiting a commit for the last one. A crash in that window leaves the attempt
-``sending``, exactly as a crash just before the write would (recovery judges it; its image on
-disk is adopted). :meth:`LedgerWriter.flush` waits for every queued write, and
+The finishing verbs return once their write is queued, and they do not wake the writer: a
+finish rides in the transaction of the next start (usually its own lane's next job), so a job
+costs about one commit instead of two, and a lane moves on to its next job without waiting a
+commit for the last one. Finishes that no start comes for are committed ``FINISH_LINGER_S``
+after the first of them was queued. A crash in that window leaves the attempt ``sending``,
+exactly as a crash just before the write would (recovery judges it; its image on disk is
+adopted). :meth:`LedgerWriter.flush` waits for every queued write, and
 :meth:`LedgerWriter.run` commits what is queued before it exits; a write that comes later is
 committed by its caller.
 """
@@ -34,6 +36,10 @@ from runner.store.records import AttemptStart
 
 #: Most writes committed in one transaction (bounds a transaction's size and latency).
 MAX_GROUP = 512
+#: Longest a finishing write waits for a start to ride with before it is committed alone
+#: (seconds): long enough for its lane's next start to come, short enough that ``status``
+#: never shows a finished job running for long.
+FINISH_LINGER_S = 0.02
 
 
 @dataclass(slots=True, eq=False)
@@ -65,7 +71,9 @@ class LedgerWriter(FinishVerbs):
     def __init__(self, db: Database) -> None:
         self._db = db
         self._queue: list[_Pending] = []
-        self._wake = anyio.Event()
+        #: Set when anything is queued; ``_urgent`` when a caller waits on the commit.
+        self._due = anyio.Event()
+        self._urgent = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
         #: The first failed commit of a write nobody waited for; raised by every later verb.
@@ -82,11 +90,14 @@ class LedgerWriter(FinishVerbs):
         task_status.started()
         try:
             while True:
-                await self._wake.wait()
+                await self._due.wait()
+                if not self._urgent.is_set():  # only finishes: wait for a start to join them
+                    with anyio.move_on_after(FINISH_LINGER_S):
+                        await self._urgent.wait()
                 # One more turn of the event loop lets every job that is ready to write join
                 # this group: fewer, larger commits cost less CPU per job than prompt small ones.
                 await anyio.lowlevel.checkpoint()
-                self._wake = anyio.Event()
+                self._due, self._urgent = anyio.Event(), anyio.Event()
                 await self._commit_queued()
         finally:
             await self._commit_queued()
@@ -94,7 +105,9 @@ class LedgerWriter(FinishVerbs):
 
     async def flush(self) -> None:
         if self._stranded and not self._closed and not self._db.gone:
-            self._wake_writer()  # try them once more
+            self._wake_writer(urgent=True)  # try them once more
+        elif self._queue:
+            self._urgent.set()  # someone waits on them now: no lingering
         if not self._idle.is_set():
             with anyio.CancelScope(shield=True):
                 await self._idle.wait()
@@ -149,13 +162,15 @@ class LedgerWriter(FinishVerbs):
         if self._closed:
             return pending  # committed by the caller
         self._queue.append(pending)
-        self._wake_writer()
+        self._wake_writer(urgent=done is not None)
         return pending
 
-    def _wake_writer(self) -> None:
+    def _wake_writer(self, *, urgent: bool) -> None:
         if self._idle.is_set():
             self._idle = anyio.Event()
-        self._wake.set()
+        self._due.set()
+        if urgent:
+            self._urgent.set()
 
     async def _submit(self, item: AttemptStart) -> None:
         pending = self._enqueue(item, anyio.Event())

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Update, bindparam, exists, func, insert, sele
 from runner.errors import StoreError
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, JobState, Outcome, utcnow
 from runner.store.database import Database
+from runner.store.direct import execute_many, fetch_each
 from runner.store.outage import retried
 from runner.store.records import AttemptResult, AttemptStart, OutputRecord
 from runner.store.tables import attempts, jobs, outputs
@@ -143,23 +144,18 @@ def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[Lease
 
     Returns, per start, ``None`` when written or the :class:`LeaseLost` to raise.
     """
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.attempts, jobs.c.lease_owner, jobs.c.state).where(
-            jobs.c.id.in_([s.job_id for s in starts])
-        )
-    )
-    current = {r.id: r for r in rows}
+    current = _leases(conn, [s.job_id for s in starts])
     verdicts: list[LeaseLost | None] = []
     bumps, inserts = [], []
     for start in starts:
-        row = current.get(start.job_id)
-        if row is None or row.lease_owner != start.worker_id or row.state != JobState.RUNNING:
+        attempts_so_far, owner, state = current.get(start.job_id, (0, None, None))
+        if owner != start.worker_id or state != JobState.RUNNING:
             verdicts.append(
                 LeaseLost(f"job {start.job_id} is no longer leased to {start.worker_id}")
             )
             continue
         verdicts.append(None)
-        number = row.attempts + 1
+        number = attempts_so_far + 1
         bumps.append({"b_id": start.job_id, "b_n": number, "b_at": start.started_at})
         inserts.append(
             {
@@ -171,9 +167,17 @@ def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[Lease
             }
         )
     if bumps:
-        conn.execute(_BUMP, bumps)
-        conn.execute(_INSERT_ATTEMPT, inserts)
+        execute_many(conn, _BUMP, bumps)
+        execute_many(conn, _INSERT_ATTEMPT, inserts)
     return verdicts
+
+
+def _leases(conn: Connection, ids: list[int]) -> dict[int, tuple[int, str | None, str]]:
+    """Per job id: its attempts so far, its lease owner and its state."""
+    rows = fetch_each(conn, _LEASE_OF, [{"b_id": i} for i in ids])
+    if rows is None:
+        rows = [tuple(r) for r in conn.execute(_LEASES, {"ids": ids})]
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
 def unapplied(
@@ -219,6 +223,9 @@ _BUMP = (
     )
 )
 
+_LEASE_COLUMNS = (jobs.c.id, jobs.c.attempts, jobs.c.lease_owner, jobs.c.state)
+_LEASE_OF = select(*_LEASE_COLUMNS).where(jobs.c.id == bindparam("b_id"))
+_LEASES = select(*_LEASE_COLUMNS).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_ATTEMPT = insert(attempts)
 _INSERT_OUTPUT = insert(outputs)
 _FINISH_ATTEMPT = update(attempts).where(attempts.c.id == bindparam("b_id"))
@@ -229,12 +236,12 @@ def apply_finishes(conn: Connection, finishes: Sequence[Finish]) -> None:
     """Close the attempts, record the outputs and move the jobs of ``finishes`` (executemany)."""
     closed = [_attempt_values(f.result) for f in finishes if f.result is not None]
     if closed:
-        conn.execute(_setting(_FINISH_ATTEMPT, tuple(closed[0])), closed)
+        execute_many(conn, _setting(_FINISH_ATTEMPT, tuple(closed[0])), closed)
     files = [_shallow(record) for f in finishes for record in f.files]
     if files:
-        conn.execute(_INSERT_OUTPUT, files)
+        execute_many(conn, _INSERT_OUTPUT, files)
     moves = [_job_values(f) for f in finishes]
-    conn.execute(_setting(_MOVE_JOB, tuple(moves[0])), moves)
+    execute_many(conn, _setting(_MOVE_JOB, tuple(moves[0])), moves)
 
 
 @functools.cache

@@ -62,6 +62,36 @@ async def test_finishes_queue_and_flush_commits_them(store: Store, writer: Group
         assert (attempt.state, attempt.outcome) == (AttemptState.DONE, Outcome.OK)
 
 
+async def test_a_finish_rides_with_the_next_start_at_the_latest(
+    store: Store, writer: GroupLedger
+) -> None:
+    """A finish waits for no commit of its own, but is never left behind a later start."""
+    first, second = await claimed(store, 2)
+    start = start_of(first, "w1")
+    await writer.start_attempt(start)
+    await writer.complete(result_of(start, Outcome.OK), [output_of(start, 0)])
+
+    await writer.start_attempt(start_of(second, "w1"))
+
+    assert (await job_row(store, first.id)).state == JobState.SUCCEEDED
+    [attempt] = await attempt_rows(store, second.id)
+    assert attempt.state == AttemptState.SENDING
+
+
+async def test_a_finish_no_start_follows_is_committed_by_itself_soon(
+    store: Store, writer: GroupLedger
+) -> None:
+    """The last jobs of a run (or a lane held by a pause) still show finished at once."""
+    [job] = await claimed(store, 1)
+    start = start_of(job, "w1")
+    await writer.start_attempt(start)
+    await writer.fail(result_of(start, Outcome.INVALID_REQUEST))
+
+    with anyio.fail_after(5):
+        while (await job_row(store, job.id)).state != JobState.FAILED:
+            await anyio.sleep(0.01)
+
+
 async def test_concurrent_starts_share_commits_and_each_lost_lease_is_told_apart(
     store: Store,
 ) -> None:
