@@ -151,7 +151,8 @@ class BaseGate(ABC):
         self._departed = 0
         #: A 429 came on the route this run: no more bursts on it.
         self.refused = False
-        self._slots = anyio.Lock()
+        # Uncontended, taken without a trip through the event loop (see ``_sleep``).
+        self._slots = anyio.Lock(fast_acquire=True)
         self._gap = self.pace.interval()
         self._stopping: anyio.Event | None = None
 
@@ -176,8 +177,12 @@ class BaseGate(ABC):
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if the route stops meanwhile: a request waiting out a
-        pause or its slot learns of a stop (a revoked key, an empty account) at once."""
-        if self.stopped is not None:
+        pause or its slot learns of a stop (a revoked key, an empty account) at once.
+
+        Nothing to wait (a slot already due): no trip through the event loop either. Slots
+        are taken under a lock, and a trip each would admit one request per turn of the
+        loop, however fast the route may go."""
+        if self.stopped is not None or seconds <= 0:
             return
         if self._stopping is None:
             self._stopping = anyio.Event()

@@ -36,6 +36,38 @@ def least_time(count: int, rpm: int = RPM) -> float:
     return (count - 1) / (rpm * RATE_MARGIN / 60)
 
 
+async def test_requests_of_a_route_faster_than_the_loop_do_not_queue_for_turns() -> None:
+    """At a pace no server reaches, taking a slot costs no turn of the event loop: a turn
+    each, under the slot lock, let one request through per turn, and a run's workers then
+    waited on each other instead of on the server."""
+    gate = RouteGate(100_000_000)
+    turns = 0
+    admitted = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            await anyio.sleep(0)
+            turns += 1
+
+    async def one() -> None:
+        nonlocal admitted
+        await gate.admit()
+        await gate.depart()
+        admitted += 1
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            async with anyio.create_task_group() as requests:
+                for _ in range(64):
+                    requests.start_soon(one)
+            tg.cancel_scope.cancel()
+
+    assert admitted == 64
+    assert turns <= 4
+
+
 async def test_the_first_request_is_admitted_at_once_the_next_never_in_a_burst() -> None:
     gate = RouteGate(RPM)
     assert await admit_all(gate, 1) < 0.05
