@@ -26,22 +26,26 @@ class JobEstimate:
     estimate: Estimate
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Totals:
-    """A sum of cost ranges, in USD (rounded to the micro-dollar when read)."""
+    """A sum of cost ranges over some lines, in USD."""
 
     jobs: int = 0
     low: float = 0.0
     typical: float = 0.0
     high: float = 0.0
 
-    def add(self, est: Estimate) -> None:
-        self.jobs += 1
-        self.low += est.low
-        self.typical += est.typical
-        self.high += est.high
+    def plus(self, est: Estimate) -> Totals:
+        """These totals with one more line."""
+        return Totals(
+            jobs=self.jobs + 1,
+            low=self.low + est.low,
+            typical=self.typical + est.typical,
+            high=self.high + est.high,
+        )
 
     def rounded(self) -> Totals:
+        """Rounded to the micro-dollar, for reading."""
         return Totals(
             jobs=self.jobs,
             low=round(self.low, 6),
@@ -121,37 +125,38 @@ def batch_counterpart(catalog: Catalog, route: Route) -> Route | None:
 
 @dataclass(slots=True)
 class _Pairing:
-    """Running sums of the synchronous / batch comparison."""
+    """Running sums of the synchronous / batch comparison, in all and per model."""
 
     synchronous: Route
     batch: Route
-    totals: tuple[Totals, Totals] = (Totals(), Totals())
-    models: dict[str, tuple[Totals, Totals]] = field(default_factory=dict)
+    #: (synchronous, batch) totals by model, and for every model under ``None``.
+    sums: dict[str | None, tuple[Totals, Totals]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, route: Route, counterpart: Route) -> _Pairing:
         if route.shape is Shape.BATCH:
-            return cls(counterpart, route, (Totals(), Totals()))
-        return cls(route, counterpart, (Totals(), Totals()))
+            return cls(counterpart, route)
+        return cls(route, counterpart)
 
     def add(self, book: PriceBook, route: Route, job: PricedJob, est: Estimate) -> None:
         on_sync = est if route is self.synchronous else estimate_job(book, self.synchronous, job)
         on_batch = est if route is self.batch else estimate_job(book, self.batch, job)
-        model = self.models.setdefault(job.model_on(route), (Totals(), Totals()))
-        for totals in (self.totals, model):
-            totals[0].add(on_sync)
-            totals[1].add(on_batch)
+        for key in (None, job.model_on(route)):
+            sync, batch = self.sums.get(key, (Totals(), Totals()))
+            self.sums[key] = (sync.plus(on_sync), batch.plus(on_batch))
 
     def result(self) -> BatchComparison:
+        everything = self.sums.get(None, (Totals(), Totals()))
         return BatchComparison(
             synchronous_route=self.synchronous.name,
             batch_route=self.batch.name,
             batch_discount=self.batch.batch_discount,
-            synchronous=self.totals[0].rounded(),
-            batch=self.totals[1].rounded(),
+            synchronous=everything[0].rounded(),
+            batch=everything[1].rounded(),
             per_model=[
                 ModelCosts(model=name, synchronous=s.rounded(), batch=b.rounded())
-                for name, (s, b) in self.models.items()
+                for name, (s, b) in self.sums.items()
+                if name is not None
             ],
         )
 
@@ -178,7 +183,7 @@ def estimate_manifest(
     for spec in specs:
         job = PricedJob.from_line(spec)
         est = estimate_job(book, route, job)
-        totals.add(est)
+        totals = totals.plus(est)
         if pairing is not None:
             pairing.add(book, route, job, est)
         sources[est.source] = None

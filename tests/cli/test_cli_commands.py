@@ -54,7 +54,7 @@ def test_status_json_shape(cli: Invoke, tmp_path: Path) -> None:
 
     data = status_json(cli)
 
-    assert set(data) == {"batches", "workers", "paces"}
+    assert set(data) == {"batches", "workers", "paces", "remote_batches"}
     [batch] = data["batches"]
     assert {
         "id",
