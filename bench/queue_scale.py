@@ -18,10 +18,15 @@ run in this process (``app.run`` with every store verb, ``adopt_orphans`` and
 statement that took over 20 ms.
 
     python bench/queue_scale.py [--jobs 1000000] [--runs 2] [--starts 3] [--reuse-db FILE]
-                                [--dir DIR] [--status-only]
+                                [--dir DIR] [--status-only] [--baseline CHECKOUT]
+                                [--postgres ADMIN_URL]
 
 Scratch goes to tmpfs (``/dev/shm``) when the machine has one; ``--dir`` picks another place.
-``--status-only`` skips the start-up measurements.
+``--status-only`` skips the start-up measurements. ``--baseline`` times another checkout's
+``status`` right after this one's, each time on a copy of the same database (taken to that
+checkout's schema revision by the migrations here): the before and after of one run.
+``--postgres postgresql://postgres@127.0.0.1:5432/postgres`` adds the same on PostgreSQL
+(``_pg_status.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
 import signal
 import sqlite3
@@ -40,8 +44,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
+from _pg_status import postgres_status
+from _status import CLI, TREE, run_timed, schema_revision, status, status_of
 from _support import (
     PYTHON,
     imagerun_env,
@@ -49,24 +54,11 @@ from _support import (
     sandbox_process,
     scratch,
     table,
-    timed,
     write_results,
 )
 from _timeline import startup_timeline
 
-from runner.store import Store
-
-CLI = [PYTHON, "-m", "runner.cli"]
-
-
-def run_timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, float, str]:
-    """:func:`timed` plus the CPU seconds (user + system) the command used: on a loaded
-    machine wall time alone says little."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall, rss_mb, output = timed(cmd, env, cwd)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, rss_mb, cpu, output
+from runner.store import migrate
 
 
 def write_manifest(path: Path, jobs: int) -> Path:
@@ -147,37 +139,6 @@ def first_request(url: str, env: dict[str, str], tmp: Path, run_seconds: float) 
     }
 
 
-def status(env: dict[str, str], tmp: Path, repeats: int = 3) -> dict[str, Any]:
-    """``imagerun status`` wall time (median) and the ``batch_status`` query alone (best)."""
-    walls, cpus, rss = [], [], 0
-    for _ in range(repeats):
-        wall, rss, cpu, output = run_timed([*CLI, "status"], env, tmp)
-        if "Batches" not in output:
-            raise RuntimeError(f"status failed:\n{output[-1500:]}")
-        walls.append(wall)
-        cpus.append(cpu)
-
-    async def query() -> list[float]:
-        store = await Store.open(env["IMAGERUN_DB"])
-        try:
-            batches = await store.list_batches()
-            spent = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                await store.batch_status(batches)
-                spent.append(time.perf_counter() - started)
-            return spent
-        finally:
-            await store.close()
-
-    return {
-        "status_s": median(walls),
-        "status_cpu_s": median(cpus),
-        "status_rss_mb": rss,
-        "batch_status_query_s": min(anyio.run(query)),
-    }
-
-
 #: Every job of the file gets one ``ok``, charged attempt and one output: a finished batch.
 FINISH_EVERY_JOB = (
     """INSERT INTO attempts (id, job_id, batch_id, number, worker_id, route, provider, shape,
@@ -241,12 +202,27 @@ def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         env = imagerun_env(tmp, {"IMAGERUN_ROUTE_SANDBOX_BASE_URL": f"{url}/openai/v1"})
         result: dict[str, Any] = {"load_before": os.getloadavg()[0]}
         result.update(enqueue(tmp, env, args.jobs, args.reuse_db))
+        # A reused database may be at an older revision: migrate it here, not in a timed run.
+        migrate.upgrade(env["IMAGERUN_DB"])
         print(f"  enqueued: {result}")
         if not args.status_only:
             result.update(startups(args, env, tmp, url))
-        result.update(status(env, tmp))
+        result.update(status(env, tmp, args.baseline))
         result["finish_s"] = finish_every_job(tmp / "imagerun.db")
-        result.update({f"finished_{k}": v for k, v in status(env, tmp).items()})
+        finished = status(env, tmp, args.baseline)
+        result.update({f"finished_{k}": v for k, v in finished.items()})
+        if args.postgres:
+            print(f"  PostgreSQL (load {os.getloadavg()[0]:.2f})")
+            base = (args.baseline, schema_revision(args.baseline)) if args.baseline else None
+            pg = postgres_status(
+                args.postgres,
+                args.jobs,
+                env,
+                lambda tree, env, url, n: status_of(tree, env, url, tmp, n),
+                TREE,
+                base,
+            )
+            result.update({f"pg_{k}": v for k, v in pg.items()})
         result["load_after"] = os.getloadavg()[0]
     return result
 
@@ -283,9 +259,23 @@ def report(runs: list[dict[str, Any]], jobs: int) -> None:
             ("status: wall (median of 3)", "status_s", "s"),
             ("status: CPU (user+sys)", "status_cpu_s", "s"),
             ("status: batch_status query alone", "batch_status_query_s", "s"),
+            ("  baseline: status wall", "baseline_status_s", "s"),
+            ("  baseline: status CPU", "baseline_status_cpu_s", "s"),
+            ("  baseline: batch_status query alone", "baseline_batch_status_query_s", "s"),
             ("finished batch of N attempts: status wall", "finished_status_s", "s"),
             ("finished: status CPU (user+sys)", "finished_status_cpu_s", "s"),
             ("finished: batch_status query alone", "finished_batch_status_query_s", "s"),
+            ("  baseline: finished status wall", "finished_baseline_status_s", "s"),
+            ("  baseline: finished status CPU", "finished_baseline_status_cpu_s", "s"),
+            ("  baseline: finished query alone", "finished_baseline_batch_status_query_s", "s"),
+            ("PostgreSQL: status wall", "pg_status_s", "s"),
+            ("PostgreSQL: batch_status query alone", "pg_batch_status_query_s", "s"),
+            ("  baseline: status wall", "pg_baseline_status_s", "s"),
+            ("  baseline: batch_status query alone", "pg_baseline_batch_status_query_s", "s"),
+            ("PostgreSQL finished: status wall", "pg_finished_status_s", "s"),
+            ("PostgreSQL finished: query alone", "pg_finished_batch_status_query_s", "s"),
+            ("  baseline: finished status wall", "pg_finished_baseline_status_s", "s"),
+            ("  baseline: finished query alone", "pg_finished_baseline_batch_status_query_s", "s"),
             ("load average (1 min) before", "load_before", ""),
             ("load average (1 min) after", "load_after", ""),
         ]
@@ -306,6 +296,10 @@ def report(runs: list[dict[str, Any]], jobs: int) -> None:
             print(f"    {at:7.3f} +{spent:.3f}  {name}")
         for slow in timeline["slow_statements"]:
             print(f"    slow statement {slow['s']} s: {slow['sql'][:120]} -> {slow['plan']}")
+    for i, run in enumerate(runs):
+        if "pg_spend_plan" in run:
+            print(f"\nrun {i + 1}: PostgreSQL spend query, EXPLAIN ANALYZE:")
+            print("\n".join(f"  {line}" for line in run["pg_spend_plan"]))
     print(f"(N = {jobs:,} jobs)")
 
 
@@ -318,6 +312,16 @@ def main() -> None:
     parser.add_argument("--reuse-db", type=Path, help="copy this submitted database, skip submit")
     parser.add_argument("--dir", help="scratch directory (default: tmpfs if available)")
     parser.add_argument("--status-only", action="store_true", help="skip the start-ups")
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="also time status on PostgreSQL (a scratch database on this server, dropped after)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. /work/main): its status is timed on a copy of the same data",
+    )
     args = parser.parse_args()
     runs = []
     for i in range(args.runs):

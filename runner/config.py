@@ -16,8 +16,9 @@ from typing import Any
 from runner.errors import ConfigError
 from runner.pricing import PriceBook, load_price_book
 from runner.routes import Catalog, Route, load_catalog
-from runner.store import DEFAULT_DB
 
+#: The database when neither ``--db``, ``IMAGERUN_DB`` nor the config file names one.
+DEFAULT_DB = "sqlite+aiosqlite:///imagerun.db"
 DEFAULT_DATA = "imagerun-data"
 _ROUTE_KEYS = frozenset(f.name for f in fields(Route)) - {"name"} | {"failure_charges"}
 _TOP_KEYS = frozenset({"db", "data", "routes", "prices"})

@@ -4,6 +4,10 @@
 manifest names it as a source: it returns an :class:`ImageInfo` or raises :class:`ImageError`
 saying why the bytes are not a usable image. Callers that report problems as text (manifest
 validation) use the message; the engine turns it into a ``bad_response`` attempt.
+
+Pillow is imported by the two functions that read pixels, not with the module: the records
+here (:class:`ImageInfo`, :class:`Mismatch`) travel with every output record, and commands
+that only read the database (``imagerun status``) need no Pillow.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from runner.errors import ImagerunError
 from runner.routes.sizes import Size, parse_size
@@ -81,6 +83,8 @@ def inspect_image(data: bytes, *, decode: bool = True) -> ImageInfo:
     Raises:
         ImageError: the bytes are empty, not an image, too large to open or damaged.
     """
+    from PIL import Image, UnidentifiedImageError
+
     if not data:
         raise ImageError("empty file, not an image")
     buffer = io.BytesIO(data)
@@ -114,6 +118,8 @@ def inspect_image(data: bytes, *, decode: bool = True) -> ImageInfo:
 
 def _unidentified(data: bytes) -> str:
     """Why Pillow could not open ``data``: a damaged PNG header says more than "unknown"."""
+    from PIL import PngImagePlugin
+
     if data.startswith(PNG_SIGNATURE):
         try:
             PngImagePlugin.PngImageFile(io.BytesIO(data)).close()

@@ -29,7 +29,6 @@ from runner.errors import StoreError
 from runner.store.budgets import BudgetOps
 from runner.store.charges import ChargeOps
 from runner.store.database import Database
-from runner.store.engine import DEFAULT_DB
 from runner.store.exports import ExportOps
 from runner.store.groupcommit import LedgerWriter
 from runner.store.leases import LeaseOps
@@ -86,7 +85,7 @@ class Store(
         self.dialect = db.dialect
 
     @classmethod
-    async def open(cls, url: str = DEFAULT_DB, *, migrate: bool = True) -> Store:
+    async def open(cls, url: str, *, migrate: bool = True) -> Store:
         """Connect, applying migrations first unless ``migrate`` is false."""
         store = cls(Database(url))
         if migrate:
@@ -138,7 +137,6 @@ if TYPE_CHECKING:  # mypy proves here that the store plays every role of runner.
 
 
 __all__ = [
-    "DEFAULT_DB",
     "AttemptResult",
     "AttemptStart",
     "BatchInfo",

@@ -19,7 +19,6 @@ from runner.errors import ConfigError
 from runner.store.direct import execute_driver
 from runner.store.outage import translated
 
-DEFAULT_DB = "sqlite+aiosqlite:///imagerun.db"
 #: Seconds a connection to PostgreSQL may take to open.
 PG_CONNECT_TIMEOUT = 10.0
 #: Environment variable: seconds a SQLite statement waits for a lock another connection holds

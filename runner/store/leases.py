@@ -106,10 +106,16 @@ class LeaseOps:
     @retried
     async def recover_expired(self, *, resend_routes: frozenset[str] = frozenset()) -> Recovery:
         now = utcnow()
+        lapsed = (jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires < now)
+        async with self.db.reading() as conn:
+            # Most calls find nothing: then no write transaction (on SQLite, no wait for the
+            # write lock a run holds) is opened at all.
+            if await conn.scalar(select(jobs.c.id).where(*lapsed).limit(1)) is None:
+                return Recovery()
         query = (
             select(jobs.c.id, batches.c.route)
             .join(batches, batches.c.id == jobs.c.batch_id)
-            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires < now)
+            .where(*lapsed)
         )
         if self.db.dialect == "postgresql":
             query = query.with_for_update(of=jobs, skip_locked=True)

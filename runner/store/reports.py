@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import anyio
-from sqlalchemy import ColumnElement, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from runner.models import AttemptState, ChargeStatus, JobState, Outcome
+from runner.models import AttemptState, ChargeStatus, JobState
 from runner.store.database import Database
 from runner.store.records import BatchInfo, BatchStatus
-from runner.store.tables import attempts, jobs, outputs
+from runner.store.tables import MISMATCHED, NOT_OK, SCORED, attempts, jobs, outputs
 
 #: What an attempt cost us as far as we know: the provider's word if we have it.
 _COST = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0)
@@ -46,12 +47,11 @@ class _Later(Generic[T]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Money:
-    """One batch's attempts: how many, what they cost, and how many did not succeed."""
+    """One batch's attempts: how many, and what they cost."""
 
     attempts: int = 0
     spent_usd: float = 0.0
     unknown_usd: float = 0.0
-    failed: int = 0
 
 
 #: Jobs by batch and state; failed and unknown jobs by batch and last outcome.
@@ -60,6 +60,12 @@ _JobCounts = tuple[defaultdict[str, dict[JobState, int]], defaultdict[str, dict[
 _OutputCounts = tuple[dict[str, int], dict[str, int], dict[str, int]]
 #: Attempts' money by batch.
 _Spend = defaultdict[str, _Money]
+#: Attempts that did not succeed, by batch and outcome (``sending`` while in flight).
+_Failures = defaultdict[str, dict[str, int]]
+#: Both of the above.
+_Attempts = tuple[_Spend, _Failures]
+#: The flags of edits whose output ignored the source or sent it back unchanged.
+_FLAGGED = ("ignored_source", "unchanged")
 
 
 class ReportOps:
@@ -70,7 +76,7 @@ class ReportOps:
     async def batch_status(self, batch_list: Sequence[BatchInfo]) -> list[BatchStatus]:
         """Counts by state, outputs, attempts, spend and failure classes for each batch."""
         ids = [b.id for b in batch_list]
-        states, made, money = _Later[_JobCounts](), _Later[_OutputCounts](), _Later[_Spend]()
+        states, made, money = _Later[_JobCounts](), _Later[_OutputCounts](), _Later[_Attempts]()
         # Three independent scans, each on its own connection, side by side: with a million
         # attempts the attempts scan alone is most of the time, and the others hide behind it.
         async with anyio.create_task_group() as tg:
@@ -79,8 +85,7 @@ class ReportOps:
             tg.start_soon(money.fill, self._money, ids)
         counts, failures = states.value
         n_outputs, mismatched, flagged = made.value
-        spend = money.value
-        attempt_failures = await self._attempt_failures([i for i in ids if spend[i].failed])
+        spend, attempt_failures = money.value
         return [
             BatchStatus(
                 batch=b,
@@ -120,70 +125,56 @@ class ReportOps:
         return counts, failures
 
     async def _output_counts(self, ids: list[str]) -> _OutputCounts:
-        """Outputs by batch, how many are not what their job asked for, how many edits flagged."""
-        n_outputs: dict[str, int] = {}
-        mismatched: dict[str, int] = {}
-        flagged: dict[str, int] = {}
-        bad = case((outputs.c.edit_flag.in_(("ignored_source", "unchanged")), 1), else_=0)
+        """Outputs by batch, how many are not what their job asked for, how many edits flagged.
+
+        Three counts, each off its own index: the batch index for all outputs, the partial
+        indexes (which hold only those rows) for the mismatched ones and the scored edits.
+        """
+        by_batch = outputs.c.batch_id.in_(ids)
+        counted = [
+            select(outputs.c.batch_id, func.count()).where(by_batch, *also)
+            for also in (
+                (),
+                (text(MISMATCHED),),
+                (text(SCORED), outputs.c.edit_flag.in_(_FLAGGED)),
+            )
+        ]
         async with self.db.reading() as conn:
-            # COUNT(asked) counts the non-null ones: the mismatches, in the same pass.
-            for bid, n, wrong, flags in await conn.execute(
-                select(outputs.c.batch_id, func.count(), func.count(outputs.c.asked), func.sum(bad))
-                .where(outputs.c.batch_id.in_(ids))
-                .group_by(outputs.c.batch_id)
-            ):
-                n_outputs[bid], mismatched[bid], flagged[bid] = n, wrong, int(flags or 0)
+            n_outputs, mismatched, flagged = [
+                await _by_batch(conn, query.group_by(outputs.c.batch_id)) for query in counted
+            ]
         return n_outputs, mismatched, flagged
 
-    async def _money(self, ids: list[str]) -> _Spend:
-        # One pass over the batches' attempts, grouped by batch alone: the batch index
-        # delivers rows in that order, so no sort of a million rows is needed. Failure
-        # classes are counted in a second pass only for batches that have any.
-        charged = case((attempts.c.charge_status == ChargeStatus.CHARGED.value, _COST), else_=0.0)
-        unknown = case(
-            (
-                (attempts.c.charge_status == ChargeStatus.UNKNOWN.value)
-                & (attempts.c.state == AttemptState.DONE.value),
-                _MAYBE,
-            ),
-            else_=0.0,
+    async def _money(self, ids: list[str]) -> _Attempts:
+        """Attempts, spend and possible spend by batch; attempts not ``ok`` by batch and outcome.
+
+        The sums read ``ix_attempts_batch_spend`` alone (it holds every column they use), in
+        batch order, so no sort of a million rows is needed; the attempts that are not ``ok``
+        come from their partial index, and so cost nothing in a batch where all went well.
+        """
+        charged = func.sum(_COST).filter(attempts.c.charge_status == ChargeStatus.CHARGED.value)
+        unknown = func.sum(_MAYBE).filter(
+            attempts.c.charge_status == ChargeStatus.UNKNOWN.value,
+            attempts.c.state == AttemptState.DONE.value,
         )
-        ok = case((attempts.c.outcome == Outcome.OK.value, 1), else_=0)
         totals: defaultdict[str, _Money] = defaultdict(_Money)
+        found: _Failures = defaultdict(dict)
         async with self.db.reading() as conn:
-            for bid, n, spent, unsure, n_ok in await conn.execute(
-                select(
-                    attempts.c.batch_id,
-                    func.count(),
-                    func.sum(charged),
-                    func.sum(unknown),
-                    func.sum(ok),
-                )
+            for bid, n, spent, unsure in await conn.execute(
+                select(attempts.c.batch_id, func.count(), charged, unknown)
                 .where(attempts.c.batch_id.in_(ids))
                 .group_by(attempts.c.batch_id)
             ):
                 totals[bid] = _Money(
-                    attempts=n,
-                    spent_usd=float(spent or 0),
-                    unknown_usd=float(unsure or 0),
-                    failed=n - int(n_ok or 0),
+                    attempts=n, spent_usd=float(spent or 0), unknown_usd=float(unsure or 0)
                 )
-        return totals
-
-    async def _attempt_failures(self, ids: list[str]) -> defaultdict[str, dict[str, int]]:
-        """Attempts that did not succeed, by batch and outcome (``sending`` while in flight)."""
-        found: defaultdict[str, dict[str, int]] = defaultdict(dict)
-        if not ids:
-            return found
-        not_ok = or_(attempts.c.outcome.is_(None), attempts.c.outcome != Outcome.OK.value)
-        async with self.db.reading() as conn:
             for bid, outcome, n in await conn.execute(
                 select(attempts.c.batch_id, attempts.c.outcome, func.count())
-                .where(attempts.c.batch_id.in_(ids), not_ok)
+                .where(attempts.c.batch_id.in_(ids), text(NOT_OK))
                 .group_by(attempts.c.batch_id, attempts.c.outcome)
             ):
                 found[bid][outcome or "sending"] = n
-        return found
+        return totals, found
 
     async def exposure_usd(self, batch_ids: Sequence[str]) -> float:
         """Spend that counts against a budget: charged or possibly charged, plus in flight.
@@ -198,3 +189,8 @@ class ReportOps:
                 select(func.sum(exposure())).where(attempts.c.batch_id.in_(list(batch_ids)))
             )
         return float(value or 0.0)
+
+
+async def _by_batch(conn: AsyncConnection, query: Select[str, int]) -> dict[str, int]:
+    """``{batch_id: n}`` from a query of (batch id, count) rows."""
+    return dict((await conn.execute(query)).all())

@@ -23,12 +23,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -53,6 +54,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if not isinstance(value, datetime):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: The conditions of the partial indexes, as SQL. SQLite reads a partial index only for a
+#: query whose WHERE has the index's condition among its AND-ed terms: a query meant to use
+#: one adds the condition as it is here (in parentheses, so that it ANDs safely).
+NOT_OK = "(outcome IS NULL OR outcome != 'ok')"
+MISMATCHED = "asked IS NOT NULL"
+SCORED = "edit_flag IS NOT NULL"
+
+
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's condition on both dialects."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
 
 
 #: Autoincrement 64-bit keys on PostgreSQL; SQLite only autoincrements ``INTEGER PRIMARY KEY``.
@@ -118,7 +132,7 @@ attempts = Table(
     # Our client request id, sent as X-Client-Request-Id: the join key with provider logs.
     Column("id", String(64), primary_key=True),
     Column("job_id", BigID, ForeignKey("jobs.id"), nullable=False, index=True),
-    Column("batch_id", String(32), nullable=False, index=True),
+    Column("batch_id", String(32), nullable=False),
     Column("number", Integer, nullable=False),
     Column("worker_id", String(64), nullable=True),
     Column("route", String(100), nullable=False),
@@ -150,6 +164,18 @@ attempts = Table(
     #: The remote batch (``remote_batches.id``) whose line this attempt is, if any.
     Column("remote_batch_id", String(32), nullable=True, index=True),
     Index(None, "state"),
+    # A batch's spend and exposure are summed from this index alone (see ``reports``).
+    Index(
+        "ix_attempts_batch_spend",
+        "batch_id",
+        "charge_status",
+        "state",
+        "observed_usd",
+        "expected_usd",
+        "worst_case_usd",
+    ),
+    # The attempts in flight or failed: few in a finished batch, counted without a scan.
+    Index("ix_attempts_not_ok", "batch_id", "outcome", **_where(NOT_OK)),
 )
 
 outputs = Table(
@@ -175,6 +201,9 @@ outputs = Table(
     Column("edit_fidelity", Float, nullable=True),
     Column("edit_flag", String(16), nullable=True),
     UniqueConstraint("job_id", "k"),
+    # Partial: only the outputs ``status`` counts apart, so counting them reads no others.
+    Index("ix_outputs_mismatched", "batch_id", **_where(MISMATCHED)),
+    Index("ix_outputs_edit_flag", "batch_id", "edit_flag", **_where(SCORED)),
 )
 
 route_state = Table(

@@ -18,13 +18,15 @@ Spent: 0.05 + 0.04 = 0.09. Unknown: 0.03. Exposure: 0.09 + 0.03 + 0.20 = 0.32.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from runner.models import ChargeStatus, JobState, Outcome, utcnow
-from runner.store import BatchInfo, Recovery, Store
+from runner.store import BatchInfo, OutputRecord, Recovery, Store
 from runner.store.tables import attempts
 
 from .factories import LAPSED, claim_all, output_of, result_of, specs, start_of, submit
@@ -146,3 +148,108 @@ async def test_reports_keep_batches_apart(store: Store) -> None:
     assert (statuses[2].attempts, statuses[2].outputs, statuses[2].failures) == (0, 0, {})
     assert await store.exposure_usd([first.id, second.id]) == pytest.approx(0.64)
     assert await store.exposure_usd([empty.id]) == 0.0
+
+
+async def test_failure_classes_stay_with_their_batch(store: Store) -> None:
+    """Attempts that are not ``ok`` are counted per batch, and a clean batch shows none."""
+    mixed = await mixed_batch(store, "mixed")
+    clean = (await submit(store, "clean", specs(2, prefix="clean"))).batch
+    for job in await claim_all(store, clean.id, "w2"):
+        start = start_of(job, "w2")
+        await store.start_attempt(start)
+        await store.complete(
+            result_of(start, Outcome.OK, expected_usd=0.04, charge=ChargeStatus.CHARGED),
+            [output_of(start, 0)],
+        )
+
+    asked_for_one = await store.batch_status([clean])
+    both = await store.batch_status([mixed, clean])
+
+    assert asked_for_one[0].attempt_failures == {} == both[1].attempt_failures
+    assert (both[1].attempts, both[1].outputs, both[1].spent_usd) == (2, 2, pytest.approx(0.08))
+    assert both[0].attempt_failures == {
+        "rate_limited": 1,
+        "server_error": 1,
+        "invalid_request": 1,
+        "sending": 1,
+    }
+
+
+async def finished_with(store: Store, name: str, asked: list[str | None]) -> BatchInfo:
+    """A batch of ``len(asked)`` jobs, one output each; ``asked[i]`` set means that output
+    is not what job ``i`` asked for (it is ``96x64`` instead)."""
+    batch = (await submit(store, name, specs(len(asked), prefix=name))).batch
+    for job, wanted in zip(await claim_all(store, batch.id, "w1"), asked, strict=True):
+        start = start_of(job, "w1")
+        await store.start_attempt(start)
+        got = "96x64" if wanted else None
+        output: OutputRecord = dataclasses.replace(output_of(start, 0), asked=wanted, got=got)
+        await store.complete(
+            result_of(start, Outcome.OK, expected_usd=0.04, charge=ChargeStatus.CHARGED), [output]
+        )
+    return batch
+
+
+async def score(store: Store, batch: BatchInfo, flags: list[str | None]) -> None:
+    """Record each output's edit flag in job order, as an export that scored them does."""
+    rows = [row async for page in store.iter_outputs(batch.id) for row in page]
+    rows.sort(key=lambda r: r.job_id)
+    await store.record_fidelity(
+        [
+            dataclasses.replace(r, edit_fidelity=0.5, edit_flag=flag)
+            for r, flag in zip(rows, flags, strict=True)
+        ]
+    )
+
+
+async def test_status_counts_mismatched_outputs_and_flagged_edits_batch_by_batch(
+    store: Store,
+) -> None:
+    """Only ``ignored_source`` and ``unchanged`` are flagged: ``ok`` and unscored are not."""
+    first = await finished_with(store, "first", ["1024x1024", None, "1536x1024", None, None])
+    await score(store, first, ["ignored_source", "ok", "unchanged", None, "unchanged"])
+    second = await finished_with(store, "second", [None, "1024x1024", None])
+    await score(store, second, ["ok", "ok", "ignored_source"])
+    third = await finished_with(store, "third", [None, None])
+
+    statuses = await store.batch_status([first, second, third])
+
+    counted = [(s.outputs, s.mismatched, s.flagged_edits) for s in statuses]
+    assert counted == [(5, 2, 3), (3, 1, 1), (2, 0, 0)]
+    # The export reads every row of the same outputs: the two agree.
+    for status in statuses:
+        rows = [row async for page in store.iter_outputs(status.batch.id) for row in page]
+        assert status.mismatched == sum(1 for r in rows if r.asked is not None)
+        assert status.flagged_edits == sum(1 for r in rows if r.edit_flag not in (None, "ok"))
+
+
+async def test_on_sqlite_status_reads_only_indexes(sqlite_url: str) -> None:
+    """What keeps ``status`` under a second on a million attempts: no statement reads table
+    rows; the sums come from the covering spend index, the rest from (partial) indexes."""
+    store = await Store.open(sqlite_url)
+    try:
+        batch = await mixed_batch(store)
+        statements: list[tuple[str, Any]] = []
+
+        def seen(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+            if sql.startswith("SELECT"):
+                statements.append((sql, params))
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+        await store.batch_status([batch])
+        event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+        async with store.db.reading() as conn:
+            plans = [
+                " / ".join(r[3] for r in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", p))
+                for sql, p in statements
+            ]
+    finally:
+        await store.close()
+
+    assert len(plans) == 7  # two on jobs, three on outputs, two on attempts
+    assert all("USING COVERING INDEX" in plan or "USING INDEX ix_" in plan for plan in plans)
+    assert not [plan for plan in plans if "SCAN" in plan]
+    used = " ".join(plans)
+    for index in ("ix_attempts_batch_spend", "ix_attempts_not_ok", "ix_outputs_mismatched"):
+        assert f"INDEX {index} " in used
+    assert "INDEX ix_outputs_edit_flag " in used
