@@ -61,9 +61,17 @@ class Queue(Protocol):
         route_snapshot: Mapping[str, Any],
         budget_usd: float | None,
         specs: Iterable[JobSpec],
+        exact: bool = False,
     ) -> EnqueueResult:
         """Create (or reuse) the batch ``name`` and enqueue ``specs`` atomically, skipping
-        job keys already known (in any batch): re-submitting adds nothing, creates nothing."""
+        job keys already known (in any batch): re-submitting adds nothing, creates nothing.
+
+        With ``exact``, the batch must end up holding exactly ``specs`` (new, or every one of
+        them already its own); otherwise :class:`runner.errors.UsageError` and nothing is
+        enqueued. A comparison's batches are submitted so."""
+
+    async def batch_keys(self, batch_id: str) -> set[str]:
+        """The job keys ``batch_id`` holds."""
 
     async def find_batch(self, ref: str) -> BatchInfo:
         """A batch by id or by name (raises :class:`runner.errors.NotFound`)."""

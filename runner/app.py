@@ -105,11 +105,14 @@ async def submit(
     name: str | None = None,
     budget_usd: float | None = None,
     key_seed: str | None = None,
+    exact: bool = False,
 ) -> EnqueueResult:
     """Validate, then enqueue all-or-nothing. Re-submitting adds nothing.
 
     ``key_seed`` makes the jobs keyed apart from the same lines submitted without it (a
     comparison passes its name); re-submitting with the same seed still adds nothing.
+    ``exact``: the batch must end up holding exactly the manifest's jobs (see
+    :meth:`runner.abc.Queue.submit`).
 
     Raises:
         ValidationFailed: the manifest has problems; nothing was enqueued.
@@ -130,6 +133,7 @@ async def submit(
             route_snapshot=snapshot,
             budget_usd=budget_usd,
             specs=_specs(manifest, route, settings, key_seed),
+            exact=exact,
         )
 
 

@@ -9,7 +9,7 @@ holds from an earlier run of the same comparison.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from runner.models import JobSpec
 from runner.pricing.book import PriceBook
 from runner.pricing.manifest_estimate import estimate_manifest
 from runner.routes.catalog import Catalog, Route
-from runner.store import BatchInfo, EnqueueResult
+from runner.store import BatchInfo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,10 +78,14 @@ def batch_name(comparison: str, route: str) -> str:
     return f"{comparison}-{route}"
 
 
-def _specs(manifest: Path, route: Route, catalog: Catalog) -> Iterator[JobSpec]:
-    for item in scan_manifest(manifest, route, catalog):
+def _specs(
+    manifest: Path, route: Route, catalog: Catalog, comparison: str, keys: set[str]
+) -> Iterator[JobSpec]:
+    """The comparison's jobs on ``route``, their keys collected into ``keys`` on the way."""
+    for item in scan_manifest(manifest, route, catalog, key_seed=comparison):
         if isinstance(item, Problem):
             raise ValidationFailed([item])
+        keys.add(item.key)
         yield item
 
 
@@ -93,22 +97,29 @@ def estimate_route(
     catalog: Catalog,
     book: PriceBook,
     held: BatchInfo | None,
+    held_keys: frozenset[str] = frozenset(),
     waiting: int = 0,
 ) -> RouteEstimate:
     """Price every line of ``manifest`` on ``route``. Blocking; run it in a worker thread.
 
+    ``held`` is the comparison's batch on the route if it exists, holding ``held_keys``.
+
     Raises:
-        UsageError: the route's batch holds more jobs than the manifest has lines, or some
-            but not all of them: it is not this comparison of this manifest.
+        UsageError: that batch holds jobs other than this comparison's lines (a batch
+            submitted under that name, or a line edited since the comparison first ran).
     """
-    priced = estimate_manifest(book, route, _specs(manifest, route, catalog), keep=0)
+    keys: set[str] = set()
+    priced = estimate_manifest(
+        book, route, _specs(manifest, route, catalog, comparison, keys), keep=0
+    )
     name = batch_name(comparison, route.name)
     count = held.job_count if held is not None else 0
-    if count not in (0, priced.count):
+    if count and (held_keys != keys or count != len(keys)):
         raise UsageError(
-            f"batch {name!r} holds {count} job(s) but the manifest has {priced.count} line(s): "
-            "the manifest changed since this comparison first ran, or the batch is not a "
-            "comparison's; nothing was sent. Give the comparison a new --name."
+            f"batch {name!r} holds {count} job(s) that are not exactly this comparison's "
+            f"{priced.count} line(s): the manifest changed since the comparison first ran, or "
+            "the batch was submitted under that name; nothing was sent. Give the comparison a "
+            "new --name."
         )
     return RouteEstimate(
         route=route.name,
@@ -120,28 +131,4 @@ def estimate_route(
         typical=priced.typical,
         high=priced.high,
         as_of=priced.as_of,
-    )
-
-
-def check_columns(estimates: Mapping[str, RouteEstimate], results: Sequence[EnqueueResult]) -> None:
-    """After enqueueing: every route's batch holds exactly the manifest's lines.
-
-    Raises:
-        UsageError: a batch holds other jobs too (a batch of that name made by ``imagerun
-            submit``, or a line edited since the comparison first ran); nothing was sent.
-    """
-    wrong = [r.batch for r in results if r.batch.job_count != estimates[r.batch.route].lines]
-    if not wrong:
-        return
-    held = ", ".join(
-        f"{b.name!r} holds {b.job_count} job(s) for {estimates[b.route].lines} line(s)"
-        for b in wrong
-    )
-    queued = [r.batch.name for r in results if r.added]
-    undo = " ".join(f"`imagerun cancel {name}`" for name in queued)
-    raise UsageError(
-        f"{held}: jobs that are not this comparison's (a batch submitted under that name, or "
-        "a line edited since this comparison first ran). Nothing was sent"
-        + (f"; the jobs just queued stay queued until {undo}" if queued else "")
-        + ". Give the comparison a new --name."
     )

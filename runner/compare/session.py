@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from runner.compare.estimates import batch_name, check_columns, estimate_route
+from runner.compare.estimates import batch_name, estimate_route
 from runner.compare.plan import ComparisonPlan, FitChoice, fit_manifest, plan_comparison
 from runner.compare.report import ComparisonReport, write_comparison
 from runner.compare.results import Cell, RouteSummary, collect_cells, summarise
@@ -66,6 +66,7 @@ class Submit(Protocol):
         *,
         name: str | None = None,
         key_seed: str | None = None,
+        exact: bool = False,
     ) -> EnqueueResult: ...
 
 
@@ -129,8 +130,11 @@ async def compare(
     for fit in plan.fits:
         path = fitted.get(fit.route, plan.manifest)
         name = batch_name(how.name, fit.route)
-        results.append(await submit(settings, path, fit.route, name=name, key_seed=how.name))
-    check_columns({e.route: e for e in plan.estimates}, results)
+        # Exact: a batch that would end up holding anything but this comparison's lines makes
+        # the submission roll back (the estimates checked every route before the first).
+        results.append(
+            await submit(settings, path, fit.route, name=name, key_seed=how.name, exact=True)
+        )
     batches = [r.batch for r in results]
     if how.run is not None:
         await run(settings, [b.id for b in batches], how.run)
@@ -164,6 +168,7 @@ async def _priced(
         route = settings.catalog.get(fit.route)
         held = by_name.get(batch_name(name, route.name))
         waiting = await store.count_states([held.id], WAITING) if held else {}
+        keys = await store.batch_keys(held.id) if held else set()
         priced = partial(
             estimate_route,
             comparison=name,
@@ -172,6 +177,7 @@ async def _priced(
             catalog=settings.catalog,
             book=settings.book,
             held=held,
+            held_keys=frozenset(keys),
             waiting=sum(waiting.values()),
         )
         estimates.append(await anyio.to_thread.run_sync(priced))

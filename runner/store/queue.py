@@ -86,6 +86,7 @@ class QueueOps:
         route_snapshot: Mapping[str, Any],
         budget_usd: float | None,
         specs: Iterable[JobSpec],
+        exact: bool = False,
     ) -> EnqueueResult:
         now = utcnow()
         try:
@@ -95,6 +96,8 @@ class QueueOps:
                 )
                 async with roomy_cache(conn):
                     added, existing, owners = await self._enqueue(conn, batch.id, specs, now)
+                if exact:
+                    _require_exact(batch, created, added, existing, owners)
                 if added == 0 and created:
                     raise _NothingNew
                 if added:
@@ -179,6 +182,12 @@ class QueueOps:
         )
         return info, True
 
+    @retried
+    async def batch_keys(self, batch_id: str) -> set[str]:
+        async with self.db.reading() as conn:
+            rows = await conn.scalars(select(jobs.c.key).where(jobs.c.batch_id == batch_id))
+            return set(rows)
+
     async def _present_keys(
         self, conn: AsyncConnection, keys: list[str]
     ) -> dict[str, tuple[str, str]]:
@@ -250,3 +259,21 @@ class QueueOps:
                 .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now)
             )
             return int(result.rowcount)
+
+
+def _require_exact(
+    batch: BatchInfo, created: bool, added: int, existing: int, owners: Mapping[str, str]
+) -> None:
+    """Raise (rolling the submission back) unless ``batch`` ends up holding exactly the specs:
+    a new batch of new jobs, or an existing one that already held every one of them."""
+    others = sorted(name for bid, name in owners.items() if bid != batch.id)
+    if created and not existing:
+        return
+    if not created and not added and not others and batch.job_count == existing:
+        return
+    where = f" (some are jobs of {', '.join(others)})" if others else ""
+    raise UsageError(
+        f"batch {batch.name!r} would not hold exactly these {added + existing} line(s){where}: "
+        "a batch of that name holds other jobs, or a line changed since it was made; "
+        "nothing was enqueued"
+    )

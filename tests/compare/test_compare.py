@@ -241,12 +241,16 @@ async def test_a_batch_of_the_comparisons_name_that_is_not_its_own_stops_it_unse
     how_a = ComparisonOptions(name="a", out_dir=tmp_path / "a", run=FAST)
     how_b = ComparisonOptions(name="b", out_dir=tmp_path / "b", run=FAST)
 
-    with pytest.raises(UsageError, match=r"holds 2 job\(s\) but the manifest has 4"):
+    with pytest.raises(UsageError, match=r"'a-sandbox-openai' holds 2 job\(s\) that are not"):
         await app.compare(fewer, manifest, ROUTES, how_a)
-    with pytest.raises(UsageError, match=r"'b-sandbox-openai' holds 8 job\(s\) for 4 line"):
+    # Same count, other jobs (submitted without the comparison's key seed): refused too,
+    # before any route's batch is made or grows.
+    with pytest.raises(UsageError, match=r"'b-sandbox-openai' holds 4 job\(s\) that are not"):
         await app.compare(same, manifest, ROUTES, how_b)
 
     assert sandbox.sandbox.requests() == []
-    assert [s.batch.name for s in (await app.status(fewer)).batches] == ["a-sandbox-openai"]
+    for settings, name, jobs in ((fewer, "a-sandbox-openai", 2), (same, "b-sandbox-openai", 4)):
+        batches = (await app.status(settings)).batches
+        assert [(s.batch.name, s.batch.job_count) for s in batches] == [(name, jobs)]
     assert not (tmp_path / "a" / "compare.html").exists()
     assert not (tmp_path / "b" / "compare.html").exists()

@@ -45,6 +45,7 @@ async def submit(
     *,
     route: str = ROUTE,
     budget_usd: float | None = None,
+    exact: bool = False,
 ) -> EnqueueResult:
     return await store.submit(
         name=name,
@@ -54,6 +55,7 @@ async def submit(
         route_snapshot={"name": route, "model": "gpt-image-1"},
         budget_usd=budget_usd,
         specs=job_specs,
+        exact=exact,
     )
 
 

@@ -109,6 +109,44 @@ async def test_adding_to_an_existing_batch_is_all_or_nothing(store: Store) -> No
     assert await store.count_states([first.batch.id]) == {JobState.QUEUED: 3}
 
 
+async def test_an_exact_submit_takes_a_new_batch_or_the_same_jobs_again(store: Store) -> None:
+    first = await submit(store, "cmp", specs(4), exact=True)
+    again = await submit(store, "cmp", specs(4), exact=True)
+
+    assert (first.added, first.batch_created) == (4, True)
+    assert (again.added, again.existing, again.batch.job_count) == (0, 4, 4)
+    assert await store.batch_keys(first.batch.id) == {s.key for s in specs(4)}
+
+
+@pytest.mark.parametrize(
+    ("held", "sent"),
+    [(2, 4), (4, 2), (3, 3)],
+    ids=["batch-would-grow", "batch-holds-more", "other-jobs-same-count"],
+)
+async def test_an_exact_submit_that_would_mix_jobs_enqueues_nothing(
+    store: Store, held: int, sent: int
+) -> None:
+    """A comparison's batch never ends up holding other jobs beside its own, or too few."""
+    base = specs(held)
+    theirs = specs(sent) if (held, sent) != (3, 3) else [replace(s, key=f"x{s.key}") for s in base]
+    before = await submit(store, "cmp", base)
+
+    with pytest.raises(UsageError, match="would not hold exactly"):
+        await submit(store, "cmp", theirs, exact=True)
+
+    assert (await store.find_batch("cmp")).job_count == held
+    assert await store.batch_keys(before.batch.id) == {s.key for s in base}
+
+
+async def test_an_exact_submit_refuses_jobs_queued_in_another_batch(store: Store) -> None:
+    await submit(store, "portraits", specs(3))
+
+    with pytest.raises(UsageError, match="some are jobs of portraits"):
+        await submit(store, "cmp", specs(3), exact=True)
+
+    assert [b.name for b in await store.list_batches()] == ["portraits"]
+
+
 async def test_a_batch_name_is_refused_on_another_route(store: Store) -> None:
     first = await submit(store, "portraits", specs(2))
 
