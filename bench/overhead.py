@@ -5,7 +5,9 @@ decodes and writes each image (no database, no ledger, no retries) through an
 ``httpx.AsyncClient`` on the same transport imagerun uses (``--wire imagerun``, the default),
 or on httpx's own (``--wire httpx``); imagerun does everything it always does. Reported:
 jobs/s for both (imagerun's from its first to its last request as the sandbox saw them, and
-end to end including start-up) and the ratio.
+end to end including start-up), the ratio, and the CPU each side spent per job (user +
+system; imagerun's includes its start-up): on a busy machine throughput swings with the load,
+CPU per job much less.
 
     python bench/overhead.py [--jobs 20000] [--concurrency 8] [--runs 3] [--wire imagerun|httpx]
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +48,11 @@ def wire(name: str, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     return Transport(httpx.create_ssl_context(), limits)
 
 
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def baseline(url: str, jobs: int, concurrency: int, out: Path, transport: str) -> float:
     """What a user would write: an AsyncClient, a fixed set of tasks, decode, write."""
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +76,7 @@ async def baseline(url: str, jobs: int, concurrency: int, out: Path, transport: 
         return jobs / (time.perf_counter() - started)
 
 
-def imagerun(url: str, jobs: int, concurrency: int, tmp: Path) -> tuple[float, float]:
+def imagerun(url: str, jobs: int, concurrency: int, tmp: Path) -> tuple[float, float, float]:
     env = imagerun_env(tmp, {"IMAGERUN_ROUTE_SANDBOX_BASE_URL": f"{url}/openai/v1"})
     path = manifest(tmp / "jobs.jsonl", jobs)
     timed([PYTHON, "-m", "runner.cli", "submit", str(path), "--route", "sandbox"], env, tmp)
@@ -83,7 +91,9 @@ def imagerun(url: str, jobs: int, concurrency: int, tmp: Path) -> tuple[float, f
         "--rpm",
         "100000000",
     ]
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN)
     wall, _, output = timed(run, env, tmp)
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
     seen = sandbox_requests(url)[before:]
     if len(seen) != jobs:
         raise RuntimeError(
@@ -92,7 +102,7 @@ def imagerun(url: str, jobs: int, concurrency: int, tmp: Path) -> tuple[float, f
     from datetime import datetime
 
     times = sorted(datetime.fromisoformat(r["time"]).timestamp() for r in seen)
-    return jobs / (times[-1] - times[0]), jobs / wall
+    return jobs / (times[-1] - times[0]), jobs / wall, cpu / jobs
 
 
 def main() -> None:
@@ -112,20 +122,32 @@ def main() -> None:
     rows = []
     for run in range(args.runs):
         with sandbox_process("--tiny") as url, tempfile.TemporaryDirectory(dir=root) as tmp:
+            cpu = cpu_seconds(resource.RUSAGE_SELF)
             base = anyio.run(
                 baseline, url, args.jobs, args.concurrency, Path(tmp) / "baseline", args.wire
             )
-            steady, whole = imagerun(url, args.jobs, args.concurrency, Path(tmp))
+            base_cpu = (cpu_seconds(resource.RUSAGE_SELF) - cpu) / args.jobs
+            steady, whole, cpu_per_job = imagerun(url, args.jobs, args.concurrency, Path(tmp))
         rows.append(
-            {"run": run + 1, "baseline": base, "imagerun": steady, "imagerun_end_to_end": whole}
+            {
+                "run": run + 1,
+                "baseline": base,
+                "imagerun": steady,
+                "imagerun_end_to_end": whole,
+                "baseline_cpu_us_per_job": base_cpu * 1e6,
+                "imagerun_cpu_us_per_job": cpu_per_job * 1e6,
+            }
         )
         print(
-            f"run {run + 1}: baseline {base:.0f}/s, imagerun {steady:.0f}/s, {whole:.0f}/s overall"
+            f"run {run + 1}: baseline {base:.0f}/s ({base_cpu * 1e6:.0f} µs CPU a job), "
+            f"imagerun {steady:.0f}/s, {whole:.0f}/s overall ({cpu_per_job * 1e6:.0f} µs)"
         )
     summary = {
         "baseline_jobs_per_s": median([r["baseline"] for r in rows]),
         "imagerun_jobs_per_s": median([r["imagerun"] for r in rows]),
         "imagerun_end_to_end_jobs_per_s": median([r["imagerun_end_to_end"] for r in rows]),
+        "baseline_cpu_us_per_job": median([r["baseline_cpu_us_per_job"] for r in rows]),
+        "imagerun_cpu_us_per_job": median([r["imagerun_cpu_us_per_job"] for r in rows]),
     }
     summary["ratio"] = summary["imagerun_jobs_per_s"] / summary["baseline_jobs_per_s"]
     print(
