@@ -47,7 +47,12 @@ def _plan(statement: Executable, keys: tuple[str, ...], dialect: Dialect) -> _Pl
     names = compiled.positiontup or []
     plan = None
     if compiled.positional and set(names) <= set(keys):
-        binds = tuple((n, compiled.binds[n].type.bind_processor(dialect)) for n in names)
+        # The dialect's own type (SQLite's DATETIME text format, its JSON serialiser), as
+        # SQLAlchemy's execution uses: the generic type's processor would leave datetimes
+        # to the driver's adapter, which writes another text.
+        binds = tuple(
+            (n, compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names
+        )
         plan = _Plan(sql=compiled.string, binds=binds)
     # Statements are module-level constants, so their ids stay theirs for the process.
     _PLANS[cache_key] = plan
