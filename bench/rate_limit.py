@@ -1,28 +1,37 @@
 """Rate-limit efficiency: imagerun beside a naive ``asyncio.gather`` + semaphore script.
 
 The sandbox enforces R requests/min with realistic latency, in each limiter shape (``strict``:
-one request per 60/R s; ``window``: R/60 per fixed second; ``bucket``: a token bucket of a
-second's worth; ``sliding``: R/6 in any 10 s). imagerun is run told the true rate (``--rpm R``),
-told three times too much (``--rpm 3R``) and not told (the route's built-in rate, 2R on the
-sandbox route, as the ceiling), each with and without ``x-ratelimit-*`` headers. The naive
-script uses the official ``openai`` SDK with its default retries and a semaphore sized to keep
-R busy. Reported per cell: successful requests per minute ÷ R over the run, 429s, requests
-sent, share refused, and jobs that ended without an image.
+one request per 60/R s, no burst; ``window``: R/60 per fixed second; ``bucket``: a token bucket
+of a second's worth; ``sliding``: R/6 in any 10 s). imagerun is run told the true rate
+(``--rpm R``), told three times too much (``--rpm 3R``) and not told (the route's built-in
+rate, 600/min on the sandbox route, as the ceiling), each with and without ``x-ratelimit-*``
+headers, as one process on SQLite and as four worker processes sharing a PostgreSQL queue. The
+naive script uses the official ``openai`` SDK with its default retries and a semaphore sized
+to keep R busy. Reported per cell: successful requests per minute ÷ R over the run, 429s,
+requests sent, share refused, and jobs that ended without an image.
+
+Cells run ``--parallel`` at a time, each against its own sandbox process (its own limiter).
 
     python bench/rate_limit.py [--rpm 300] [--jobs 150] [--latency 1] [--jitter 0.5]
-        [--shape strict --shape window ...] [--concurrency 32]
+        [--shape strict --shape window ...] [--told truth --told 3x --told untold]
+        [--headers yes|no] [--workers 1,4] [--concurrency 32] [--parallel 1] [--no-naive]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
+import subprocess
 import tempfile
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from _support import (
     PYTHON,
     imagerun_env,
@@ -35,8 +44,10 @@ from _support import (
 )
 
 SHAPES = ("strict", "window", "bucket", "sliding")
+TOLD = ("truth", "3x", "untold")
 #: Seconds each shape measures over (``window`` and ``sliding`` only).
 WINDOWS = {"window": 1.0, "sliding": 10.0}
+ADMIN = os.environ.get("IMAGERUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +59,8 @@ class Cell:
     #: ``truth``, ``3x`` or ``untold`` (imagerun); ``-`` for the naive script.
     told: str
     headers: bool
+    #: imagerun worker processes: 1 on SQLite, more on one PostgreSQL queue.
+    workers: int = 1
 
 
 def measure(requests: list[dict[str, Any]], rpm: int, jobs: int) -> dict[str, float]:
@@ -98,18 +111,62 @@ def sandbox_options(args: argparse.Namespace, cell: Cell) -> list[str]:
     return options if cell.headers else [*options, "--no-limit-headers"]
 
 
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _pg_url(name: str) -> str:
+    base = ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}"
+
+
 def run_imagerun(args: argparse.Namespace, cell: Cell, url: str) -> None:
+    """Submit the jobs and run them: one process on SQLite, or ``workers`` on PostgreSQL."""
+    database = f"imagerun_bench_{secrets.token_hex(4)}" if cell.workers > 1 else None
     with tempfile.TemporaryDirectory() as tmp:
-        env = imagerun_env(Path(tmp), {"IMAGERUN_ROUTE_SANDBOX_BASE_URL": f"{url}/openai/v1"})
-        path = manifest(Path(tmp) / "jobs.jsonl", args.jobs)
-        submit = [PYTHON, "-m", "runner.cli", "submit", str(path), "--route", "sandbox"]
-        timed(submit, env, Path(tmp))
-        run = [PYTHON, "-m", "runner.cli", "run", "--concurrency", str(args.concurrency)]
-        told = {"truth": args.rpm, "3x": 3 * args.rpm}.get(cell.told)
-        timed([*run, "--rpm", str(told)] if told else run, env, Path(tmp))
+        root = Path(tmp)
+        env = imagerun_env(root, {"IMAGERUN_ROUTE_SANDBOX_BASE_URL": f"{url}/openai/v1"})
+        if database is not None:
+            asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+            env["IMAGERUN_DB"] = _pg_url(database)
+        try:
+            path = manifest(root / "jobs.jsonl", args.jobs)
+            submit = [PYTHON, "-m", "runner.cli", "submit", str(path), "--route", "sandbox"]
+            timed(submit, env, root)
+            told = {"truth": args.rpm, "3x": 3 * args.rpm}.get(cell.told)
+            run = ["run", "--concurrency", str(max(1, args.concurrency // cell.workers))]
+            run += ["--rpm", str(told)] if told else []
+            if cell.workers == 1:
+                timed([PYTHON, "-m", "runner.cli", *run], env, root)
+                return
+            _run_workers(cell.workers, run, env, root)
+        finally:
+            if database is not None:
+                asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
-def run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, float]:
+def _run_workers(workers: int, run: list[str], env: dict[str, str], root: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [PYTHON, "-m", "runner.cli", "--data", str(root / f"data-{i}"), *run],
+            env=env,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=3600)
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"a worker exited {proc.returncode}: {err[-2000:]!r}")
+
+
+def run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
     with sandbox_process(*sandbox_options(args, cell)) as url:
         if cell.client == "imagerun":
             run_imagerun(args, cell, url)
@@ -117,47 +174,57 @@ def run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, float]:
             # Enough requests in flight to keep R/min busy at the slowest latency, and more.
             concurrency = int(args.rpm / 60 * (args.latency + args.jitter) * 1.5) + 1
             asyncio.run(naive(url, args.jobs, concurrency))
-        return measure(sandbox_requests(url), args.rpm, args.jobs)
+        measured = measure(sandbox_requests(url), args.rpm, args.jobs)
+    print(f"{cell}: {measured}", flush=True)
+    return {**asdict(cell), **measured}
 
 
-def cells(shapes: list[str]) -> list[Cell]:
+def cells(args: argparse.Namespace) -> list[Cell]:
+    headers = {"yes": (True,), "no": (False,)}.get(args.headers, (True, False))
     out: list[Cell] = []
-    for shape in shapes:
-        out.append(Cell(shape=shape, client="imagerun", told="truth", headers=True))
-        for told in ("3x", "untold"):
-            for headers in (True, False):
-                out.append(Cell(shape=shape, client="imagerun", told=told, headers=headers))
-        out.append(Cell(shape=shape, client="naive openai SDK", told="-", headers=True))
+    for shape in args.shapes or SHAPES:
+        for workers in args.workers:
+            for told in args.told or TOLD:
+                out += [
+                    Cell(shape=shape, client="imagerun", told=told, headers=h, workers=workers)
+                    for h in headers
+                ]
+        if not args.no_naive:
+            out.append(Cell(shape=shape, client="naive openai SDK", told="-", headers=True))
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rpm", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=150)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--jitter", type=float, default=0.5)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=32, help="In all, across workers.")
     parser.add_argument("--shape", action="append", choices=SHAPES, dest="shapes")
-    args = parser.parse_args()
-    shapes = args.shapes or list(SHAPES)
-    results: list[dict[str, Any]] = []
-    for cell in cells(shapes):
-        measured = run_cell(args, cell)
-        results.append(
-            {
-                "shape": cell.shape,
-                "client": cell.client,
-                "told": cell.told,
-                "headers": cell.headers,
-                **measured,
-            }
-        )
-        print(f"{cell}: {measured}", flush=True)
+    parser.add_argument("--told", action="append", choices=TOLD)
+    parser.add_argument("--headers", choices=("yes", "no", "both"), default="both")
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(w) for w in text.split(",")],
+        default=[1, 4],
+        help="Worker counts, comma-separated (more than 1: on PostgreSQL).",
+    )
+    parser.add_argument("--parallel", type=int, default=1, help="Cells run at once.")
+    parser.add_argument("--no-naive", action="store_true", help="Skip the naive SDK script.")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    todo = cells(args)
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        results = list(pool.map(lambda cell: run_cell(args, cell), todo))
     rows = [
         [
             r["shape"],
             r["client"],
+            r["workers"] if r["client"] == "imagerun" else "-",
             r["told"],
             "yes" if r["headers"] else "no",
             f"{r['efficiency']:.3f}",
@@ -168,20 +235,10 @@ def main() -> None:
         ]
         for r in results
     ]
-    header = [
-        "limiter",
-        "client",
-        "told",
-        "headers",
-        f"ok/min ÷ R (R={args.rpm})",
-        "429s",
-        "requests",
-        "refused",
-        "jobs failed",
-    ]
+    header = ["limiter", "client", "workers", "told", "headers"]
+    header += [f"ok/min ÷ R (R={args.rpm})", "429s", "requests", "refused", "jobs failed"]
     print(table(rows, header))
-    name = "rate_limit" if len(shapes) == len(SHAPES) else f"rate_limit_{'_'.join(shapes)}"
-    print(f"wrote {write_results(name, {'args': vars(args), 'results': results})}")
+    print(f"wrote {write_results('rate_limit', {'args': vars(args), 'results': results})}")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ class JobRunner:
         except LeaseLost:
             reservation.cancel()
             return
+        lane.gate.sent()
         result = await self._attempt(lane, job, start, prepared)
         reservation.settle(exposure_of(result))
 
@@ -174,7 +175,8 @@ class JobRunner:
                 exchange = await send(lane.client, prepared, start.id, self.memory)
                 parsed = lane.adapter.parse(exchange.body)
                 paid = Paid(usage=parsed.usage, cost=self._cost(lane, job, Outcome.OK, parsed))
-                await lane.gate.observe(answered(job, exchange.rate_limits, parsed.usage))
+                seen = answered(job, exchange.rate_limits, parsed.usage, exchange.latency_ms)
+                await lane.gate.observe(seen)
                 # From here on the payloads are the only reference to each image's base64 text:
                 # dropping the parsed body lets every copy go as soon as its image is on disk.
                 exchange = replace(exchange, body=None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import replace
 from typing import Protocol
 
@@ -23,16 +24,26 @@ from runner.errors import AttemptError, StoreUnavailable
 from runner.models import Job, Outcome, RateLimits, Usage
 from runner.run.pacing import Learned, Observation, Pace, Reason
 
-#: Pace a hair under the configured rate: providers measure arrival times, which jitter.
-RATE_MARGIN = 0.99
+#: The share of the configured rate the pace may reach (arrival times that jitter are allowed
+#: for on the wire: see WIRE_JITTER_S).
+RATE_MARGIN = 1.0
 #: A learned pace older than this is not used by the next run (seconds).
 PACE_MAX_AGE_S = 24 * 3600.0
-#: Two requests this process sends leave at least this share of an interval apart.
-DEPART_SHARE = 0.99
-#: The first requests of a run open new connections, which delivers them late at times by a
-#: good part of an interval: those leave this much more than an interval apart.
-WARM_UP_SHARE = 1.25
-WARM_UP_REQUESTS = 16
+#: Two requests this process sends leave at least this share of an interval apart, measured
+#: from when the one before really left (after its ledger row), not from when it was let go.
+DEPART_SHARE = 1.0
+#: The first requests of a run open new connections, which delivers them late at times: those
+#: leave this much more than an interval apart.
+WARM_UP_SHARE = 1.1
+WARM_UP_REQUESTS = 8
+#: Requests closer than this are not spaced on the wire one by one (see ``depart``).
+SPACED_GAP_S = 0.005
+#: How many recent row writes the shortest one is taken from (what a departure allows for).
+LEADS_KEPT = 16
+#: What a request may take longer than the one before it to reach the server once it left
+#: (the event loops of both ends): requests leave at least this much more than an interval
+#: apart. Absolute, since it does not grow with the interval.
+WIRE_JITTER_S = 0.003
 #: The learned pace is written to the store at most this often (seconds).
 SAVE_EVERY_S = 1.0
 
@@ -45,15 +56,20 @@ def job_images(job: Job) -> int:
         return 1
 
 
-def answered(job: Job, limits: RateLimits | None, usage: Usage | None) -> Observation:
-    """What the pace learns from an answer that was not refused."""
+def answered(
+    job: Job, limits: RateLimits | None, usage: Usage | None, latency_ms: float | None = None
+) -> Observation:
+    """What the pace learns from an answer that was not refused (``latency_ms`` after it was
+    sent)."""
     tokens = sum(usage.to_json().values()) if usage is not None else None
+    now = anyio.current_time()
     return Observation(
-        at=anyio.current_time(),
+        at=now,
         rate_limited=False,
         limits=limits,
         images=job_images(job),
         tokens=tokens or None,
+        sent_at=now - latency_ms / 1000 if latency_ms is not None else None,
     )
 
 
@@ -92,6 +108,9 @@ class Gate(Protocol):
     async def depart(self) -> None:
         """Hold an admitted request until one interval after the last one this process sent
         (the ledger row written between admission and sending takes varying time)."""
+
+    def sent(self) -> None:
+        """Say that the request departed last leaves now (its ledger row is written)."""
 
     async def observe(self, seen: Observation) -> None:
         """Let an attempt's answer (its status, its rate-limit headers) adjust the pace."""
@@ -149,10 +168,16 @@ class BaseGate(ABC):
         self._paused_until = 0.0
         self._departed_at = -1e9
         self._departed = 0
+        self._sent_at = -1e9
+        #: Set when the request departed last has left (``None``: none is on its way).
+        self._leaving: anyio.Event | None = None
+        #: Seconds from recent departures to their requests leaving (the ledger row).
+        self._leads: deque[float] = deque(maxlen=LEADS_KEPT)
         #: A 429 came on the route this run: no more bursts on it.
         self.refused = False
         # Uncontended, taken without a trip through the event loop (see ``_sleep``).
         self._slots = anyio.Lock(fast_acquire=True)
+        self._departing = anyio.Lock(fast_acquire=True)
         self._gap = self.pace.interval()
         self._stopping: anyio.Event | None = None
 
@@ -212,14 +237,43 @@ class BaseGate(ABC):
         return True
 
     async def depart(self) -> None:
-        # The gap of the request admitted last: a hair less, so a schedule kept on time
-        # is never held back, only a request that would leave too soon after a late one.
-        share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
-        wait = self._departed_at + self._gap * share - anyio.current_time()
-        if wait > 0:
-            await self._sleep(wait)
-        self._departed_at = anyio.current_time()
-        self._departed += 1
+        # Spaced from when the request before really left: its ledger row takes varying time
+        # after its departure, and a limiter that allows no burst refuses a request that
+        # arrives a hair early. The shortest recent row write is allowed for (this one takes
+        # at least about that long too), so a steady schedule is not held back by it.
+        # One at a time: two requests whose slots came while the one before was still on its
+        # way would otherwise both leave one interval after it, together.
+        if self._gap < SPACED_GAP_S:
+            # Faster than an event loop can space requests: the schedule alone paces them,
+            # and row writes are not waited for one by one (they are committed in groups).
+            self._departed_at = anyio.current_time()
+            self._departed += 1
+            return
+        async with self._departing:
+            if self._leaving is not None and not self._leaving.is_set():
+                # Bounded: a request that never leaves (its lease lost) must not hold the rest.
+                with anyio.move_on_after(self._gap * 2):
+                    await self._leaving.wait()
+            share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
+            lead = self._lead()
+            due = self._sent_at + self._gap * share + WIRE_JITTER_S - lead
+            if (wait := due - anyio.current_time()) > 0:
+                await self._sleep(wait)
+            self._departed_at = anyio.current_time()
+            self._departed += 1
+            self._leaving = anyio.Event()
+
+    def _lead(self) -> float:
+        """The shortest recent time from a departure to its request leaving (the ledger row):
+        none until a few are known, since the first row writes of a run are the slowest."""
+        return min(self._leads) if len(self._leads) >= LEADS_KEPT // 4 else 0.0
+
+    def sent(self) -> None:
+        now = anyio.current_time()
+        self._leads.append(max(0.0, now - self._departed_at))
+        self._sent_at = now
+        if self._leaving is not None:
+            self._leaving.set()
 
     async def observe(self, seen: Observation) -> None:
         self.refused |= seen.rate_limited

@@ -16,14 +16,16 @@ outcome as an :class:`Observation` and asks it for the gap to leave before the n
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from runner.models import RateLimits
 
-#: Share of a limit the headers gave that the pace uses at first (arrival times jitter).
-HEADER_SHARE = 0.99
+#: Share of a limit the headers gave that the pace uses at first (the gate leaves requests a
+#: few milliseconds more than an interval apart on the wire, for arrival times that jitter).
+HEADER_SHARE = 1.0
 #: The lowest share a run of 429s can push the header pace down to.
 MIN_HEADER_SHARE = 0.85
 #: What one 429 takes off the header share.
@@ -33,16 +35,32 @@ HEADER_SHARE_STEP = 0.02
 FIRST_BACKOFF = 0.5
 #: The pace after a later 429 without headers, as a fraction of the pace refused.
 BACKOFF = 0.7
-#: The same when the refused pace is close to the one refused before: the limit is known to
-#: be about there, so the pace steps back less.
-BACKOFF_NEAR = 0.9
+#: The same when the limit is known to be about where the refusal came: the pace refused is
+#: close to the one refused before, or had run clean for a while. It steps back a little.
+BACKOFF_NEAR = 0.95
 #: Within this fraction of the pace refused before, a refusal counts as near it.
 NEAR = 0.05
+#: Clean answers in a row after which a refusal says the limit is about at the pace (a user
+#: who gave the true rate, a probe just past the limit), not far under it.
+SETTLED_ANSWERS = 20
 #: How close below the refused rate the pace climbs back quickly.
-RECOVER_TO = 0.95
-#: Quick climb (per clean second), and the slow probe beyond (of the refused rate, per second).
+RECOVER_TO = 0.97
+#: Quick climb (per clean second), and the probe beyond the refused rate (of it, per second).
 RECOVER_RATE = 0.15
 PROBE_RATE = 0.01
+#: Near the refused rate the pace creeps at this share of it a second, halved with every
+#: refusal near it in a row: each time the limit is found where it was, it is probed half as
+#: often (a refusal a probe costs, so their number grows with the log of the run's length).
+CREEP_RATE = 0.003
+#: Without headers, what the limiter let through since it first refused (successes by when
+#: they were sent, over at most this many seconds before the last answered one) caps the pace
+#: a 429 backs off to: a limit counted over a window (a sliding log, a fixed minute) lets a
+#: pace far over it through in bursts, with long waits between, and the bursts say nothing
+#: of the limit while the rate let through does.
+GOODPUT_WINDOW_S = 60.0
+#: That rate is used only once it covers this many seconds and successes.
+GOODPUT_MIN_S = 5.0
+GOODPUT_MIN_OK = 5
 #: A route nobody gave a rate starts at this fraction of its ceiling and doubles this often.
 START_SHARE = 0.25
 DOUBLING_S = 2.0
@@ -73,6 +91,7 @@ class Observation:
         limits: its ``x-ratelimit-*`` headers, parsed, if any.
         images: images the request asked for.
         tokens: tokens the answer reported using, if it did.
+        sent_at: when the request was sent (same clock; ``None``: when it was answered).
     """
 
     at: float
@@ -80,6 +99,11 @@ class Observation:
     limits: RateLimits | None = None
     images: int = 1
     tokens: int | None = None
+    sent_at: float | None = None
+
+    @property
+    def latency(self) -> float:
+        return self.at - self.sent_at if self.sent_at is not None else 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +179,14 @@ class Pace:
         self._tokens_avg: float | None = None
         self._backoff_at: float | None = None
         self._last_at: float | None = None
+        #: Clean answers since the last 429, and refusals near the refused rate in a row.
+        self._clean = 0
+        self._near = 0
+        #: When the first 429 without headers came, and the successes since: (sent, latency).
+        self._bound_since: float | None = None
+        self._passed: deque[tuple[float, float]] = deque()
+        #: Where the pace climbs back quickly to after a backoff.
+        self._target: float | None = None
         if learned is not None:
             rpm = min(ceiling, learned.rpm)
             self.learned = replace(learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason))
@@ -194,6 +226,8 @@ class Pace:
         elif seen.rate_limited:
             self._back_off(seen.at)
         else:
+            self._clean += 1
+            self._passed_through(seen)
             self._probe(seen.at)
         self._last_at = seen.at
         return self.learned != before
@@ -215,25 +249,55 @@ class Pace:
         )
 
     def _back_off(self, at: float) -> None:
+        if self._bound_since is None:
+            self._bound_since = at
         if self._in_episode(at):
             return
         self._backoff_at = at
         self._slow_start = False
         rpm, before = self.rpm, self.learned.refused_rpm
-        if before is None:
-            share, refused = FIRST_BACKOFF, rpm
-        elif abs(rpm - before) <= NEAR * before:
-            # About where the limit was found before: step back a little, and move the
-            # estimate only halfway (a refusal just off it may be arrival times jittering).
-            share, refused = BACKOFF_NEAR, (rpm + before) / 2
+        near = before is not None and abs(rpm - before) <= NEAR * before
+        settled = self._clean >= SETTLED_ANSWERS and (before is None or rpm <= before * (1 + NEAR))
+        self._clean = 0
+        if near or settled:
+            # The limit is about here: step back a little, and probe it half as often.
+            share, self._near = BACKOFF_NEAR, self._near + 1
         else:
-            share, refused = BACKOFF, rpm
+            share, self._near = (FIRST_BACKOFF if before is None else BACKOFF), 0
+        new = rpm * share
+        self._target = rpm * RECOVER_TO
+        if (passed := self._goodput(at)) is not None:
+            new = min(new, passed)
+            self._target = min(self._target, passed * (1 + NEAR))
         self.learned = replace(
             self.learned,
-            rpm=max(FLOOR_RPM, rpm * share),
+            rpm=max(FLOOR_RPM, new),
             reason=Reason.BACKED_OFF,
-            refused_rpm=refused,
+            refused_rpm=rpm,
         )
+
+    def _passed_through(self, seen: Observation) -> None:
+        if self._bound_since is None or seen.sent_at is None:
+            return
+        self._passed.append((seen.sent_at, seen.latency))
+        while self._passed and self._passed[0][0] < seen.sent_at - 2 * GOODPUT_WINDOW_S:
+            self._passed.popleft()
+
+    def _goodput(self, at: float) -> float | None:
+        """Requests a minute the limiter let through lately, or ``None`` when too few are known.
+
+        Counted by when they were sent, up to the longest recent latency ago (requests sent
+        later may still be on their way).
+        """
+        if self._bound_since is None or not self._passed:
+            return None
+        recent = list(self._passed)[-SETTLED_ANSWERS:]
+        until = at - max(latency for _, latency in recent)
+        since = max(self._bound_since, until - GOODPUT_WINDOW_S)
+        count = sum(1 for sent, _ in self._passed if since < sent <= until)
+        if until - since < GOODPUT_MIN_S or count < GOODPUT_MIN_OK:
+            return None
+        return count * 60.0 / (until - since)
 
     def _probe(self, at: float) -> None:
         if self.learned.requests is not None or self._last_at is None:
@@ -242,11 +306,14 @@ class Pace:
         rpm, refused = self.rpm, self.learned.refused_rpm
         if self._slow_start:
             rpm *= 2 ** (dt / DOUBLING_S)
-        elif refused is not None and rpm < refused * RECOVER_TO:
-            rpm = min(refused * RECOVER_TO, rpm * (1 + RECOVER_RATE * dt))
+        elif refused is not None and rpm < (target := self._target or refused * RECOVER_TO):
+            rpm = min(target, rpm * (1 + RECOVER_RATE * dt))
+        elif refused is not None and rpm < refused * (1 - NEAR):
+            # Below where the limit was found, the rate let through said to stop: probe on.
+            rpm += refused * PROBE_RATE / 2 * dt
         elif refused is not None and rpm < refused * (1 + NEAR):
             # Near the rate refused before: creep, since that is where the limit is.
-            rpm += refused * PROBE_RATE / 2 * dt
+            rpm += refused * CREEP_RATE / 2**self._near * dt
         else:
             rpm += (refused or self.ceiling) * PROBE_RATE * dt
         rpm = min(self.ceiling, rpm)

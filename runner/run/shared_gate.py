@@ -13,10 +13,11 @@ import contextlib
 from runner.errors import StoreUnavailable
 from runner.run.gate import BaseGate, PaceKeeper, PaceStore
 
-#: Until a 429, a worker may use a slot this many seconds early: one that stalls for a moment
-#: (a busy event loop, a slow commit) leaves a gap in the schedule that the others then fill,
-#: so hiccups do not cost the route its rate. After a 429, requests keep one interval apart.
-CATCH_UP_S = 0.25
+#: What the requests of two workers, one slot apart, may differ by on their way from the
+#: schedule to the server (the slot's answer, the sleep, the ledger row, the event loops):
+#: slots are this much longer than an interval. Never a slot early: a limiter that allows no
+#: burst refuses a request that arrives a hair before its interval is up.
+SLOT_JITTER_S = 0.006
 
 
 class SharedGate(BaseGate):
@@ -61,8 +62,7 @@ class SharedGate(BaseGate):
 
     async def _take_slot(self, interval: float) -> None:
         while True:
-            tolerance = 0.0 if self.refused else max(0.0, CATCH_UP_S - interval)
-            wait, paused = await self._store.take_rate_slot(self._route, interval, tolerance)
+            wait, paused = await self._store.take_rate_slot(self._route, interval + SLOT_JITTER_S)
             if paused <= 0:
                 break
             self.refused = True
@@ -71,4 +71,5 @@ class SharedGate(BaseGate):
             await self._wait_out_pause()
             if self.stopped is not None:
                 return
-        await self._sleep(wait)
+        # The ledger row still to write takes at least about this long.
+        await self._sleep(wait - self._lead())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runner.models import Limit, RateLimits
+from runner.run.gate import WIRE_JITTER_S
 from runner.run.pacing import (
     BACKOFF,
     BACKOFF_NEAR,
@@ -90,16 +91,45 @@ def test_tokens_per_request_count_against_a_tokens_limit() -> None:
     assert pace.interval() == pytest.approx(10 / HEADER_SHARE)
 
 
-def test_a_429_near_the_rate_refused_before_steps_back_less() -> None:
+def climb(pace: Pace, start: float, seconds: float) -> float:
+    """Clean answers every tenth of a second for ``seconds``; returns when they ended."""
+    for tenth in range(1, int(seconds * 10) + 1):
+        pace.observe(clean(start + tenth / 10))
+    return start + seconds
+
+
+def test_a_429_near_the_rate_refused_before_steps_back_less_and_probes_half_as_often() -> None:
     pace = Pace(900, told=True)
     pace.observe(refused(0.0))
-    for tenth in range(1, 200):
-        pace.observe(clean(tenth / 10))
+    climb(pace, 0.0, 6.0)
     again = pace.rpm
-    pace.observe(refused(20.0))
+    assert again == pytest.approx(900 * RECOVER_TO, rel=0.02)
+    pace.observe(refused(6.0))
+    # Refused near where it was before: a small step back; the estimate is the pace refused.
     assert pace.rpm == pytest.approx(again * BACKOFF_NEAR)
-    # Refused just under the rate refused before: the estimate moves only halfway.
-    assert pace.learned.refused_rpm == pytest.approx((again + 900) / 2)
+    assert pace.learned.refused_rpm == pytest.approx(again)
+    climb(pace, 6.0, 6.0)
+    first_climb = pace.rpm
+    pace.observe(refused(12.0))
+    climb(pace, 12.0, 6.0)
+    # Found about there once more: the creep beyond the quick climb is slower each time.
+    assert pace.rpm - pace.learned.refused_rpm * RECOVER_TO < first_climb - again * RECOVER_TO
+
+
+def test_without_headers_the_rate_let_through_caps_the_backoff() -> None:
+    """A limit counted over a long window lets a pace far over it through in bursts: what
+    got through since the first 429, not the pace refused, says where the limit is."""
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+    # 20 successes in the 10 s after it (120/min), each answered a second after it left.
+    for second in range(1, 11):
+        for half in (0.0, 0.5):
+            sent = second + half
+            pace.observe(Observation(at=sent + 1, rate_limited=False, sent_at=sent))
+    assert pace.rpm > 300
+    pace.observe(refused(12.0))
+    assert pace.rpm == pytest.approx(120, rel=0.15)
+    assert pace.reason is Reason.BACKED_OFF
 
 
 def test_a_429_without_headers_backs_off_once_per_episode() -> None:
@@ -158,8 +188,9 @@ def test_a_learned_pace_is_where_the_next_run_starts_under_its_ceiling() -> None
 def simulate(shape: LimiterShape, *, limit: int, ceiling: float, headers: bool) -> list[bool]:
     """Send 600 requests through a pace and a sandbox limiter: ``True`` for each refusal.
 
-    Answers come back at once; a refusal holds the next request for its ``Retry-After`` as
-    the gate's pause does.
+    Answers come back at once; requests leave one interval and the gate's allowance for
+    arrival jitter apart; a refusal holds the next request for its ``Retry-After`` as the
+    gate's pause does.
     """
     now = 0.0
     limiter = RateLimiter(limit, None, lambda: now, shape=shape, window=10.0)
@@ -171,7 +202,7 @@ def simulate(shape: LimiterShape, *, limit: int, ceiling: float, headers: bool) 
         limits = requests_limit(limit) if headers else None
         pace.observe(Observation(at=now, rate_limited=not admission.allowed, limits=limits))
         refusals.append(not admission.allowed)
-        now += max(pace.interval(), admission.retry_after_s)
+        now += max(pace.interval() + WIRE_JITTER_S, admission.retry_after_s)
     return refusals
 
 
