@@ -42,8 +42,17 @@ SPACED_GAP_S = 0.005
 LEADS_KEPT = 16
 #: What a request may take longer than the one before it to reach the server once it left
 #: (the event loops of both ends): requests leave at least this much more than an interval
-#: apart. Absolute, since it does not grow with the interval.
+#: apart. Absolute, since it does not grow with the interval; but at most JITTER_SHARE of an
+#: interval, so a fast route keeps its rate.
 WIRE_JITTER_S = 0.003
+JITTER_SHARE = 0.02
+
+
+def jitter_allowance(interval: float, seconds: float = WIRE_JITTER_S) -> float:
+    """What is added to ``interval`` for arrival times that jitter by up to ``seconds``."""
+    return min(seconds, interval * JITTER_SHARE)
+
+
 #: The learned pace is written to the store at most this often (seconds).
 SAVE_EVERY_S = 1.0
 
@@ -256,7 +265,7 @@ class BaseGate(ABC):
                     await self._leaving.wait()
             share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
             lead = self._lead()
-            due = self._sent_at + self._gap * share + WIRE_JITTER_S - lead
+            due = self._sent_at + self._gap * share + jitter_allowance(self._gap) - lead
             if (wait := due - anyio.current_time()) > 0:
                 await self._sleep(wait)
             self._departed_at = anyio.current_time()

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 
 from runner.errors import StoreUnavailable
-from runner.run.gate import BaseGate, PaceKeeper, PaceStore
+from runner.run.gate import BaseGate, PaceKeeper, PaceStore, jitter_allowance
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the
 #: schedule to the server (the slot's answer, the sleep, the ledger row, the event loops):
-#: slots are this much longer than an interval. Never a slot early: a limiter that allows no
+#: slots are this much longer than an interval (at most a small share of it: see
+#: :func:`runner.run.gate.jitter_allowance`). Never a slot early: a limiter that allows no
 #: burst refuses a request that arrives a hair before its interval is up.
 SLOT_JITTER_S = 0.006
 
@@ -62,7 +63,8 @@ class SharedGate(BaseGate):
 
     async def _take_slot(self, interval: float) -> None:
         while True:
-            wait, paused = await self._store.take_rate_slot(self._route, interval + SLOT_JITTER_S)
+            slot = interval + jitter_allowance(interval, SLOT_JITTER_S)
+            wait, paused = await self._store.take_rate_slot(self._route, slot)
             if paused <= 0:
                 break
             self.refused = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runner.models import Limit, RateLimits
-from runner.run.gate import WIRE_JITTER_S
+from runner.run.gate import jitter_allowance
 from runner.run.pacing import (
     BACKOFF,
     BACKOFF_NEAR,
@@ -202,7 +202,8 @@ def simulate(shape: LimiterShape, *, limit: int, ceiling: float, headers: bool) 
         limits = requests_limit(limit) if headers else None
         pace.observe(Observation(at=now, rate_limited=not admission.allowed, limits=limits))
         refusals.append(not admission.allowed)
-        now += max(pace.interval() + WIRE_JITTER_S, admission.retry_after_s)
+        gap = pace.interval()
+        now += max(gap + jitter_allowance(gap), admission.retry_after_s)
     return refusals
 
 
