@@ -84,6 +84,7 @@ async def not_run(ctx: RemoteContext, line: RemoteLine, why: str, state: JobStat
         await ctx.jobs.ledger.fail(result)
     else:
         await ctx.jobs.ledger.release(result, line.job.id, state)
+    ctx.settled(line.job.id, None)
     ctx.stats.record(JobSettled(route=ctx.lane.route.name, state=state))
 
 
@@ -91,9 +92,12 @@ async def _settle(ctx: RemoteContext, line: RemoteLine, answer: LineAnswer) -> N
     # The job as it was before this attempt started (the verdict counts this one itself).
     job = replace(line.job, attempts=max(0, line.job.attempts - 1))
     if answer.error is None:
-        await ctx.jobs.settle_answer(ctx.lane, job, line.start, answer.body, answer.request_id)
+        result = await ctx.jobs.settle_answer(
+            ctx.lane, job, line.start, answer.body, answer.request_id
+        )
     else:
-        await ctx.jobs.settle_error(ctx.lane, job, line.start, answer.error)
+        result = await ctx.jobs.settle_error(ctx.lane, job, line.start, answer.error)
+    ctx.settled(line.job.id, result)
 
 
 async def _chunks(path: Path) -> AsyncIterator[list[LineAnswer]]:

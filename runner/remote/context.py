@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -15,8 +15,10 @@ from runner.remote.client import RemoteClient
 from runner.remote.lines import PlannedLine, plan_line
 from runner.run.attempt import JobRunner
 from runner.run.lane import Lane
+from runner.run.spending import Reservation, exposure_of
 from runner.run.stats import RunStats
 from runner.shapes import LoadedImage
+from runner.store import AttemptResult
 
 #: Where a remote batch's input and result files are kept while it lives (under the data dir).
 REMOTE_DIR = "remote"
@@ -39,6 +41,18 @@ class RemoteContext:
     stats: RunStats
     #: Set when the run stops: drivers leave their remote batches where they are.
     stopping: anyio.Event
+    #: The budget reservation of each job in a remote batch this process opened.
+    reservations: dict[int, Reservation] = field(default_factory=dict)
+
+    def settled(self, job_id: int, result: AttemptResult | None) -> None:
+        """A line's attempt ended (``None``: it never ran): its reservation settles."""
+        reservation = self.reservations.pop(job_id, None)
+        if reservation is None:
+            return  # opened by an earlier process: its reservation went with it
+        if result is None:
+            reservation.cancel()
+        else:
+            reservation.settle(exposure_of(result))
 
     def path(self, rb_id: str, kind: str) -> Path:
         """The local file of a remote batch's ``kind`` (``input``, ``output``, ``error``)."""

@@ -157,6 +157,16 @@ class RemoteDriver:
             except AttemptError as exc:
                 await self._unsent(job, exc)
                 continue
+            reservation = await ctx.jobs.spending.reserve(job.batch_id, worst)
+            if reservation is None:  # the budget has no room for it: it stays queued
+                stop = ctx.jobs.spending.stopped
+                await ctx.store.release_unstarted(ctx.worker_id, [job.id])
+                ctx.lane.held.discard(job.id)
+                ctx.stats.record(
+                    JobSettled(route=self.route.name, state=JobState.QUEUED, budget_stop=stop)
+                )
+                continue
+            ctx.reservations[job.id] = reservation
             model = str(planned.body.get("model") or self.route.model)
             sized.append(
                 Sized(
@@ -210,6 +220,7 @@ class RemoteDriver:
             raise AttemptError(Outcome.INVALID_REQUEST, str(exc), sent=False) from exc
 
     async def _unsent(self, job: Job, error: AttemptError) -> None:
+        self.ctx.settled(job.id, None)
         await self.ctx.store.fail_unsent(job.id, error.outcome.value, error.message)
         self.ctx.lane.held.discard(job.id)
         self.ctx.stats.record(JobSettled(route=self.route.name, state=JobState.FAILED))
@@ -258,6 +269,10 @@ class RemoteDriver:
         with anyio.CancelScope(shield=True):
             written = await ctx.store.open_remote_batch(rb, starts)
         ctx.lane.held.difference_update(job.id for job, _, _ in items)
+        kept = {s.job_id for s in starts if s.id in set(written)}
+        for job, _, _ in items:
+            if job.id not in kept:
+                ctx.settled(job.id, None)
         if not written:
             return None
         return replace(rb, line_count=len(written))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from runner import app
 from runner.models import JobState, Usage
-from runner.pricing import token_cost
+from runner.pricing import PricedJob, token_cost, worst_case
 from runner.sandbox import FaultKind, FaultRule, SandboxConfig
 from runner.store import BatchInfo, RemoteBatch
 from tests.e2e.harness import World, png, route_config
@@ -166,6 +166,22 @@ async def test_jobs_are_split_by_bytes_and_a_line_too_large_fails_unsent(
     assert all(rb.bytes <= 700 for rb in ours)
     assert sum(rb.line_count for rb in ours) == 6
     assert len(ours) >= 2
+
+
+async def test_a_run_budget_holds_back_the_lines_it_has_no_room_for(world: MakeWorld) -> None:
+    w = world()
+    batch = await w.submit(prompts(5), ROUTE)
+    route = w.settings().catalog.get(ROUTE)
+    worst = worst_case(w.settings().book, route, PricedJob(quality="low", prompt_chars=40))
+
+    result = await w.run(budget_usd=2.5 * worst)
+
+    assert result.report is not None
+    assert result.report.stats.budget_stop is not None
+    ledger = await w.rows(batch)
+    assert ledger.states() == {JobState.SUCCEEDED.value: 2, JobState.QUEUED.value: 3}
+    (rb,) = await checked(w, batch)
+    assert rb.line_count == 2
 
 
 async def test_jobs_are_split_by_lines(world: MakeWorld) -> None:
