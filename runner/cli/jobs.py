@@ -137,7 +137,7 @@ def routes_table(catalog: Catalog, show_sandbox: bool) -> Table:
         billing = (
             f"${route.usd_per_call:.3f}/call"
             if route.billing == "call"
-            else f"tokens×{route.price_multiplier:g}"
+            else f"tokens×{route.price_factor:g}"
         )
         key = route.api_key_env + (" ✓" if route.api_key() else " (unset)")
         if route.api_key_default and route.api_key_env not in os.environ:

@@ -22,7 +22,10 @@ from runner.manifest.fields import (
     unknown_field_message,
 )
 from runner.manifest.sources import ImageFacts, Resolved, SourceResolver, show_ref
-from runner.models import SourceImage
+from runner.models import Shape, SourceImage
+
+#: Fields of a streamed answer, which a line of a remote batch (shape ``batch``) cannot carry.
+STREAMING = frozenset({"stream", "partial_images"})
 
 
 class Fields(NamedTuple):
@@ -101,6 +104,8 @@ class LineChecker:
             if name not in rules.accepted:
                 known = is_known(name)
                 message = f"this route does not accept {name}" if known else None
+                if name in STREAMING and rules.route.shape is Shape.BATCH:
+                    message = f"a remote batch line cannot stream: {rules.route.name} refuses it"
                 problems.append(Problem(file, line, name, message or unknown_field_message(name)))
                 continue
             check = _VALUE_CHECKS.get(name)

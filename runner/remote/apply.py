@@ -13,7 +13,7 @@ batch's end says.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -26,8 +26,10 @@ from runner.run.records import result_record
 from runner.run.stats import JobSettled
 from runner.store import RemoteBatch, RemoteLine
 
-#: Result lines applied per store round trip.
+#: Result lines applied per store round trip…
 CHUNK_LINES = 200
+#: …or fewer, once their bytes reach this (an image line holds megabytes of base64).
+CHUNK_BYTES = 16 * 1024 * 1024
 
 
 async def download_results(ctx: RemoteContext, rb: RemoteBatch) -> list[Path]:
@@ -43,22 +45,43 @@ async def download_results(ctx: RemoteContext, rb: RemoteBatch) -> list[Path]:
     return paths
 
 
-async def apply_results(ctx: RemoteContext, rb: RemoteBatch, paths: list[Path]) -> int:
-    """Settle every line the result files answer; returns how many were settled now."""
-    settled = 0
+@dataclass(slots=True)
+class Applied:
+    """What applying the result files did."""
+
+    settled: int = 0
+    #: Result lines that did not parse: their attempts cannot be told apart from lines never
+    #: run, so those are held, not re-sent.
+    unreadable: int = 0
+
+
+async def apply_results(ctx: RemoteContext, rb: RemoteBatch, paths: list[Path]) -> Applied:
+    """Settle every line the result files answer."""
+    applied = Applied()
     for path in paths:
-        async for chunk in _chunks(path):
+        async for chunk in _chunks(path, applied):
             ran = {a.custom_id: a for a in chunk if a.ran}
             for line in await ctx.store.remote_lines(rb.id, list(ran)):
                 await _settle(ctx, line, ran[line.start.id])
-                settled += 1
+                applied.settled += 1
     await ctx.jobs.ledger.flush()
-    return settled
+    return applied
 
 
-async def settle_unanswered(ctx: RemoteContext, rb: RemoteBatch) -> int:
-    """Settle the lines no result file answered (never run); returns how many."""
+async def settle_unanswered(ctx: RemoteContext, rb: RemoteBatch, *, unreadable: int = 0) -> int:
+    """Settle the lines no result file answered (never run); returns how many.
+
+    Args:
+        unreadable: result lines that did not parse. One of the unanswered lines may then have
+            run and been paid: they all fail with their charge unknown instead of being
+            re-sent (``imagerun retry --failed`` sends them again, at the user's word).
+    """
     lines = await ctx.store.remote_lines(rb.id)
+    if unreadable:
+        for line in lines:
+            await _unreadable(ctx, line, unreadable)
+        await ctx.jobs.ledger.flush()
+        return len(lines)
     if rb.status == "failed":
         why, state = f"the remote batch failed: {rb.error or 'no reason given'}", JobState.FAILED
     elif rb.cancel_requested:
@@ -88,6 +111,19 @@ async def not_run(ctx: RemoteContext, line: RemoteLine, why: str, state: JobStat
     ctx.stats.record(JobSettled(route=ctx.lane.route.name, state=state))
 
 
+async def _unreadable(ctx: RemoteContext, line: RemoteLine, count: int) -> None:
+    why = f"{count} result line(s) of its remote batch did not parse: this one may have run"
+    error = AttemptError(Outcome.BAD_RESPONSE, why)
+    result = replace(
+        result_record(line.start, Outcome.BAD_RESPONSE, exchange=None, error=error),
+        expected_usd=line.start.worst_case_usd,
+        charge_status=ChargeStatus.UNKNOWN,
+    )
+    await ctx.jobs.ledger.fail(result)
+    ctx.settled(line.job.id, result)
+    ctx.stats.record(JobSettled(route=ctx.lane.route.name, state=JobState.FAILED))
+
+
 async def _settle(ctx: RemoteContext, line: RemoteLine, answer: LineAnswer) -> None:
     # The job as it was before this attempt started (the verdict counts this one itself).
     job = replace(line.job, attempts=max(0, line.job.attempts - 1))
@@ -100,10 +136,11 @@ async def _settle(ctx: RemoteContext, line: RemoteLine, answer: LineAnswer) -> N
     ctx.settled(line.job.id, result)
 
 
-async def _chunks(path: Path) -> AsyncIterator[list[LineAnswer]]:
-    """The answers in a result file, :data:`CHUNK_LINES` at a time (lines that do not parse
-    are skipped: their attempts are then settled as never answered)."""
+async def _chunks(path: Path, applied: Applied) -> AsyncIterator[list[LineAnswer]]:
+    """The answers in a result file, :data:`CHUNK_LINES` (or :data:`CHUNK_BYTES`) at a time
+    (lines that do not parse are counted in ``applied.unreadable``)."""
     chunk: list[LineAnswer] = []
+    held = 0
     async with await anyio.open_file(path, "rb") as handle:
         async for raw in handle:
             if not raw.strip():
@@ -111,9 +148,11 @@ async def _chunks(path: Path) -> AsyncIterator[list[LineAnswer]]:
             try:
                 chunk.append(read_answer(raw))
             except ValueError:
+                applied.unreadable += 1
                 continue
-            if len(chunk) >= CHUNK_LINES:
+            held += len(raw)
+            if len(chunk) >= CHUNK_LINES or held >= CHUNK_BYTES:
                 yield chunk
-                chunk = []
+                chunk, held = [], 0
     if chunk:
         yield chunk

@@ -294,8 +294,14 @@ class RemoteDriver:
                         ctx.lane.gate.stop(f"{exc.outcome.value}: {exc.message}")
                         return
                     if not exc.outcome.retryable and exc.outcome is not Outcome.LOST:
-                        rb = await self._failed_whole(rb, exc)
-                        continue
+                        if rb.step in (RemoteStep.PREPARING, RemoteStep.UPLOADED):
+                            rb = await self._failed_whole(rb, exc)
+                            continue
+                        # Its lines may have run (and been paid): never settle them blind.
+                        # The error is recorded; the driver takes it up again shortly.
+                        change = RemoteChange(error=f"{exc.outcome.value}: {exc.message}")
+                        await ctx.store.advance_remote_batch(rb.id, change)
+                        return
                     # The call may have taken effect before it failed: look before redoing it.
                     resumed = True
                     with anyio.move_on_after(backoff):
@@ -391,9 +397,9 @@ class RemoteDriver:
         """Step 5: results applied, lines never run settled, our files deleted."""
         ctx = self.ctx
         paths = await download_results(ctx, rb)
-        await apply_results(ctx, rb, paths)
+        applied = await apply_results(ctx, rb, paths)
         current = await self._current(rb)
-        await settle_unanswered(ctx, current)
+        await settle_unanswered(ctx, current, unreadable=applied.unreadable)
         return await self._finish(current)
 
     async def _finish(self, rb: RemoteBatch) -> RemoteBatch:

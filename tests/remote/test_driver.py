@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from runner import app
+from runner.errors import ValidationFailed
 from runner.models import JobState, Usage
 from runner.pricing import PricedJob, token_cost, worst_case
 from runner.sandbox import FaultKind, FaultRule, SandboxConfig
@@ -279,3 +280,13 @@ async def test_remote_batches_on_postgresql(world: MakeWorld, pg_url: str) -> No
     ours = await checked(w, batch)
     assert len(ours) == 3
     assert [a["outcome"] for a in ledger.attempts_of("flaky")] == ["server_error", "ok"]
+
+
+async def test_streaming_fields_are_refused_at_submit(world: MakeWorld) -> None:
+    w = world()
+    line = {"id": "s", "prompt": "a kite", "stream": True}
+    with pytest.raises(ValidationFailed) as caught:
+        await w.submit([line], ROUTE)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.field) == (1, "stream")
+    assert "remote batch line cannot stream" in problem.message
