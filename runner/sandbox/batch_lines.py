@@ -129,17 +129,18 @@ def read_span(path: Path, span: tuple[int, int]) -> dict[str, Any]:
     return line
 
 
-def response_line(line_id: str, custom_id: str, status: int, request_id: str, body: bytes) -> bytes:
-    """An output line around a response ``body`` that is already JSON (never re-encoded)."""
+def response_line(
+    line_id: str, custom_id: str, status: int, request_id: str, body: bytes
+) -> tuple[bytes, ...]:
+    """An output line around a response ``body`` that is already JSON, in pieces to write one
+    after the other (the body, megabytes of base64, is neither re-encoded nor copied)."""
     head = json.dumps({"id": line_id, "custom_id": custom_id})[:-1]
     response = f'"response": {{"status_code": {status}, "request_id": {json.dumps(request_id)}'
-    return b"".join(
-        [head.encode(), b", ", response.encode(), b', "body": ', body, b'}, "error": null}\n']
-    )
+    return (f'{head}, {response}, "body": '.encode(), body, b'}, "error": null}\n')
 
 
-def unrun_line(line_id: str, custom_id: str, code: str, message: str) -> bytes:
+def unrun_line(line_id: str, custom_id: str, code: str, message: str) -> tuple[bytes, ...]:
     """An error-file line for a request that never ran."""
     error = {"code": code, "message": message}
     item = {"id": line_id, "custom_id": custom_id, "response": None, "error": error}
-    return json.dumps(item).encode() + b"\n"
+    return (json.dumps(item).encode() + b"\n",)

@@ -116,10 +116,11 @@ class _Results:
         self.sizes = [0, 0]
         self.lines = [0, 0]
 
-    def write(self, line: bytes, *, ok: bool) -> None:
+    def write(self, line: tuple[bytes, ...], *, ok: bool) -> None:
         which = 0 if ok else 1
-        self._files[which].write(line)
-        self.sizes[which] += len(line)
+        for piece in line:
+            self._files[which].write(piece)
+            self.sizes[which] += len(piece)
         self.lines[which] += 1
 
     def close(self) -> None:
@@ -134,7 +135,7 @@ class _Results:
 
 async def _run_line(
     sandbox: Sandbox, batch: BatchRecord, raw: dict[str, object]
-) -> tuple[bytes, bool]:
+) -> tuple[tuple[bytes, ...], bool]:
     custom_id, url = str(raw["custom_id"]), str(raw["url"])
     body = json.dumps(raw["body"]).encode()
     endpoint = LINE_ENDPOINTS.get(url)
