@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.errors import UsageError
-from runner.models import Job, Outcome, utcnow
+from runner.models import Job, Outcome, Shape, utcnow
 from runner.pricing import PriceBook, PricedJob, worst_case
 from runner.routes import Catalog, Route
 from runner.routes.sizes import size_problem
@@ -128,7 +128,17 @@ def _sends_size(route: Route, params: dict[str, Any]) -> bool:
 
 
 def plan_probes(catalog: Catalog, route: Route, options: ProbeOptions) -> list[Probe]:
-    """The probes for ``route``, success first."""
+    """The probes for ``route``, success first.
+
+    Raises:
+        UsageError: the route runs remote batches (its lines are not single requests to
+            time and charge one by one; the batch's own results say what each cost).
+    """
+    if route.shape is Shape.BATCH:
+        raise UsageError(
+            f"probe-billing sends single requests; route {route.name} runs remote batches, "
+            "whose result lines carry their own usage: probe its synchronous twin instead"
+        )
     base = _base_params(catalog, route)
     probes = [Probe(provoke=Outcome.OK, prompt=BASE_PROMPT, params=base, how="a normal request")]
     invalid = {**base, "size": INVALID_SIZE}

@@ -290,3 +290,11 @@ async def test_streaming_fields_are_refused_at_submit(world: MakeWorld) -> None:
     (problem,) = caught.value.problems
     assert (problem.line, problem.field) == (1, "stream")
     assert "remote batch line cannot stream" in problem.message
+
+
+def test_probe_billing_refuses_a_remote_batch_route(world: MakeWorld) -> None:
+    from runner.billing import ProbeOptions
+    from runner.errors import UsageError
+
+    with pytest.raises(UsageError, match="runs remote batches"):
+        app.probe_plan(world().settings(), ROUTE, ProbeOptions())

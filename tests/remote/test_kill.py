@@ -9,6 +9,7 @@ and the ledger's total what the sandbox billed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -20,12 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from runner.models import RemoteStep
 from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbox
 from runner.store import RemoteBatch
-from tests.resume.invariants import read_ledger
+from tests.resume.invariants import Ledger
 
 from .conftest import ROUTE
 from .invariants import check_remote, sandbox_batches
@@ -42,14 +44,15 @@ def sandbox() -> Iterator[SandboxHandle]:
 class Runner:
     """``imagerun`` as a child process with its own database and data directory."""
 
-    def __init__(self, tmp: Path, handle: SandboxHandle) -> None:
+    def __init__(self, tmp: Path, handle: SandboxHandle, pg_url: str | None = None) -> None:
         self.tmp = tmp
         self.db = tmp / "imagerun.db"
+        self.pg_url = pg_url
         self.data = tmp / "data"
         self.log = tmp / "runner.log"
         self.env = {
             **os.environ,
-            "IMAGERUN_DB": f"sqlite+aiosqlite:///{self.db}",
+            "IMAGERUN_DB": pg_url or f"sqlite+aiosqlite:///{self.db}",
             "IMAGERUN_DATA": str(self.data),
             "IMAGERUN_ROUTE_SANDBOX_OPENAI_BATCH_BASE_URL": handle.openai_base,
         }
@@ -83,22 +86,32 @@ class Runner:
         result = self.cli("submit", str(manifest), "--route", ROUTE, "--name", "kill")
         assert result.returncode == 0, result.stderr
 
-    def remote(self) -> list[dict[str, Any]]:
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        """The rows of ``sql`` on the runner's database (none before it is migrated)."""
+        if self.pg_url is not None:
+            return asyncio.run(_pg_rows(self.pg_url, sql))
         if not self.db.exists():
             return []
         with sqlite3.connect(self.db) as conn:
             conn.row_factory = sqlite3.Row
             try:
-                return [dict(r) for r in conn.execute("SELECT * FROM remote_batches")]
+                return [dict(r) for r in conn.execute(sql)]
             except sqlite3.OperationalError:  # not migrated yet, or locked for a moment
                 return []
 
+    def remote(self) -> list[dict[str, Any]]:
+        return self.rows("SELECT * FROM remote_batches")
+
     def settled_lines(self) -> int:
-        with sqlite3.connect(self.db) as conn:
-            query = (
-                "SELECT count(*) FROM attempts WHERE remote_batch_id IS NOT NULL AND state = 'done'"
-            )
-            return int(conn.execute(query).fetchone()[0])
+        done = "SELECT id FROM attempts WHERE remote_batch_id IS NOT NULL AND state = 'done'"
+        return len(self.rows(done))
+
+    def ledger(self) -> Ledger:
+        return Ledger(
+            jobs=self.rows("SELECT * FROM jobs"),
+            attempts=self.rows("SELECT * FROM attempts"),
+            outputs=self.rows("SELECT * FROM outputs"),
+        )
 
     def kill_when(self, condition: Callable[[], bool]) -> None:
         """Start a run and SIGKILL it once ``condition`` holds (it must still be running)."""
@@ -115,12 +128,12 @@ class Runner:
         for _ in range(3):
             proc = self.start()
             assert proc.wait(timeout=120) in (0, 1), self.log.read_text()[-3000:]
-            if not read_ledger(self.db).runnable():
+            if not self.ledger().runnable():
                 return
         pytest.fail("the batch never finished")
 
     def check(self, sandbox: SandboxHandle, jobs: int) -> None:
-        ledger = read_ledger(self.db)
+        ledger = self.ledger()
         assert {j["state"] for j in ledger.jobs} == {"succeeded"}
         assert len(ledger.jobs) == jobs
         ours = [_remote(r) for r in self.remote()]
@@ -129,6 +142,16 @@ class Runner:
         # Nothing we uploaded is left on the provider (a second upload would be).
         names = [f.filename for f in sandbox.sandbox.uploads if f.filename.startswith("imagerun-")]
         assert names == []
+
+
+async def _pg_rows(url: str, sql: str) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        return [dict(r) for r in await conn.fetch(sql)]
+    except asyncpg.UndefinedTableError:
+        return []
+    finally:
+        await conn.close()
 
 
 def _remote(row: dict[str, Any]) -> RemoteBatch:
@@ -172,6 +195,23 @@ def test_kill_between_create_and_recording_it_creates_no_second_batch(
 ) -> None:
     sandbox.sandbox.reset(SandboxConfig(batch_create_delay=5.0))
     runner = Runner(tmp_path, sandbox)
+    runner.submit(5)
+
+    runner.kill_when(lambda: bool(sandbox_batches(sandbox.sandbox)))
+    (row,) = runner.remote()
+    assert (row["step"], row["remote_id"]) == ("uploaded", None)
+    sandbox.sandbox.configure(batch_create_delay=0.0)
+    runner.finish()
+
+    runner.check(sandbox, 5)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+
+
+def test_kill_between_create_and_recording_it_on_postgresql(
+    tmp_path: Path, sandbox: SandboxHandle, pg_url: str
+) -> None:
+    sandbox.sandbox.reset(SandboxConfig(batch_create_delay=5.0))
+    runner = Runner(tmp_path, sandbox, pg_url)
     runner.submit(5)
 
     runner.kill_when(lambda: bool(sandbox_batches(sandbox.sandbox)))
