@@ -298,3 +298,27 @@ def test_probe_billing_refuses_a_remote_batch_route(world: MakeWorld) -> None:
 
     with pytest.raises(UsageError, match="runs remote batches"):
         app.probe_plan(world().settings(), ROUTE, ProbeOptions())
+
+
+async def test_a_cancel_before_the_remote_batch_exists_sends_nothing(world: MakeWorld) -> None:
+    """Cancelled while its input was uploading: it is never created, its lines cost nothing."""
+    w = world(SandboxConfig(batch_window=20.0, file_create_delay=1.0))
+    batch = await w.submit(prompts(3), ROUTE)
+
+    async def cancel_while_uploading() -> None:
+        with anyio.fail_after(30):
+            while not any(f.filename.startswith("imagerun-rb") for f in w.handle.sandbox.uploads):
+                await anyio.sleep(0.02)
+        await app.cancel(w.settings(), batch.id)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancel_while_uploading)
+        await w.run()
+
+    ledger = await w.rows(batch)
+    assert ledger.states() == {JobState.CANCELLED.value: 3}
+    assert sandbox_batches(w.handle.sandbox) == []
+    assert {a["charge_status"] for a in ledger.attempts} == {"not_charged"}
+    (rb,) = await remote_rows(w, batch)
+    assert rb.step.value == "done"
+    assert w.handle.sandbox.uploads.get(rb.input_file_id or "") is None
