@@ -125,15 +125,18 @@ class RemoteDriver:
         claimed: list[Job] = []
         began = anyio.current_time()
         while len(claimed) < route.batch_max_lines and not ctx.stopping.is_set():
+            limit = min(CLAIM_CHUNK, route.batch_max_lines - len(claimed))
             jobs = await ctx.store.claim(
                 worker_id=ctx.worker_id,
                 batch_ids=ctx.lane.batch_ids,
-                limit=min(CLAIM_CHUNK, route.batch_max_lines - len(claimed)),
+                limit=limit,
                 lease_seconds=self.lease_seconds,
                 cap=route.max_in_flight,
             )
             ctx.lane.held.update(j.id for j in jobs)
             claimed += jobs
+            if len(jobs) == limit:
+                continue  # more are runnable now: the wait is for jobs that are not yet
             left = route.batch_max_wait - (anyio.current_time() - began)
             if not claimed or left <= 0:
                 break
