@@ -255,8 +255,7 @@ class BaseGate(ABC):
         if self._gap < SPACED_GAP_S:
             # Faster than an event loop can space requests: the schedule alone paces them,
             # and row writes are not waited for one by one (they are committed in groups).
-            self._departed_at = anyio.current_time()
-            self._departed += 1
+            self._departing_now()
             return
         async with self._departing:
             if self._leaving is not None and not self._leaving.is_set():
@@ -268,8 +267,7 @@ class BaseGate(ABC):
             due = self._sent_at + self._gap * share + jitter_allowance(self._gap) - lead
             if (wait := due - anyio.current_time()) > 0:
                 await self._sleep(wait)
-            self._departed_at = anyio.current_time()
-            self._departed += 1
+            self._departing_now()
             self._leaving = anyio.Event()
 
     def _lead(self) -> float:
@@ -277,9 +275,15 @@ class BaseGate(ABC):
         none until a few are known, since the first row writes of a run are the slowest."""
         return min(self._leads) if len(self._leads) >= LEADS_KEPT // 4 else 0.0
 
+    def _departing_now(self) -> None:
+        """Note that a request departs now (its ledger row is written next)."""
+        self._departed_at = anyio.current_time()
+        self._departed += 1
+
     def sent(self) -> None:
         now = anyio.current_time()
-        self._leads.append(max(0.0, now - self._departed_at))
+        if self._departed_at > 0:
+            self._leads.append(max(0.0, now - self._departed_at))
         self._sent_at = now
         if self._leaving is not None:
             self._leaving.set()

@@ -19,6 +19,10 @@ from runner.run.gate import BaseGate, PaceKeeper, PaceStore, jitter_allowance
 #: :func:`runner.run.gate.jitter_allowance`). Never a slot early: a limiter that allows no
 #: burst refuses a request that arrives a hair before its interval is up.
 SLOT_JITTER_S = 0.006
+#: Until a 429, the tasks of a worker book slots ahead, up to this many seconds of them: the
+#: schedule stays full however its event loop stalls, and a pace that turns out too fast
+#: (the first answer's headers teach a slower one) sends at most that much at it.
+BOOK_AHEAD_S = 0.25
 
 
 class SharedGate(BaseGate):
@@ -35,18 +39,22 @@ class SharedGate(BaseGate):
         super().__init__(rpm, told=told, keeper=PaceKeeper(store, route))
         self._store = store
         self._route = route
+        #: Tasks of this worker holding a slot booked ahead.
+        self._ahead = 0
 
     @property
     def _one_at_a_time(self) -> bool:
         # Until a 429, slots booked ahead let every task of every worker keep the schedule
         # full; after it, the pace may change under them, so they book one by one.
-        return self.refused
+        return self.refused or self._ahead >= max(1, BOOK_AHEAD_S / self._gap)
 
     async def depart(self) -> None:
-        # Catching up on the schedule after a stall is what the tolerance is for; after a 429
-        # this process's requests keep one interval apart on the wire too.
+        # Until a 429 the schedule alone spaces requests; after it this process's requests
+        # keep one interval apart on the wire too.
         if self.refused:
             await super().depart()
+        else:
+            self._departing_now()
 
     async def _share_pause(self, seconds: float) -> None:
         # The others learn of it from their next slot request.
@@ -62,6 +70,14 @@ class SharedGate(BaseGate):
             self._adopt(found[0])
 
     async def _take_slot(self, interval: float) -> None:
+        # Counted from before the slot is asked for: tasks that book ahead do so at once.
+        self._ahead += 1
+        try:
+            await self._book(interval)
+        finally:
+            self._ahead -= 1
+
+    async def _book(self, interval: float) -> None:
         while True:
             slot = interval + jitter_allowance(interval, SLOT_JITTER_S)
             wait, paused = await self._store.take_rate_slot(self._route, slot)
