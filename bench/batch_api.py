@@ -178,6 +178,7 @@ def _report(
         [
             "raw client (baseline)",
             raw["images"],
+            1,
             f"{raw['wall_s']:.1f}",
             raw["sandbox_lifetime_s"],
             f"{raw['wall_s'] - raw['sandbox_lifetime_s']:+.1f}",
@@ -189,6 +190,7 @@ def _report(
         [
             f"imagerun run, {BATCH_ROUTE}",
             batch["images"],
+            batch["remote_batches"],
             f"{batch['wall_s']:.1f}",
             batch["sandbox_lifetime_s"],
             f"{batch['wall_s'] - batch['sandbox_lifetime_s']:+.1f}",
@@ -200,6 +202,7 @@ def _report(
         [
             f"imagerun run, {SYNC_ROUTE} (sample)",
             sync["images"],
+            "-",
             f"{sync['wall_s']:.1f}",
             "-",
             "-",
@@ -212,6 +215,7 @@ def _report(
     header = [
         "client",
         "images",
+        "remote batches",
         "wall s",
         "batch lifetime s",
         "beyond it s",
