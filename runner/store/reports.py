@@ -56,7 +56,7 @@ class _Money:
 
 #: Jobs by batch and state; failed and unknown jobs by batch and last outcome.
 _JobCounts = tuple[defaultdict[str, dict[JobState, int]], defaultdict[str, dict[str, int]]]
-#: Outputs by batch; of them, not what their job asked for.
+#: Outputs by batch; of them, not what their job asked for; edits flagged.
 _OutputCounts = tuple[dict[str, int], dict[str, int], dict[str, int]]
 #: Attempts' money by batch.
 _Spend = defaultdict[str, _Money]
@@ -77,8 +77,8 @@ class ReportOps:
         """Counts by state, outputs, attempts, spend and failure classes for each batch."""
         ids = [b.id for b in batch_list]
         states, made, money = _Later[_JobCounts](), _Later[_OutputCounts](), _Later[_Attempts]()
-        # Three independent scans, each on its own connection, side by side: with a million
-        # attempts the attempts scan alone is most of the time, and the others hide behind it.
+        # Three independent index reads, each on its own connection, side by side: with a
+        # million attempts the spend sums are most of the time, and the others hide behind them.
         async with anyio.create_task_group() as tg:
             tg.start_soon(states.fill, self._job_counts, ids)
             tg.start_soon(made.fill, self._output_counts, ids)
