@@ -179,6 +179,7 @@ async def _run_lines(
                 continue
             line, ok = await _run_line(sandbox, batch, read_span(path, plan.spans[index]))
             results.write(line, ok=ok)
+            del line  # megabytes of base64 must not wait here for the next line's image
             if ok:
                 batch.completed += 1
             else:
