@@ -9,6 +9,13 @@ Databases:
   ``postgres`` marker. With no server reachable they are skipped, unless ``CI`` is set: there a
   missing server is an error, so the PostgreSQL half of the suite cannot silently vanish.
 - ``db_url``: each of the two in turn; ``store``: an opened, migrated ``Store`` on it.
+
+A ``store`` is not migrated test by test (creating, migrating and dropping a PostgreSQL
+database costs seconds on a loaded machine): each test process migrates one SQLite file, which
+every test copies, and one PostgreSQL database, which tests take in turn and which is emptied
+after each (every connection to it ended, every table truncated, identities restarted; should a
+test have changed its schema, it is replaced by a new migrated one). ``db_url`` is then the
+store's database; without ``store`` it is a new empty one.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +35,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from runner.store import Store
+from runner.store.migrate import head_revision
 
 T = TypeVar("T")
 
@@ -85,25 +95,112 @@ def _pg_server() -> URL:
     return server
 
 
-@pytest.fixture
-def pg_url(_pg_server: URL) -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL database, dropped (forcibly) after the test."""
-    name = f"imagerun_test_{secrets.token_hex(6)}"
-    admin = _dsn(_pg_server)
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin, timeout=PG_CONNECT_TIMEOUT)
+def _pg_execute(server: URL, sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(_dsn(server), timeout=PG_CONNECT_TIMEOUT)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    _off_loop(lambda: run(f'CREATE DATABASE "{name}"'))
+    _off_loop(run)
+
+
+def _migrate(url: str) -> None:
+    async def run() -> None:
+        store = await Store.open(url)
+        await store.close()
+
+    _off_loop(run)
+
+
+@contextmanager
+def _pg_database(server: URL) -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped (forcibly) after."""
+    name = f"imagerun_test_{secrets.token_hex(6)}"
+    _pg_execute(server, f'CREATE DATABASE "{name}"')
     try:
-        yield _pg_server.set(database=name).render_as_string(hide_password=False)
+        yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         # FORCE: a test that failed mid-way may leave connections behind.
-        _off_loop(lambda: run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _pg_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(_pg_server: URL) -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, dropped (forcibly) after the test."""
+    with _pg_database(_pg_server) as url:
+        yield url
+
+
+class _ReusedDatabase:
+    """One migrated PostgreSQL database, handed to one test at a time and emptied after each."""
+
+    def __init__(self, server: URL) -> None:
+        self.server = server
+        self.stack = ExitStack()
+        self.url = ""
+        self.tables: set[str] = set()
+        self.replace()
+
+    def replace(self) -> None:
+        self.stack.close()
+        self.url = self.stack.enter_context(_pg_database(self.server))
+        _migrate(self.url)
+        self.tables = _off_loop(self._tables)
+
+    async def _tables(self) -> set[str]:
+        conn = await asyncpg.connect(_dsn(make_url(self.url)), timeout=PG_CONNECT_TIMEOUT)
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return {row["tablename"] for row in rows}
+        finally:
+            await conn.close()
+
+    def reset(self) -> None:
+        """Empty it for the next test, or replace it if the schema is no longer the head's."""
+        name = make_url(self.url).database
+        _pg_execute(
+            self.server,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+        )
+        if not _off_loop(self._empty):
+            self.replace()
+
+    async def _empty(self) -> bool:
+        conn = await asyncpg.connect(_dsn(make_url(self.url)), timeout=PG_CONNECT_TIMEOUT)
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            version = await conn.fetchval("SELECT version_num FROM alembic_version")
+            if {row["tablename"] for row in rows} == self.tables and version == head_revision():
+                data = sorted(self.tables - {"alembic_version"})
+                names = ", ".join(f'"{t}"' for t in data)
+                await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+                return True
+            return False
+        except asyncpg.PostgresError:
+            return False
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+def _pg_reused(_pg_server: URL) -> Iterator[_ReusedDatabase]:
+    database = _ReusedDatabase(_pg_server)
+    try:
+        yield database
+    finally:
+        database.stack.close()
+
+
+@pytest.fixture
+def migrated_pg_url(_pg_reused: _ReusedDatabase) -> Iterator[str]:
+    """URL of an empty PostgreSQL database at the head revision, this test's alone."""
+    try:
+        yield _pg_reused.url
+    finally:
+        _pg_reused.reset()
 
 
 @pytest.fixture
@@ -111,19 +208,44 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'imagerun.db'}"
 
 
+@pytest.fixture(scope="session")
+def _sqlite_migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("migrated") / "imagerun.db"
+    _migrate(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def migrated_sqlite_url(tmp_path: Path, _sqlite_migrated_template: Path) -> str:
+    """URL of a fresh SQLite file at the head revision (a copy of a migrated one)."""
+    path = tmp_path / "imagerun.db"
+    shutil.copyfile(_sqlite_migrated_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
 @pytest.fixture(
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
-def db_url(request: pytest.FixtureRequest) -> str:
-    """Each supported database in turn: a fresh SQLite file, then a fresh PostgreSQL db."""
-    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    url: str = request.getfixturevalue(fixture)
+def db_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def db_url(db_kind: str, request: pytest.FixtureRequest) -> str:
+    """Each supported database in turn: a fresh SQLite file, then a fresh PostgreSQL db.
+
+    Empty, unless the test also has a ``store``: then it is the store's migrated database.
+    """
+    migrated = "store" in request.fixturenames
+    fixture = {"sqlite": "sqlite_url", "postgres": "pg_url"}[db_kind]
+    url: str = request.getfixturevalue(f"migrated_{fixture}" if migrated else fixture)
     return url
 
 
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
-    """An opened, migrated store on ``db_url``; closed after the test."""
+    """An opened store on ``db_url`` (at the head revision); closed after the test."""
     opened = await Store.open(db_url)
     try:
         yield opened

@@ -11,6 +11,9 @@ from runner.sandbox import SandboxConfig
 
 from .conftest import MakeWorld
 
+#: Wall-clock rates: run alone (scripts/test runs `serial` tests after the parallel pass).
+pytestmark = pytest.mark.serial
+
 ROUTE = "sandbox-openai"
 #: The provider's limit: 10 requests a second.
 RPM = 600

@@ -10,6 +10,9 @@ from runner.sandbox import SandboxConfig
 from .conftest import MakeWorld
 from .harness import assert_log_matches_ledger, route_config
 
+#: Wall-clock rates: run alone (scripts/test runs `serial` tests after the parallel pass).
+pytestmark = pytest.mark.serial
+
 ROUTE = "sandbox-laozhang"
 #: The provider's limit (requests per minute per key): 20 per second.
 RPM = 1200

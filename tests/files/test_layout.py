@@ -19,7 +19,9 @@ def test_a_written_name_parses_back_to_its_parts(fmt: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["42-3.bmp", "42.png", "x-3.png", "42-3.png.bak", temporary_name("42-3.png")]
+    # A fixed pid: xdist workers must collect the same test ids.
+    "name",
+    ["42-3.bmp", "42.png", "x-3.png", "42-3.png.bak", temporary_name("42-3.png", 4242)],
 )
 def test_other_files_are_not_outputs(name: str) -> None:
     assert parse_output_name("b-1", name) is None

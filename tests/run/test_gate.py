@@ -15,7 +15,8 @@ from runner.run.pacing import HEADER_SHARE, Observation, Reason
 from runner.run.shared_gate import SharedGate
 from runner.store import Store
 
-pytestmark = pytest.mark.anyio
+#: Wall-clock rates: run alone (scripts/test runs `serial` tests after the parallel pass).
+pytestmark = [pytest.mark.anyio, pytest.mark.serial]
 
 #: 19.8 requests a second after the margin, one at a time.
 RPM = 1200
