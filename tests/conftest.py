@@ -21,6 +21,7 @@ store's database; without ``store`` it is a new empty one.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
 import shutil
@@ -36,11 +37,14 @@ from sqlalchemy.engine import URL, make_url
 
 from runner.store import Store
 from runner.store.migrate import head_revision
+from tests.store.outages import RESTART_LOCK
 
 T = TypeVar("T")
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_CONNECT_TIMEOUT = 5.0
+#: Seconds (one try each) the probe waits for a free connection slot.
+PG_BUSY_RETRIES = 30
 
 
 @pytest.fixture
@@ -81,6 +85,15 @@ def _pg_server() -> URL:
     server = server.set(drivername="postgresql+asyncpg", database=server.database or "postgres")
 
     async def probe() -> None:
+        # Other test processes on the machine may have every connection slot for a moment.
+        for _ in range(PG_BUSY_RETRIES):
+            try:
+                conn = await asyncpg.connect(_dsn(server), timeout=PG_CONNECT_TIMEOUT)
+            except asyncpg.TooManyConnectionsError:
+                await asyncio.sleep(1.0)
+            else:
+                await conn.close()
+                return
         conn = await asyncpg.connect(_dsn(server), timeout=PG_CONNECT_TIMEOUT)
         await conn.close()
 
@@ -126,10 +139,23 @@ def _pg_database(server: URL) -> Iterator[str]:
         _pg_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def _server_kept_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hold the restart lock shared for the test: a test that stops the server (in this
+    session or another on the machine) takes it exclusively, so it waits for the PostgreSQL
+    tests running, and they wait for its outage. The outage tests themselves do not take it."""
+    if request.node.get_closest_marker("db_faults"):
+        yield
+        return
+    with RESTART_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
 @pytest.fixture
-def pg_url(_pg_server: URL) -> Iterator[str]:
+def pg_url(_pg_server: URL, request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of a fresh, empty PostgreSQL database, dropped (forcibly) after the test."""
-    with _pg_database(_pg_server) as url:
+    with _server_kept_up(request), _pg_database(_pg_server) as url:
         yield url
 
 
@@ -195,12 +221,13 @@ def _pg_reused(_pg_server: URL) -> Iterator[_ReusedDatabase]:
 
 
 @pytest.fixture
-def migrated_pg_url(_pg_reused: _ReusedDatabase) -> Iterator[str]:
+def migrated_pg_url(_pg_reused: _ReusedDatabase, request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of an empty PostgreSQL database at the head revision, this test's alone."""
-    try:
-        yield _pg_reused.url
-    finally:
-        _pg_reused.reset()
+    with _server_kept_up(request):
+        try:
+            yield _pg_reused.url
+        finally:
+            _pg_reused.reset()
 
 
 @pytest.fixture

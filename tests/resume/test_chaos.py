@@ -22,6 +22,10 @@ import pytest
 from runner.sandbox import FaultKind, Latency, SandboxConfig, SandboxHandle, running_sandbox
 from tests.resume.invariants import check_invariants, read_ledger
 
+#: Several ``imagerun run`` processes at once: scripts/test's xdist pass keeps every such test on
+#: one worker, one after another (PostgreSQL connections and CPU to spare for the rest).
+pytestmark = pytest.mark.xdist_group("processes")
+
 ROUTE = "sandbox-laozhang"
 JOBS = 240
 

@@ -17,6 +17,10 @@ from runner.sandbox import Latency, RequestRecord, SandboxConfig, SandboxHandle,
 from tests.scale.cluster import Cluster, route_config
 from tests.scale.ledger import assert_each_job_once, read_ledger
 
+#: Several ``imagerun run`` processes at once: scripts/test's xdist pass keeps every such test on
+#: one worker, one after another (PostgreSQL connections and CPU to spare for the rest).
+pytestmark = pytest.mark.xdist_group("processes")
+
 CAP = 6
 RUN = ("--concurrency", "8", "--rpm", "100000")
 

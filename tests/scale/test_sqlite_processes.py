@@ -17,6 +17,10 @@ from runner.sandbox import SandboxHandle
 from tests.scale.cluster import Cluster, fast_sandbox
 from tests.scale.ledger import assert_each_job_once, check_outputs, read_ledger, requests_by_worker
 
+#: Several ``imagerun run`` processes at once: scripts/test's xdist pass keeps every such test on
+#: one worker, one after another (PostgreSQL connections and CPU to spare for the rest).
+pytestmark = pytest.mark.xdist_group("processes")
+
 JOBS = 400
 RPM = 2400
 

@@ -27,6 +27,10 @@ from tests.scale.ledger import (
     worker_ids,
 )
 
+#: Several ``imagerun run`` processes at once: scripts/test's xdist pass keeps every such test on
+#: one worker, one after another (PostgreSQL connections and CPU to spare for the rest).
+pytestmark = pytest.mark.xdist_group("processes")
+
 JOBS = 600
 #: Short leases, so the survivors notice the death within seconds (heartbeats every lease/3).
 RUN = ("--concurrency", "4", "--rpm", "6000", "--lease", "3")
