@@ -272,7 +272,8 @@ class RemoteDriver:
         with anyio.CancelScope(shield=True):
             written = await ctx.store.open_remote_batch(rb, starts)
         ctx.lane.held.difference_update(job.id for job, _, _ in items)
-        kept = {s.job_id for s in starts if s.id in set(written)}
+        opened = set(written)
+        kept = {s.job_id for s in starts if s.id in opened}
         for job, _, _ in items:
             if job.id not in kept:
                 ctx.settled(job.id, None)
