@@ -287,3 +287,31 @@ def test_kill_at_random_moments_loses_no_line_and_pays_none_twice(
 
     runner.check(sandbox, 60)
     assert len(sandbox_batches(sandbox.sandbox)) == len(runner.remote())
+
+
+def test_sigterm_while_polling_stops_at_once_and_leaves_nothing_unknown(
+    tmp_path: Path, sandbox: SandboxHandle
+) -> None:
+    config = SandboxConfig(batch_window=60.0, batch_concurrency=1, latency=Latency(mean=0.3))
+    sandbox.sandbox.reset(config)
+    runner = Runner(tmp_path, sandbox)
+    runner.submit(10)
+    proc = runner.start()
+    deadline = time.monotonic() + 60
+    while not any(r["step"] == "submitted" for r in runner.remote()):
+        assert proc.poll() is None, runner.log.read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) in (0, 1)
+
+    assert time.monotonic() - stopped_at < 4.5, "the stop waited for the remote batch"
+    ledger = runner.ledger()
+    assert {j["state"] for j in ledger.jobs} <= {"running", "succeeded"}
+    (row,) = runner.remote()
+    assert row["step"] == "submitted"
+    runner.finish()
+    runner.check(sandbox, 10)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
