@@ -47,6 +47,12 @@ def print_run_summary(cfg: Settings, report: RunReport, batches: Sequence[BatchI
         err.print(f"stopped claiming: {stats.budget_stop}", markup=False)
     if report.interrupted:
         err.print("run interrupted: `imagerun run` continues where it stopped.", markup=False)
+    if report.in_remote_batches:
+        err.print(
+            f"{report.in_remote_batches} job(s) wait in remote batches at the provider: "
+            "`imagerun run` applies them once they end (`imagerun status` shows them).",
+            markup=False,
+        )
     if report.counts.get(JobState.UNKNOWN):
         err.print(
             f"{report.counts[JobState.UNKNOWN]} job(s) unknown: see `imagerun status` before "

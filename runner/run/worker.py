@@ -99,6 +99,8 @@ class RunReport:
     counts: dict[JobState, int]
     stopped_routes: dict[str, str]
     interrupted: bool
+    #: Jobs left in remote batches that have not ended (a later run applies them).
+    in_remote_batches: int = 0
 
     @property
     def clean(self) -> bool:
@@ -192,7 +194,11 @@ class Runner:
             with anyio.CancelScope(shield=True):
                 await self.store.stop_worker(self.worker_id)
         counts = await self.store.count_states([b.id for b in self.batches])
+        remote = 0
+        if counts.get(JobState.RUNNING):
+            remote = await self.store.remote_job_count([b.id for b in self.batches])
         return RunReport(
+            in_remote_batches=remote,
             stats=self.stats,
             recovered=recovered,
             files=files,

@@ -25,8 +25,13 @@ async def test_status_and_progress_show_a_waiting_remote_batch(world: MakeWorld)
     runners: list[Runner] = []
     options = RunOptions(retry_scale=0.0, handle_signals=False)
 
+    results: list[app.RunResult] = []
+
+    async def run() -> None:
+        results.append(await app.run(w.settings(), [], options, on_start=runners.append))
+
     async with anyio.create_task_group() as group:
-        group.start_soon(lambda: app.run(w.settings(), [], options, on_start=runners.append))
+        group.start_soon(run)
         with anyio.fail_after(30):
             while not any(b.completed for b in sandbox_batches(w.handle.sandbox)):
                 await anyio.sleep(0.05)
@@ -34,6 +39,9 @@ async def test_status_and_progress_show_a_waiting_remote_batch(world: MakeWorld)
         line = describe(runners[0].stats, anyio.current_time())
         runners[0].request_stop()
 
+    (stopped,) = results
+    assert stopped.report is not None
+    assert stopped.report.in_remote_batches > 0, "the summary says jobs wait at the provider"
     (rb,) = report.remote_batches
     assert rb.status in ("in_progress", "finalizing")
     assert rb.line_count == 6
