@@ -96,7 +96,7 @@ class Lifecycle:
         return rb
 
     async def _upload(self, rb: RemoteBatch, *, resumed: bool) -> RemoteBatch:
-        """Steps 2: the input written and uploaded (found by name if a crash came first)."""
+        """Step 2: the input written and uploaded (found by name if a crash came first)."""
         ctx = self.ctx
         if await self._cancel_requested(rb):
             return await self._close_unsent(rb, "cancelled before it was sent", JobState.CANCELLED)
