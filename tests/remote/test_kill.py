@@ -10,6 +10,7 @@ and the ledger's total what the sandbox billed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -31,6 +32,7 @@ from tests.resume.invariants import Ledger
 
 from .conftest import ROUTE
 from .invariants import check_remote, sandbox_batches
+from .test_driver import noise_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -314,4 +316,31 @@ def test_sigterm_while_polling_stops_at_once_and_leaves_nothing_unknown(
     assert row["step"] == "submitted"
     runner.finish()
     runner.check(sandbox, 10)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+
+
+def test_kill_while_a_large_source_uploads_finds_it_again(
+    tmp_path: Path, sandbox: SandboxHandle
+) -> None:
+    """An edit's source uploaded as a file, killed before its id was recorded: the restart
+    finds it by name (no second upload), and it is deleted once the remote batch is applied."""
+    sandbox.sandbox.reset(SandboxConfig(file_create_delay=5.0, batch_window=20.0))
+    (tmp_path / "imagerun.toml").write_text(f'[routes."{ROUTE}"]\nbatch_max_line_bytes = 20000\n')
+    runner = Runner(tmp_path, sandbox)
+    source = tmp_path / "large.png"
+    source.write_bytes(noise_png(160, 160))
+    manifest = tmp_path / "edits.jsonl"
+    lines = [f'{{"id": "e{i}", "prompt": "edit {i}", "images": ["{source}"]}}' for i in range(3)]
+    manifest.write_text("\n".join(lines) + "\n")
+    result = runner.cli("submit", str(manifest), "--route", ROUTE, "--name", "kill")
+    assert result.returncode == 0, result.stderr
+    uploads = sandbox.sandbox.uploads
+
+    runner.kill_when(lambda: any("-src-" in f.filename for f in uploads))
+    sandbox.sandbox.configure(file_create_delay=0.0)
+    runner.finish()
+
+    runner.check(sandbox, 3)
+    (row,) = runner.remote()
+    assert len(json.loads(row["source_file_ids"])) == 1, "one source, uploaded once, for 3 lines"
     assert len(sandbox_batches(sandbox.sandbox)) == 1
