@@ -167,6 +167,17 @@ def _run_workers(workers: int, run: list[str], env: dict[str, str], root: Path) 
 
 
 def run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
+    """One cell, started again (on a new port) if its sandbox did not come up."""
+    for attempt in range(3):
+        try:
+            return _run_cell(args, cell)
+        except RuntimeError as exc:
+            if "sandbox did not start" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
     with sandbox_process(*sandbox_options(args, cell)) as url:
         if cell.client == "imagerun":
             run_imagerun(args, cell, url)
