@@ -107,6 +107,33 @@ def timed(cmd: Sequence[str], env: dict[str, str], cwd: Path) -> tuple[float, in
     return wall, rss_kb // 1024, done.stdout + done.stderr
 
 
+def run_workers(
+    workers: int,
+    run: Sequence[str],
+    env: dict[str, str],
+    root: Path,
+    *,
+    ok: tuple[int, ...] = (0,),
+    timeout: float = 1800,
+) -> None:
+    """``imagerun RUN…`` in ``workers`` processes at once (each with its own data directory),
+    waited for; raises if one exits with a code not in ``ok``."""
+    procs = [
+        subprocess.Popen(
+            [PYTHON, "-m", "runner.cli", "--data", str(root / f"data-{i}"), *run],
+            env=env,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=timeout)
+        if proc.returncode not in ok:
+            raise RuntimeError(f"a worker exited {proc.returncode}: {err[-2000:]!r}")
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from _support import (
     PYTHON,
     imagerun_env,
     manifest,
+    run_workers,
     sandbox_process,
     sandbox_requests,
     table,
@@ -143,27 +143,10 @@ def run_imagerun(args: argparse.Namespace, cell: Cell, url: str) -> None:
             if cell.workers == 1:
                 timed([PYTHON, "-m", "runner.cli", *run], env, root)
                 return
-            _run_workers(cell.workers, run, env, root)
+            run_workers(cell.workers, run, env, root, ok=(0, 1), timeout=3600)
         finally:
             if database is not None:
                 asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-
-
-def _run_workers(workers: int, run: list[str], env: dict[str, str], root: Path) -> None:
-    procs = [
-        subprocess.Popen(
-            [PYTHON, "-m", "runner.cli", "--data", str(root / f"data-{i}"), *run],
-            env=env,
-            cwd=root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for i in range(workers)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=3600)
-        if proc.returncode not in (0, 1):
-            raise RuntimeError(f"a worker exited {proc.returncode}: {err[-2000:]!r}")
 
 
 def run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:

@@ -28,7 +28,15 @@ from typing import Any
 
 import asyncpg
 import httpx
-from _support import PYTHON, manifest, median, sandbox_process, table, write_results
+from _support import (
+    PYTHON,
+    manifest,
+    median,
+    run_workers,
+    sandbox_process,
+    table,
+    write_results,
+)
 
 ROUTE = "sandbox-laozhang"
 ADMIN = os.environ.get("IMAGERUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -91,20 +99,7 @@ def measure(
             subprocess.run(submit, env=env, cwd=root, check=True, capture_output=True)
             run = ["run", "--concurrency", str(concurrency), "--rpm", "1000000"]
             started = time.perf_counter()
-            procs = [
-                subprocess.Popen(
-                    [PYTHON, "-m", "runner.cli", "--data", str(root / f"data-{i}"), *run],
-                    env=env,
-                    cwd=root,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                for i in range(workers)
-            ]
-            for proc in procs:
-                _, err = proc.communicate(timeout=1800)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"a worker exited {proc.returncode}: {err[-2000:]!r}")
+            run_workers(workers, run, env, root)
             wall = time.perf_counter() - started
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

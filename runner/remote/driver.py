@@ -21,8 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from runner.errors import AttemptError
-from runner.models import Job, JobState, Outcome, RemoteStep, utcnow
-from runner.pricing import PricedJob, PriceNotFound, worst_case
+from runner.models import Job, Outcome, RemoteStep, utcnow
 from runner.remote.client import RemoteClient
 from runner.remote.context import DriverStore, RemoteContext
 from runner.remote.gather import Sized, gather
@@ -31,7 +30,7 @@ from runner.remote.lines import PlannedLine, endpoint_url
 from runner.run.attempt import JobRunner
 from runner.run.lane import Lane
 from runner.run.records import new_request_id
-from runner.run.stats import JobSettled, RunStats
+from runner.run.stats import RunStats
 from runner.store import AttemptStart, RemoteBatch
 
 #: How long an idle driver waits before looking for runnable jobs again.
@@ -151,18 +150,13 @@ class RemoteDriver:
         for job in claimed:
             try:
                 planned = await ctx.plan(job)
-                worst = self._price(job)
+                worst = ctx.jobs.worst_price(ctx.lane, job)
             except AttemptError as exc:
                 await self._unsent(job, exc)
                 continue
             reservation = await ctx.jobs.spending.reserve(job.batch_id, worst)
             if reservation is None:  # the budget has no room for it: it stays queued
-                stop = ctx.jobs.spending.stopped
-                await ctx.store.release_unstarted(ctx.worker_id, [job.id])
-                ctx.lane.held.discard(job.id)
-                ctx.stats.record(
-                    JobSettled(route=self.route.name, state=JobState.QUEUED, budget_stop=stop)
-                )
+                await self._unsent(job, budget_stop=ctx.jobs.spending.stopped)
                 continue
             ctx.reservations[job.id] = reservation
             model = str(planned.body.get("model") or self.route.model)
@@ -211,17 +205,13 @@ class RemoteDriver:
         finally:
             self.ctx.lane.held.discard(job.id)
 
-    def _price(self, job: Job) -> float:
-        try:
-            return worst_case(self.ctx.jobs.book, self.route, PricedJob.from_job(job))
-        except PriceNotFound as exc:
-            raise AttemptError(Outcome.INVALID_REQUEST, str(exc), sent=False) from exc
-
-    async def _unsent(self, job: Job, error: AttemptError) -> None:
+    async def _unsent(
+        self, job: Job, error: AttemptError | None = None, *, budget_stop: str | None = None
+    ) -> None:
+        """A gathered job that goes into no remote batch: failed, or back to the queue."""
         self.ctx.settled(job.id, None)
-        await self.ctx.store.fail_unsent(job.id, error.outcome.value, error.message)
+        await self.ctx.jobs.leave_unsent(self.ctx.lane, job, error, budget_stop=budget_stop)
         self.ctx.lane.held.discard(job.id)
-        self.ctx.stats.record(JobSettled(route=self.route.name, state=JobState.FAILED))
 
     async def _open(
         self,

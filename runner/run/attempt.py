@@ -92,13 +92,13 @@ class JobRunner:
         """Take ``job`` through one attempt and leave it in its next state."""
         try:
             prepared = await self._prepare(lane, job)
-            worst = self._price(lane, job)
+            worst = self.worst_price(lane, job)
         except AttemptError as exc:
-            await self._unsent(lane, job, exc)
+            await self.leave_unsent(lane, job, exc)
             return
         reservation = await self.spending.reserve(job.batch_id, worst)
         if reservation is None:
-            await self._unsent(lane, job, budget_stop=self.spending.stopped)
+            await self.leave_unsent(lane, job, budget_stop=self.spending.stopped)
             return
         await lane.gate.admit(images=job_images(job))
         # The last spacing wait comes before the start row, not between it and the send: a
@@ -107,7 +107,7 @@ class JobRunner:
         await lane.gate.depart()
         if lane.gate.stopped:
             reservation.cancel()
-            await self._unsent(lane, job)
+            await self.leave_unsent(lane, job)
             return
         start = start_record(lane, job, prepared, worst_usd=worst, worker_id=self.worker_id)
         try:
@@ -156,7 +156,7 @@ class JobRunner:
             result = await self._failed(lane, job, start, error, exchange)
         return result  # noqa: RET504
 
-    def _price(self, lane: Lane, job: Job) -> float:
+    def worst_price(self, lane: Lane, job: Job) -> float:
         """The most an attempt of ``job`` can cost (what budgets reserve)."""
         try:
             return worst_case(self.book, lane.route, PricedJob.from_job(job))
@@ -313,7 +313,7 @@ class JobRunner:
         )
         return result
 
-    async def _unsent(
+    async def leave_unsent(
         self,
         lane: Lane,
         job: Job,

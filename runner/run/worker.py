@@ -445,11 +445,9 @@ async def _put(send: MemoryObjectSendStream[Job], job: Job) -> None:
 async def _take(receive: MemoryObjectReceiveStream[Job]) -> Job | None:
     """The next job, or ``None`` once the feeder is done."""
     try:
-        return receive.receive_nowait()
-    except anyio.WouldBlock:
         try:
+            return receive.receive_nowait()
+        except anyio.WouldBlock:
             return await receive.receive()
-        except anyio.EndOfStream:
-            return None
     except anyio.EndOfStream:
         return None

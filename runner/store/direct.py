@@ -84,8 +84,10 @@ def fetch_each(
     driver returns them (no result conversion: for columns stored as they are read); else
     ``None`` (one query with all the keys costs less than a round trip each there).
     """
-    if conn.dialect.name != "sqlite" or not rows:
-        return None if conn.dialect.name != "sqlite" else []
+    if conn.dialect.name != "sqlite":
+        return None
+    if not rows:
+        return []
     plan = _plan(statement, tuple(rows[0]), conn.dialect)
     if plan is None:
         return None

@@ -192,26 +192,11 @@ def test_kill_between_upload_and_recording_it_uploads_no_second_input(
     assert len(sandbox_batches(sandbox.sandbox)) == 1
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_kill_between_create_and_recording_it_creates_no_second_batch(
-    tmp_path: Path, sandbox: SandboxHandle
+    tmp_path: Path, sandbox: SandboxHandle, database: str, request: pytest.FixtureRequest
 ) -> None:
-    sandbox.sandbox.reset(SandboxConfig(batch_create_delay=5.0))
-    runner = Runner(tmp_path, sandbox)
-    runner.submit(5)
-
-    runner.kill_when(lambda: bool(sandbox_batches(sandbox.sandbox)))
-    (row,) = runner.remote()
-    assert (row["step"], row["remote_id"]) == ("uploaded", None)
-    sandbox.sandbox.configure(batch_create_delay=0.0)
-    runner.finish()
-
-    runner.check(sandbox, 5)
-    assert len(sandbox_batches(sandbox.sandbox)) == 1
-
-
-def test_kill_between_create_and_recording_it_on_postgresql(
-    tmp_path: Path, sandbox: SandboxHandle, pg_url: str
-) -> None:
+    pg_url = request.getfixturevalue("pg_url") if database == "postgresql" else None
     sandbox.sandbox.reset(SandboxConfig(batch_create_delay=5.0))
     runner = Runner(tmp_path, sandbox, pg_url)
     runner.submit(5)
