@@ -341,7 +341,9 @@ def test_a_live_worker_takes_over_the_remote_batch_of_one_that_died(
 ) -> None:
     """Two runs, each driving its own remote batch; one is killed: the other takes its remote
     batch over (no second one for its jobs) and finishes every job."""
-    config = SandboxConfig(batch_window=60.0, batch_concurrency=1, latency=Latency(mean=0.2))
+    # Lines slow enough (6 × 1 s, one at a time) that the first run's remote batch is still
+    # at the provider when it is killed, however long the second run takes to start.
+    config = SandboxConfig(batch_window=60.0, batch_concurrency=1, latency=Latency(mean=1.0))
     sandbox.sandbox.reset(config)
     runner = Runner(tmp_path, sandbox)
     runner.submit(6, "kill-a")
@@ -358,6 +360,7 @@ def test_a_live_worker_takes_over_the_remote_batch_of_one_that_died(
         time.sleep(0.02)
     owners = {r["worker_id"] for r in runner.remote()}
     assert len(owners) == 2, "each run drives its own remote batch while both live"
+    assert all(r["step"] != "done" for r in runner.remote()), "a remote batch ended too soon"
 
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
