@@ -1,6 +1,7 @@
 """The worker: claims jobs of the chosen batches and runs them, route by route.
 
-Layout of one run (one task group for the service loops, one for the work)::
+Layout of one run (one task group for the service loops, one for the work; the feeders, the
+consumers and the stop watcher are :class:`runner.run.feed.LaneFeed`'s)::
 
     run()
     ├── heartbeat loop     extend leases, recover dead workers' jobs
@@ -28,7 +29,6 @@ from pathlib import Path
 import anyio
 import httpx
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runner.abc import RunStore
 from runner.errors import ConfigError, StoreUnavailable
@@ -38,6 +38,7 @@ from runner.models import Job, JobState, Shape
 from runner.pricing import PriceBook
 from runner.routes import Catalog, Route
 from runner.run.attempt import JobRunner
+from runner.run.feed import LaneFeed
 from runner.run.lane import Lane
 from runner.run.lanes import open_gate, open_lane, require_api_key, retry_policy
 from runner.run.memory import ByteBudget
@@ -45,11 +46,6 @@ from runner.run.observed import observed_route
 from runner.run.spending import Spending
 from runner.run.stats import RunStats
 from runner.store import BatchInfo, Recovery
-
-#: How long an idle feeder waits before looking for due retries again.
-IDLE_POLL = 0.5
-#: Jobs a lane keeps leased ahead of its lanes' needs (at least twice its concurrency).
-CLAIM_AHEAD = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,8 +134,6 @@ class Runner:
         self._work_scope = anyio.CancelScope()
         #: Where retryable failures of remote batch lines go (``--fallback``), if anywhere.
         self._fallback: Lane | None = None
-        #: Per route: jobs claimed into its memory stream that no consumer has taken yet.
-        self._buffered: dict[str, set[int]] = {}
         self._ledger = store.group_ledger()
         self._jobs = JobRunner(
             store=store,
@@ -152,6 +146,16 @@ class Runner:
                 store=store, worker_id=self.worker_id, hold_s=2 * options.lease_seconds
             ),
             memory=ByteBudget(options.memory_mb * 1024 * 1024),
+        )
+        self._feed = LaneFeed(
+            store=store,
+            jobs=self._jobs,
+            ledger=self._ledger,
+            worker_id=self.worker_id,
+            lease_seconds=options.lease_seconds,
+            stats=self.stats,
+            stopping=self._stopping,
+            store_lost=self._store_lost,
         )
 
     def request_stop(self) -> None:
@@ -182,7 +186,7 @@ class Runner:
                 async with anyio.create_task_group() as services:
                     await services.start(self._ledger.run)
                     await services.start(self._heartbeats, lanes)
-                    await services.start(self._release_on_stop, lanes)
+                    await services.start(self._feed.release_on_stop, lanes)
                     if self.options.handle_signals:
                         await services.start(self._signals, services)
                     await self._work(lanes)
@@ -259,11 +263,11 @@ class Runner:
                 if lane.route.shape is Shape.BATCH:
                     work.start_soon(self._stop_on_outage, self._drive_remote, lane)
                     continue
-                self._buffered[lane.route.name] = set()
+                self._feed.buffered[lane.route.name] = set()
                 send, receive = anyio.create_memory_object_stream[Job](lane.concurrency)
-                work.start_soon(self._stop_on_outage, self._feed, lane, send)
+                work.start_soon(self._stop_on_outage, self._feed.feed, lane, send)
                 for _ in range(lane.concurrency):
-                    work.start_soon(self._consume, lane, receive.clone())
+                    work.start_soon(self._feed.consume, lane, receive.clone())
                 receive.close()
 
     async def _drive_remote(self, lane: Lane) -> None:
@@ -278,46 +282,10 @@ class Runner:
             stats=self.stats,
             stopping=self._stopping,
             lease_seconds=self.options.lease_seconds,
-            may_claim=lambda: self._may_claim(lane),
+            may_claim=lambda: self._feed.may_claim(lane),
             fallback=self._fallback,
         )
         await driver.run()
-
-    async def _feed(self, lane: Lane, send: MemoryObjectSendStream[Job]) -> None:
-        """Claim jobs while there is room, until nothing is left or the run is stopping."""
-        async with send:
-            while self._may_claim(lane):
-                # Taken before looking, so a job that finishes while we look (and pokes the
-                # lane) wakes us at once instead of after a whole IDLE_POLL.
-                wake = lane.wake
-                # Claim in batches, when half the buffer has drained: a claim is a write
-                # transaction, and one per finished job would crowd out the ledger's commits.
-                buffer = _claim_buffer(lane)
-                room = buffer - len(lane.held)
-                if len(lane.held) <= buffer // 2:
-                    jobs = await self.store.claim(
-                        worker_id=self.worker_id,
-                        batch_ids=lane.batch_ids,
-                        limit=room,
-                        lease_seconds=self.options.lease_seconds,
-                        cap=lane.route.max_in_flight,
-                    )
-                    lane.held.update(j.id for j in jobs)
-                    self._buffered[lane.route.name].update(j.id for j in jobs)
-                    if self._stopping.is_set():  # the stop came while claiming
-                        await self._release_buffered(lane)
-                        break
-                    for job in jobs:
-                        await _put(send, job)
-                    if jobs:
-                        continue
-                    if not lane.held:
-                        # Jobs just finished look live until their writes are committed.
-                        await self._ledger.flush()
-                        if await self._nothing_left(lane):
-                            return
-                with anyio.move_on_after(IDLE_POLL):
-                    await wake.wait()
 
     def _store_lost(self, exc: StoreUnavailable) -> None:
         """The database stayed away past its outage limit: stop claiming; in-flight requests
@@ -330,60 +298,6 @@ class Runner:
             await fn(*args)
         except StoreUnavailable as exc:
             self._store_lost(exc)
-
-    def _may_claim(self, lane: Lane) -> bool:
-        return not (
-            self._stopping.is_set() or lane.gate.stopped is not None or self.stats.budget_stop
-        )
-
-    async def _nothing_left(self, lane: Lane) -> bool:
-        return not await self.store.any_live(lane.batch_ids)
-
-    async def _release_on_stop(
-        self, lanes: list[Lane], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """On the stop, hand back every job claimed but not started, at once: consumers busy
-        with requests in flight would otherwise take them only to release them one by one,
-        and not at all if the grace runs out first."""
-        task_status.started()
-        await self._stopping.wait()
-        for lane in lanes:
-            try:
-                await self._release_buffered(lane)
-            except StoreUnavailable as exc:
-                self._store_lost(exc)
-
-    async def _release_buffered(self, lane: Lane) -> None:
-        ids = self._buffered.get(lane.route.name, set())
-        released = sorted(ids)
-        ids.clear()  # a consumer that then receives one of them skips it
-        lane.held.difference_update(released)
-        await self.store.release_unstarted(self.worker_id, released)
-        lane.poke()
-
-    async def _consume(self, lane: Lane, receive: MemoryObjectReceiveStream[Job]) -> None:
-        buffered = self._buffered[lane.route.name]
-        async with receive:
-            while (job := await _take(receive)) is not None:
-                if job.id not in buffered:
-                    continue  # handed back on the stop
-                buffered.discard(job.id)
-                try:
-                    if self._may_claim(lane):
-                        await self._jobs.run_job(lane, job)
-                    else:
-                        await self.store.release_unstarted(self.worker_id, [job.id])
-                except StoreUnavailable as exc:
-                    self._store_lost(exc)
-                except anyio.get_cancelled_exc_class():
-                    with anyio.CancelScope(shield=True):
-                        # Only jobs that never started an attempt go back; an attempt that may
-                        # have left was already recorded as interrupted by the job runner.
-                        await self.store.release_unstarted(self.worker_id, [job.id])
-                    raise
-                finally:
-                    lane.held.discard(job.id)
-                    lane.poke()
 
     async def _heartbeats(
         self, lanes: list[Lane], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -419,35 +333,3 @@ class Runner:
     async def _cancel_after_grace(self) -> None:
         await anyio.sleep(self.options.grace_seconds)
         self._work_scope.cancel()
-
-
-def _claim_buffer(lane: Lane) -> int:
-    """How many jobs ``lane`` holds leased at most (queued in memory and in flight).
-
-    Leases held ahead cost nothing while this worker lives and go back to the queue when it
-    dies, but a route-wide ``max_in_flight`` counts them: under one, only twice the lane's
-    concurrency is held, so that other workers still get their share.
-    """
-    if lane.route.max_in_flight is not None:
-        return 2 * lane.concurrency
-    return max(2 * lane.concurrency, CLAIM_AHEAD)
-
-
-# A stream's send and receive take a turn of the event loop even when they need not wait:
-# two turns a job, on the hot path. These take one only when they wait.
-async def _put(send: MemoryObjectSendStream[Job], job: Job) -> None:
-    try:
-        send.send_nowait(job)
-    except anyio.WouldBlock:
-        await send.send(job)
-
-
-async def _take(receive: MemoryObjectReceiveStream[Job]) -> Job | None:
-    """The next job, or ``None`` once the feeder is done."""
-    try:
-        try:
-            return receive.receive_nowait()
-        except anyio.WouldBlock:
-            return await receive.receive()
-    except anyio.EndOfStream:
-        return None
