@@ -2,12 +2,12 @@
 
 The order matters for money: the ledger row is committed (``start_attempt``) after the rate
 gate admits the request and before a single byte leaves, and every way out of ``run_job`` —
-success, failure, route stop, cancellation — finishes that row.
+success, failure, route stop, cancellation — finishes that row. Writing the images of a paid
+answer is :mod:`runner.run.save`'s.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,17 +17,7 @@ import anyio
 
 from runner.abc import JobStore, Ledger
 from runner.errors import AttemptError
-from runner.files.atomic import write_atomic
-from runner.files.images import (
-    Expected,
-    ImageError,
-    check_expected,
-    decode_b64,
-    inspect_image,
-)
-from runner.files.layout import OutputName
-from runner.files.outputs import mismatch_summary, output_record
-from runner.http.download import download
+from runner.files.outputs import mismatch_summary
 from runner.http.send import Exchange, send
 from runner.models import Job, JobState, Outcome, Usage, utcnow
 from runner.pricing import (
@@ -43,18 +33,13 @@ from runner.run.gate import answered, job_images, refused
 from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
 from runner.run.records import result_record, start_record
+from runner.run.save import save_images
 from runner.run.spending import Spending, exposure_of
 from runner.run.stats import JobSettled, RoutePause, RunStats
 from runner.run.verdict import Verdict
-from runner.shapes import ImagePayload, LoadedImage, ParsedResponse, PreparedRequest
+from runner.shapes import LoadedImage, ParsedResponse, PreparedRequest
 from runner.shapes.base import effective_model
 from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord
-
-MAX_OUTPUT_BYTES = 200 * 1024 * 1024
-#: Images up to this size are verified and written on the event loop (see ``_save``).
-INLINE_WRITE_BYTES = 32 * 1024
-#: Make every image durable against power loss before recording it (slower; see write_atomic).
-FSYNC = os.environ.get("IMAGERUN_FSYNC", "") not in ("", "0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,7 +215,15 @@ class JobRunner:
         parsed: ParsedResponse,
         paid: Paid,
     ) -> AttemptResult:
-        files, problems = await self._save(lane, job, start.id, parsed.images, exchange.deadline)
+        files, problems = await save_images(
+            lane,
+            job,
+            start.id,
+            parsed.images,
+            exchange.deadline,
+            data_dir=self.data_dir,
+            worker_id=self.worker_id,
+        )
         if not files:
             raise problems[0]  # no image to keep: the paid 200 is recorded as that failure
         mismatch = mismatch_summary(files) if lane.route.on_mismatch == "fail" else None
@@ -329,86 +322,6 @@ class JobRunner:
         state = JobState.QUEUED if error is None else JobState.FAILED
         self.stats.record(JobSettled(route=lane.route.name, state=state, budget_stop=budget_stop))
 
-    async def _save(
-        self,
-        lane: Lane,
-        job: Job,
-        attempt_id: str,
-        payloads: list[ImagePayload],
-        deadline: float,
-    ) -> tuple[list[OutputRecord], list[AttemptError]]:
-        """Decode (or download, within what is left of the attempt's deadline), verify and
-        write each image; nothing is recorded yet. Returns the images written and why the
-        others could not be.
-
-        Every image that decodes is kept, whatever its size or format; where it differs from
-        what the job asked for, its record says so (``asked``, ``got``).
-        """
-        expected = Expected.from_params(job.params)
-        records: list[OutputRecord] = []
-        problems: list[AttemptError] = []
-        for k in range(len(payloads)):
-            try:
-                records.append(
-                    await self._save_one(lane, job, attempt_id, payloads, k, deadline, expected)
-                )
-            except AttemptError as exc:
-                problems.append(exc)
-        return records, problems
-
-    async def _save_one(
-        self,
-        lane: Lane,
-        job: Job,
-        attempt_id: str,
-        payloads: list[ImagePayload],
-        k: int,
-        deadline: float,
-        expected: Expected,
-    ) -> OutputRecord:
-        # Taken out of the list, so this frame holds the only reference to its base64 text.
-        payload, payloads[k] = payloads[k], _SPENT
-        if payload.b64 is not None:
-            try:
-                data = decode_b64(payload.b64)
-            except ImageError as exc:
-                raise AttemptError(Outcome.BAD_RESPONSE, str(exc)) from exc
-            del payload
-        else:
-            data = await download(
-                lane.fetch, payload.url or "", limit=MAX_OUTPUT_BYTES, deadline=deadline
-            )
-        if len(data) <= INLINE_WRITE_BYTES:
-            # Decoding and writing a thumbnail-sized image takes less time than the hop to
-            # a worker thread and back; bigger images never block the event loop.
-            return self._write(job, attempt_id, k, data, expected)
-        return await anyio.to_thread.run_sync(self._write, job, attempt_id, k, data, expected)
-
-    def _write(
-        self,
-        job: Job,
-        attempt_id: str,
-        k: int,
-        data: bytes,
-        expected: Expected,
-    ) -> OutputRecord:
-        try:
-            info = inspect_image(data)
-        except ImageError as exc:
-            raise AttemptError(Outcome.BAD_RESPONSE, f"image does not decode: {exc}") from exc
-        mismatch = check_expected(info, expected)
-        name = OutputName(batch_id=job.batch_id, job_id=job.id, k=k, format=info.format)
-        digest = write_atomic(os.path.join(self.data_dir, name.path), data, fsync=FSYNC)
-        return output_record(
-            name,
-            info,
-            sha256=digest,
-            size=len(data),
-            attempt_id=attempt_id,
-            worker_id=self.worker_id,
-            mismatch=mismatch,
-        )
-
 
 def _arrived(start: AttemptStart, status: int, request_id: str | None) -> Exchange:
     """The exchange of an answer that came later, another way (latency: since the start)."""
@@ -420,7 +333,3 @@ def _arrived(start: AttemptStart, status: int, request_id: str | None) -> Exchan
         gateway_request_id=None,
         latency_ms=latency,
     )
-
-
-#: Stands in for a payload once its image has been written (so its base64 text can be freed).
-_SPENT = ImagePayload()
