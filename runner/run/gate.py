@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Protocol
 
@@ -52,6 +53,10 @@ def jitter_allowance(interval: float, seconds: float = WIRE_JITTER_S) -> float:
     """What is added to ``interval`` for arrival times that jitter by up to ``seconds``."""
     return min(seconds, interval * JITTER_SHARE)
 
+
+#: When the request this task is sending departed (``None``: it has left, or none departed):
+#: an attempt departs and says it has left in one task.
+_DEPARTED: ContextVar[float | None] = ContextVar("departed", default=None)
 
 #: The learned pace is written to the store at most this often (seconds).
 SAVE_EVERY_S = 1.0
@@ -116,10 +121,12 @@ class Gate(Protocol):
 
     async def depart(self) -> None:
         """Hold an admitted request until one interval after the last one this process sent
-        (the ledger row written between admission and sending takes varying time)."""
+        left (the ledger row written between departure and sending takes varying time); a
+        request still writing its row is reckoned to leave the shortest recent row write
+        after its departure, so rows are written side by side."""
 
     def sent(self) -> None:
-        """Say that the request departed last leaves now (its ledger row is written)."""
+        """Say that the request this task departed leaves now (its ledger row is written)."""
 
     async def observe(self, seen: Observation) -> None:
         """Let an attempt's answer (its status, its rate-limit headers) adjust the pace."""
@@ -177,9 +184,8 @@ class BaseGate(ABC):
         self._paused_until = 0.0
         self._departed_at = -1e9
         self._departed = 0
+        #: When the request that left last left (after its ledger row).
         self._sent_at = -1e9
-        #: Set when the request departed last has left (``None``: none is on its way).
-        self._leaving: anyio.Event | None = None
         #: Seconds from recent departures to their requests leaving (the ledger row).
         self._leads: deque[float] = deque(maxlen=LEADS_KEPT)
         #: A 429 came on the route this run: no more bursts on it.
@@ -248,27 +254,31 @@ class BaseGate(ABC):
     async def depart(self) -> None:
         # Spaced from when the request before really left: its ledger row takes varying time
         # after its departure, and a limiter that allows no burst refuses a request that
-        # arrives a hair early. The shortest recent row write is allowed for (this one takes
-        # at least about that long too), so a steady schedule is not held back by it.
-        # One at a time: two requests whose slots came while the one before was still on its
-        # way would otherwise both leave one interval after it, together.
+        # arrives a hair early. A request whose row is still being written is reckoned to
+        # leave the shortest recent row write after its departure, so rows are written side
+        # by side and never hold departures back one by one; one that never leaves (its lease
+        # lost, the route stopped) holds nothing either.
+        # One at a time: two requests whose slots came together would otherwise both leave one
+        # interval after the one before, together.
         if self._gap < SPACED_GAP_S:
-            # Faster than an event loop can space requests: the schedule alone paces them,
-            # and row writes are not waited for one by one (they are committed in groups).
+            # Faster than an event loop can space requests: the schedule alone paces them.
             self._departing_now()
             return
         async with self._departing:
-            if self._leaving is not None and not self._leaving.is_set():
-                # Bounded: a request that never leaves (its lease lost) must not hold the rest.
-                with anyio.move_on_after(self._gap * 2):
-                    await self._leaving.wait()
-            share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
-            lead = self._lead()
-            due = self._sent_at + self._gap * share + jitter_allowance(self._gap) - lead
-            if (wait := due - anyio.current_time()) > 0:
+            # Again after each wait: the request before may have left later than reckoned.
+            while (wait := self._departure_due() - anyio.current_time()) > 0:
                 await self._sleep(wait)
+                if self.stopped is not None:
+                    break
             self._departing_now()
-            self._leaving = anyio.Event()
+
+    def _departure_due(self) -> float:
+        """When the next request may depart: an interval (and the jitter allowance) after the
+        request before it left, less the row write still to come for this one."""
+        share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
+        lead = self._lead()
+        left = max(self._sent_at, self._departed_at + lead)
+        return left + self._gap * share + jitter_allowance(self._gap) - lead
 
     def _lead(self) -> float:
         """The shortest recent time from a departure to its request leaving (the ledger row):
@@ -276,17 +286,18 @@ class BaseGate(ABC):
         return min(self._leads) if len(self._leads) >= LEADS_KEPT // 4 else 0.0
 
     def _departing_now(self) -> None:
-        """Note that a request departs now (its ledger row is written next)."""
+        """Note that a request departs now (its ledger row is written next, in this task)."""
         self._departed_at = anyio.current_time()
         self._departed += 1
+        _DEPARTED.set(self._departed_at)
 
     def sent(self) -> None:
         now = anyio.current_time()
-        if self._departed_at > 0:
-            self._leads.append(max(0.0, now - self._departed_at))
-        self._sent_at = now
-        if self._leaving is not None:
-            self._leaving.set()
+        # This task's own departure: rows written side by side finish in any order.
+        if (departed := _DEPARTED.get()) is not None:
+            self._leads.append(max(0.0, now - departed))
+            _DEPARTED.set(None)
+        self._sent_at = max(self._sent_at, now)
 
     async def observe(self, seen: Observation) -> None:
         self.refused |= seen.rate_limited

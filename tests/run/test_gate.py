@@ -100,6 +100,38 @@ async def test_requests_leave_an_interval_apart_from_when_the_one_before_really_
     assert min(gaps) >= 0.1 * 0.95
 
 
+async def test_slow_ledger_rows_do_not_slow_the_route_down() -> None:
+    """Each row takes one and a half intervals to write: rows are written side by side, so
+    the route keeps its rate (waiting for each row before the next departure sent at 2/3 of
+    it), and requests still leave about an interval apart."""
+    rpm = 1200  # one request every 50 ms; rows of 75 ms
+    gate = RouteGate(rpm)
+    left: list[float] = []
+    count = 40
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(send_one, gate, 0.075, left)
+    left.sort()
+    achieved = (count - 1) / (left[-1] - left[0]) * 60
+    assert achieved >= 0.85 * rpm, f"{achieved:.0f} requests/min, told {rpm}"
+    assert achieved <= rpm * 1.02
+
+
+async def test_a_request_that_never_leaves_does_not_hold_the_next() -> None:
+    """Its lease lost or the route stopped after it departed: no ``sent()`` ever comes, and
+    the next request departs one interval after it, not later."""
+    gate = RouteGate(120)  # one request every 0.5 s
+    with anyio.fail_after(10):
+        await gate.admit()
+        await gate.depart()  # and never sent
+        first = anyio.current_time()
+        await gate.admit()
+        await gate.depart()
+    # An interval after the first; waiting for its `sent()` held it two intervals more.
+    assert anyio.current_time() - first < 0.5 * 1.5
+
+
 async def test_admission_paces_at_the_routes_rate() -> None:
     gate = RouteGate(RPM)
     count = 14
