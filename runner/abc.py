@@ -270,6 +270,10 @@ class RoutePace(Protocol):
     async def route_paces(self) -> dict[str, dict[str, Any]]:
         """Every route's saved pace, with ``learned_at`` (ISO 8601), by route name."""
 
+    async def count_passed(self, route: str, passed: int) -> int:
+        """Add ``passed`` successful requests to the route's running count (every worker's
+        together) and return the count (its ``route_state`` row must exist)."""
+
 
 @runtime_checkable
 class BudgetGrants(Protocol):

@@ -319,7 +319,7 @@ class BaseGate(ABC):
         return
 
     def _adopt(self, learned: Learned) -> None:
-        self.pace = Pace(self.rpm * RATE_MARGIN, told=self._told, learned=learned)
+        self.pace.adopt(learned)
 
     def _hold(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)

@@ -187,6 +187,10 @@ class Pace:
         self._passed: deque[tuple[float, float]] = deque()
         #: Where the pace climbs back quickly to after a backoff.
         self._target: float | None = None
+        #: The route's successes for each of this process's (several workers share a route's
+        #: schedule, and each sees only its own answers): what the rate let through is
+        #: judged on.
+        self.passed_scale = 1.0
         if learned is not None:
             rpm = min(ceiling, learned.rpm)
             self.learned = replace(learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason))
@@ -197,6 +201,13 @@ class Pace:
         else:
             self.learned = Learned(rpm=max(FLOOR_RPM, ceiling * START_SHARE), reason=Reason.PROBING)
             self._slow_start = True
+
+    def adopt(self, learned: Learned) -> None:
+        """Take up a pace learned elsewhere (an earlier run, another worker), keeping what
+        this one has seen since it started (the rate let through since the first 429)."""
+        rpm = min(self.ceiling, learned.rpm)
+        self.learned = replace(learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason))
+        self._slow_start = False
 
     @property
     def rpm(self) -> float:
@@ -287,7 +298,7 @@ class Pace:
         """Requests a minute the limiter let through lately, or ``None`` when too few are known.
 
         Counted by when they were sent, up to the longest recent latency ago (requests sent
-        later may still be on their way).
+        later may still be on their way), and scaled to the route's whole traffic.
         """
         if self._bound_since is None or not self._passed:
             return None
@@ -297,7 +308,7 @@ class Pace:
         count = sum(1 for sent, _ in self._passed if since < sent <= until)
         if until - since < GOODPUT_MIN_S or count < GOODPUT_MIN_OK:
             return None
-        return count * 60.0 / (until - since)
+        return count * self.passed_scale * 60.0 / (until - since)
 
     def _probe(self, at: float) -> None:
         if self.learned.requests is not None or self._last_at is None:

@@ -9,9 +9,13 @@ second or so.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
+
+import anyio
 
 from runner.errors import StoreUnavailable
 from runner.run.gate import BaseGate, PaceKeeper, PaceStore, jitter_allowance
+from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S, Observation
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the
 #: schedule to the server (the slot's answer, the sleep, the ledger row, the event loops):
@@ -23,6 +27,8 @@ SLOT_JITTER_S = 0.006
 #: schedule stays full however its event loop stalls, and a pace that turns out too fast
 #: (the first answer's headers teach a slower one) sends at most that much at it.
 BOOK_AHEAD_S = 0.25
+#: This worker's share of the route's successes is judged over about this many seconds.
+SHARE_WINDOW_S = GOODPUT_WINDOW_S / 2
 
 
 class SharedGate(BaseGate):
@@ -41,6 +47,11 @@ class SharedGate(BaseGate):
         self._route = route
         #: Tasks of this worker holding a slot booked ahead.
         self._ahead = 0
+        #: This worker's successes not yet added to the route's count, and those added.
+        self._passed = 0
+        self._passed_counted = 0
+        #: (when, this worker's successes counted, the route's count) as the counts were added.
+        self._counts: deque[tuple[float, int, int]] = deque()
 
     @property
     def _one_at_a_time(self) -> bool:
@@ -63,11 +74,38 @@ class SharedGate(BaseGate):
         with contextlib.suppress(StoreUnavailable):
             await self._store.pause_route(self._route, seconds)
 
+    async def observe(self, seen: Observation) -> None:
+        if not seen.rate_limited and seen.sent_at is not None:
+            self._passed += 1
+        await super().observe(seen)
+
     async def _refresh(self, keeper: PaceKeeper) -> None:
         found = await keeper.load()
         # The most cautious pace wins: a worker that was refused slows every worker down.
         if found is not None and found[1] and found[0].rpm < self.pace.rpm:
             self._adopt(found[0])
+        await self._count_passed()
+
+    async def _count_passed(self) -> None:
+        """Add this worker's successes to the route's count, and judge from the counts what
+        share of the route's successes are this worker's: a 429 without headers backs off
+        to the rate the route as a whole let through, not the rate this worker's share did
+        (a quarter of it, with four workers)."""
+        passed, self._passed = self._passed, 0
+        try:
+            route = await self._store.count_passed(self._route, passed)
+        except StoreUnavailable:
+            self._passed += passed
+            raise
+        self._passed_counted += passed
+        now = anyio.current_time()
+        self._counts.append((now, self._passed_counted, route))
+        while len(self._counts) > 2 and self._counts[1][0] <= now - SHARE_WINDOW_S:
+            self._counts.popleft()
+        _, mine_then, route_then = self._counts[0]
+        mine, theirs = self._passed_counted - mine_then, route - route_then
+        if mine >= GOODPUT_MIN_OK and theirs >= mine:
+            self.pace.passed_scale = theirs / mine
 
     async def _take_slot(self, interval: float) -> None:
         # Counted from before the slot is asked for: tasks that book ahead do so at once.

@@ -1,20 +1,47 @@
 """A route's learned pace, kept in its ``route_state`` row between runs and across workers.
 
 The pace is a small JSON object (``runner.run.pacing.Learned`` as JSON) stamped with when it
-was learned; a pace older than the caller's age limit is ignored.
+was learned; a pace older than the caller's age limit is ignored. Beside it, under
+``passed``, the route's running count of successful requests from every worker: the rate the
+provider let through on the route as a whole, which no single worker sees.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from runner.models import utcnow
 from runner.store.database import Database
 from runner.store.outage import retried
 from runner.store.tables import route_state
+
+#: The key of the route's running count of successes in its ``pace`` object.
+PASSED = "passed"
+
+#: Add ``:n`` to the count, in one statement (workers add theirs side by side).
+_ADD_PASSED = {
+    "postgresql": "UPDATE route_state SET pace = jsonb_set(COALESCE(pace::jsonb, '{}'), "
+    "'{passed}', to_jsonb(COALESCE((pace->>'passed')::bigint, 0) + :n))::json "
+    "WHERE route = :route RETURNING (pace->>'passed')::bigint AS passed",
+    "sqlite": "UPDATE route_state SET pace = json_set(COALESCE(pace, '{}'), '$.passed', "
+    "COALESCE(json_extract(pace, '$.passed'), 0) + :n) "
+    "WHERE route = :route RETURNING json_extract(pace, '$.passed') AS passed",
+}
+#: A new pace keeps the count that is there.
+_KEEP_PASSED = {
+    "postgresql": "CASE WHEN pace->'passed' IS NULL THEN CAST(:pace AS json) "
+    "ELSE (CAST(:pace AS jsonb) || jsonb_build_object('passed', pace->'passed'))::json END",
+    "sqlite": "CASE WHEN json_extract(pace, '$.passed') IS NULL THEN :pace "
+    "ELSE json_set(:pace, '$.passed', json_extract(pace, '$.passed')) END",
+}
+
+
+def _learned(pace: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in pace.items() if name != PASSED}
 
 
 class PaceOps:
@@ -30,23 +57,33 @@ class PaceOps:
         )
         async with self.db.reading() as conn:
             pace = (await conn.execute(query)).scalar_one_or_none()
-        return dict(pace) if pace else None
+        return _learned(pace) if pace else None
 
     @retried
     async def save_pace(self, route: str, pace: dict[str, Any]) -> None:
+        kept = text(_KEEP_PASSED[self.db.dialect]).bindparams(pace=json.dumps(_learned(pace)))
         statement = (
             update(route_state)
             .where(route_state.c.route == route)
-            .values(pace=pace, pace_at=utcnow())
+            .values(pace=kept, pace_at=utcnow())
         )
         async with self.db.writing() as conn:
             await conn.execute(statement)
 
     @retried
+    async def count_passed(self, route: str, passed: int) -> int:
+        statement = text(_ADD_PASSED[self.db.dialect])
+        async with self.db.writing() as conn:
+            total = (await conn.execute(statement, {"route": route, "n": passed})).scalar()
+        return int(total or 0)
+
+    @retried
     async def route_paces(self) -> dict[str, dict[str, Any]]:
         query = select(route_state.c.route, route_state.c.pace, route_state.c.pace_at).where(
-            route_state.c.pace.is_not(None)
+            route_state.c.pace_at.is_not(None)
         )
         async with self.db.reading() as conn:
             rows = (await conn.execute(query)).all()
-        return {row.route: {**row.pace, "learned_at": row.pace_at.isoformat()} for row in rows}
+        return {
+            row.route: {**_learned(row.pace), "learned_at": row.pace_at.isoformat()} for row in rows
+        }

@@ -107,14 +107,16 @@ async def test_slow_ledger_rows_do_not_slow_the_route_down() -> None:
     rpm = 1200  # one request every 50 ms; rows of 75 ms
     gate = RouteGate(rpm)
     left: list[float] = []
-    count = 40
+    count = 60
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             for _ in range(count):
                 tg.start_soon(send_one, gate, 0.075, left)
     left.sort()
     achieved = (count - 1) / (left[-1] - left[0]) * 60
-    assert achieved >= 0.85 * rpm, f"{achieved:.0f} requests/min, told {rpm}"
+    # Each row's lateness past the shortest delays the next departure, so a loaded event loop
+    # costs some of the rate: far from the 2/3 that waiting for each row gave.
+    assert achieved >= 0.8 * rpm, f"{achieved:.0f} requests/min, told {rpm}"
     assert achieved <= rpm * 1.02
 
 
@@ -342,6 +344,38 @@ async def test_a_backoff_on_one_shared_gate_slows_the_other(
             await anyio.sleep(0.2)
             await b.observe(answer())
     assert b.pace.reason is Reason.BACKED_OFF
+
+
+async def test_shared_gates_back_off_to_what_the_route_as_a_whole_let_through(
+    pg_stores: tuple[Store, Store],
+) -> None:
+    """Without headers, a 429 backs off to the rate the limiter let through since it first
+    refused. With two workers, one taking a quarter of the route's successes, that is the
+    route's rate, not a quarter of it (which left four workers near a quarter of the limit)."""
+    a, b = await shared_pair(pg_stores)
+    start = anyio.current_time()
+    sent: dict[SharedGate, list[float]] = {a: [], b: []}
+
+    async def success(gate: SharedGate, at: float) -> None:
+        sent[gate].append(at)
+        seen = Observation(at=at + 1.0, rate_limited=False, sent_at=at)
+        await gate.observe(seen)
+
+    for gate in (a, b):
+        await gate.observe(Observation(at=start, rate_limited=True))
+    # Ten seconds of answers: b gets three successes for each of a's.
+    for k in range(1, 101):
+        await success(a if k % 4 == 0 else b, start + k * 0.1)
+    # Each gate adds its successes to the route's count at most once a second, on an answer.
+    for _ in range(2):
+        await anyio.sleep(1.1)
+        for gate in (a, b):
+            await success(gate, start + 10.0 + len(sent[gate]) * 0.001)
+    await a.observe(Observation(at=start + 12.0, rate_limited=True))
+
+    let_through = sum(len(times) for times in sent.values()) * 60 / 11.0
+    assert a.pace.reason is Reason.BACKED_OFF
+    assert 0.85 * let_through <= a.pace.rpm <= 1.1 * let_through, (a.pace.rpm, let_through)
 
 
 async def test_a_stop_wakes_the_requests_waiting_out_a_pause() -> None:
