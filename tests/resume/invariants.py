@@ -78,11 +78,27 @@ def _states(ledger: Ledger, seen: set[str | None], allow_unknown: bool) -> None:
             assert allow_unknown, f"job {job['ext_id']} is unknown after a graceful stop"
             last = attempts[job["id"]][-1]
             assert last["outcome"] == "lost", last
-            assert last["id"] in seen, (
-                f"job {job['ext_id']} is unknown but its request never reached the provider"
-            )
+            if last["id"] not in seen:
+                _unsent_but_held(job, last)
         else:
             assert job["state"] in TERMINAL, f"job {job['ext_id']} left {job['state']}"
+
+
+def _unsent_but_held(job: dict[str, Any], last: dict[str, Any]) -> None:
+    """An ``unknown`` job whose request never reached the provider.
+
+    A kill can land after the attempt's row is committed (the row is written before the
+    request leaves) and before the request reaches the provider. The runner cannot tell that
+    from a request that did arrive, so what it promises is: the attempt was closed ``lost``
+    from ``sending`` (charge unknown), the job is held and never re-sent by itself (this
+    attempt is its last), and the provider's call log then settles it: reconcile found no row
+    for it and recorded it not charged, so ``imagerun retry --unknown`` may resend it.
+    """
+    name = job["ext_id"]
+    assert last["error_message"] == "worker stopped while the request was in flight", last
+    assert (last["charge_status"], last["charge_evidence"]) == ("not_charged", "call_log"), (
+        f"job {name}'s request never reached the provider, yet reconcile did not settle it: {last}"
+    )
 
 
 def _outputs(ledger: Ledger, data_dir: Path) -> None:
