@@ -1,11 +1,9 @@
 """The seams of imagerun: what the engine, exports and billing need of the job store.
 
-Each role is a small :class:`~typing.Protocol`, documented here once; consumers ask for the
-roles they use (the run loop for several, an export for :class:`Exports` alone), and
-:class:`runner.store.Store` implements every one of them. Composite protocols at the end name
-the sets a consumer needs together.
-
-Every verb commits before it returns unless its documentation says otherwise, and raises
+Each role is a small :class:`~typing.Protocol`, documented here once, that
+:class:`runner.store.Store` plays; consumers ask for the roles they use (an export for
+:class:`Exports` alone, the engine for the sets in :mod:`runner.run.stores`). Every verb commits
+before it returns unless its documentation says otherwise, and raises
 :class:`runner.errors.StoreError` (or a subclass) when the database fails it.
 """
 
@@ -21,15 +19,8 @@ from anyio.abc import TaskStatus
 if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at run time
     from runner.files.adopt import JobFiles
     from runner.models import Job, JobSpec, JobState, Outcome
-    from runner.store.charges import (
-        BalanceSnapshot,
-        BilledAttempt,
-        ChargeObservation,
-        ChargeUpdate,
-        CostRow,
-        MismatchRow,
-        RemoteCostRow,
-    )
+    from runner.store.charges import BalanceSnapshot, BilledAttempt, ChargeObservation, ChargeUpdate
+    from runner.store.costs import CostRow, MismatchRow, RemoteCostRow
     from runner.store.exports import ExportJob, ExportOutput
     from runner.store.records import (
         AttemptResult,
@@ -65,7 +56,6 @@ class Queue(Protocol):
     ) -> EnqueueResult:
         """Create (or reuse) the batch ``name`` and enqueue ``specs`` atomically, skipping
         job keys already known (in any batch): re-submitting adds nothing, creates nothing.
-
         With ``exact``, the batch must end up holding exactly ``specs`` (new, or every one of
         them already its own); otherwise :class:`runner.errors.UsageError` and nothing is
         enqueued. A comparison's batches are submitted so."""
@@ -128,17 +118,12 @@ class Leases(Protocol):
 @runtime_checkable
 class Ledger(Protocol):
     """The attempt rows: one written before a request leaves, finished with its job's move.
-
     Each finishing verb closes the attempt *and* moves its job in one transaction, so the
-    ledger and the queue never disagree about what happened.
-    """
+    ledger and the queue never disagree about what happened."""
 
     async def start_attempt(self, start: AttemptStart) -> None:
-        """Record that a request is about to leave; returns once the row is committed.
-
-        Raises:
-            LeaseLost: the job is no longer leased to us; the request must not be sent.
-        """
+        """Record that a request is about to leave; returns once the row is committed (raises
+        :class:`~runner.store.LeaseLost` if the job is no longer ours: then nothing is sent)."""
 
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
         """The attempt succeeded and its outputs are on disk: record them, finish the job."""
@@ -154,11 +139,8 @@ class Ledger(Protocol):
         """Give the job back in ``state`` without a verdict (route stopped, run interrupted)."""
 
     async def flush(self) -> None:
-        """Wait until every finishing write made so far is committed.
-
-        Raises:
-            StoreError: a write nobody waited for failed.
-        """
+        """Wait until every finishing write made so far is committed (raises
+        :class:`~runner.errors.StoreError` if a write nobody waited for failed)."""
 
 
 @runtime_checkable
@@ -245,13 +227,9 @@ class RouteState(Protocol):
     async def take_rate_slot(
         self, route: str, interval: float, tolerance: float = 0.0
     ) -> tuple[float, float]:
-        """Reserve the route's next request slot, ``interval`` seconds after the last one
-        (``tolerance``: how early a slot may be used, GCRA's burst tolerance).
-
-        Returns:
-            ``(wait, paused)``: seconds to wait before sending; seconds the route stays paused
-            after a 429 (when positive the slot was *not* taken: wait and ask again).
-        """
+        """Reserve the route's next slot, ``interval`` s after the last (``tolerance``: how early
+        a slot may be used, GCRA's burst tolerance). Returns ``(wait, paused)``: seconds to wait
+        before sending; seconds the route stays paused after a 429 (then no slot was taken)."""
 
     async def pause_route(self, route: str, seconds: float) -> None:
         """Pause the route for everyone (a 429's ``Retry-After``); pauses only ever extend."""
@@ -382,10 +360,8 @@ class Reports(Protocol):
 @runtime_checkable
 class RemoteBatches(Protocol):
     """Remote batches: a provider's batches holding our jobs, one line (and attempt) each.
-
     A remote batch's jobs are leased to it, not to a worker, until its lines are applied:
-    a worker that dies leaves them to the next run's driver, never to lease recovery.
-    """
+    a worker that dies leaves them to the next run's driver, never to lease recovery."""
 
     async def open_remote_batch(
         self, batch: RemoteBatch, starts: Sequence[AttemptStart]
@@ -422,37 +398,7 @@ class RemoteBatches(Protocol):
 
 @runtime_checkable
 class Dialect(Protocol):
-    """Which database this is, ``sqlite`` or ``postgresql`` (state shared between worker
-    processes pays off only on a server)."""
+    """Which database this is: ``sqlite`` or ``postgresql`` (shared gates need a server)."""
 
     @property
     def dialect(self) -> str: ...
-
-
-@runtime_checkable
-class JobStore(Leases, BudgetGrants, Protocol):
-    """What running one job needs besides its :class:`Ledger`."""
-
-
-@runtime_checkable
-class RunStore(
-    Queue,
-    JobStore,
-    Workers,
-    LeaseRecovery,
-    FileAdoption,
-    RouteState,
-    RoutePace,
-    ChargePolicy,
-    Reports,
-    GroupCommit,
-    RemoteBatches,
-    Dialect,
-    Protocol,
-):
-    """What a run needs: claiming, recording, recovering and sharing with other workers."""
-
-
-@runtime_checkable
-class ProbeStore(Queue, JobStore, Ledger, Workers, Charges, Protocol):
-    """What a billing probe needs: a batch of its own, run serially, then its charges."""

@@ -24,12 +24,12 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import httpx
 
-from runner.abc import ProbeStore
+from runner.abc import Charges, Ledger, Queue, Workers
 from runner.billing.endpoints import (
     AccountEndpoints,
     Balance,
@@ -51,8 +51,16 @@ from runner.run.lanes import LaneClients, assemble, open_clients
 from runner.run.retry import RetryPolicy
 from runner.run.spending import RunCap, Spending
 from runner.run.stats import RunStats
+from runner.run.stores import JobStore
 from runner.store import BatchInfo
 from runner.store.charges import BalanceSnapshot, BilledAttempt, ChargeObservation, ChargeUpdate
+
+
+@runtime_checkable
+class ProbeStore(Queue, JobStore, Ledger, Workers, Charges, Protocol):
+    """What a billing probe needs of the store: a batch of its own, run serially, then its
+    charges (each role is documented in :mod:`runner.abc`)."""
+
 
 #: Lease on a probe job: long enough for the slowest generation and its settling.
 LEASE_SECONDS = 3600.0

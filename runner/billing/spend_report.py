@@ -14,7 +14,8 @@ from runner.models import ChargeStatus, Outcome
 from runner.pricing import PriceBook, reprice
 from runner.routes import Catalog
 from runner.store import BatchInfo
-from runner.store.charges import ChargeObservation, CostRow, MismatchRow, RemoteCostRow
+from runner.store.charges import ChargeObservation
+from runner.store.costs import CostRow, MismatchRow, RemoteCostRow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from runner.abc import JobStore, Ledger
+from runner.abc import Ledger
 from runner.errors import AttemptError
 from runner.files.outputs import mismatch_summary
 from runner.http.send import Exchange, send
@@ -36,6 +36,7 @@ from runner.run.records import result_record, start_record
 from runner.run.save import save_images
 from runner.run.spending import Spending, exposure_of
 from runner.run.stats import JobSettled, RoutePause, RunStats
+from runner.run.stores import JobStore
 from runner.run.verdict import Verdict
 from runner.shapes import LoadedImage, ParsedResponse, PreparedRequest
 from runner.shapes.base import effective_model

@@ -15,12 +15,13 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runner.abc import GroupLedger, RunStore
+from runner.abc import GroupLedger
 from runner.errors import StoreUnavailable
 from runner.models import Job
 from runner.run.attempt import JobRunner
 from runner.run.lane import Lane
 from runner.run.stats import RunStats
+from runner.run.stores import RunStore
 
 #: How long an idle feeder waits before looking for due retries again.
 IDLE_POLL = 0.5

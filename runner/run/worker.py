@@ -30,7 +30,6 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup, TaskStatus
 
-from runner.abc import RunStore
 from runner.errors import ConfigError, StoreUnavailable
 from runner.files.adopt import AdoptionReport, adopt_orphans
 from runner.files.atomic import sweep_temporaries
@@ -45,6 +44,7 @@ from runner.run.memory import ByteBudget
 from runner.run.observed import observed_route
 from runner.run.spending import Spending
 from runner.run.stats import RunStats
+from runner.run.stores import RunStore
 from runner.store import BatchInfo, Recovery
 
 

@@ -12,7 +12,8 @@ mixin module per role, over one :class:`Database`:
   transaction per verb) and ``groupcommit`` (the same verbs committed in groups for a run),
   ``workers``, ``budgets`` (grants), ``routestate`` and ``pace`` (shared by every worker),
   ``remote`` (remote batches),
-  ``recovery`` (orphan adoption), ``charges``, ``repricing``, ``reports``, ``exports``.
+  ``recovery`` (orphan adoption), ``charges``, ``costs`` (spend reports), ``repricing``,
+  ``reports``, ``exports``.
 
 One implementation serves both dialects; the few places they differ (claiming with
 ``FOR UPDATE SKIP LOCKED``, SQLite's immediate transactions) are marked where they happen.
@@ -28,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from runner.errors import StoreError
 from runner.store.budgets import BudgetOps
 from runner.store.charges import ChargeOps
+from runner.store.costs import CostOps
 from runner.store.database import Database
 from runner.store.exports import ExportOps
 from runner.store.groupcommit import LedgerWriter
@@ -66,6 +68,7 @@ class Store(
     RouteStateOps,
     PaceOps,
     ChargeOps,
+    CostOps,
     RepricingOps,
     BudgetOps,
     RemoteOps,
@@ -128,12 +131,34 @@ class Store(
 
 
 if TYPE_CHECKING:  # mypy proves here that the store plays every role of runner.abc
+    from typing import Protocol
+
     from runner import abc
 
-    def _plays_every_role(
-        store: Store,
-    ) -> tuple[abc.RunStore, abc.ProbeStore, abc.Exports, abc.Costs, abc.Charges, abc.Reports]:
-        return store, store, store, store, store, store
+    class _EveryRole(
+        abc.Queue,
+        abc.Leases,
+        abc.Ledger,
+        abc.GroupCommit,
+        abc.Workers,
+        abc.LeaseRecovery,
+        abc.FileAdoption,
+        abc.RouteState,
+        abc.RoutePace,
+        abc.BudgetGrants,
+        abc.ChargePolicy,
+        abc.Charges,
+        abc.Costs,
+        abc.Exports,
+        abc.Reports,
+        abc.RemoteBatches,
+        abc.Dialect,
+        Protocol,
+    ):
+        pass
+
+    def _plays_every_role(store: Store) -> _EveryRole:
+        return store
 
 
 __all__ = [

@@ -1,10 +1,11 @@
-"""Charge verbs: what attempts were really charged, observed policies, spend reports.
+"""Charge verbs: what attempts were really charged, observed policies, balance readings.
 
 The ledger (``ledger.py``) writes each attempt's *expected* charge from the route's policy.
 These verbs let the provider's own records correct it afterwards (``observed_usd``,
 ``charge_status``, ``charge_evidence``), keep the failure-charge behaviour observed per route
 (``charge_observations``) and keep balance readings (``balance_snapshots``) for comparing an
-account's balance delta with the ledger. Repricing is in ``repricing.py``.
+account's balance delta with the ledger. The spend reports are in ``costs.py``, repricing
+in ``repricing.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, insert, select, update
 
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, Outcome, utcnow
 from runner.store.database import Database
@@ -23,8 +24,6 @@ from runner.store.tables import (
     attempts,
     balance_snapshots,
     charge_observations,
-    outputs,
-    remote_batches,
 )
 
 
@@ -82,57 +81,6 @@ class ChargeObservation:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CostRow:
-    """Attempts of one (route, outcome, charge status, evidence) group and their money."""
-
-    route: str
-    outcome: str
-    charge_status: ChargeStatus
-    evidence: ChargeEvidence
-    attempts: int
-    expected_usd: float
-    observed_usd: float
-    #: Attempts of the group with an observed amount.
-    observed: int
-    #: Charged: what they cost. Unknown: what they may have cost. Not charged: 0.
-    cost_usd: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RemoteCostRow:
-    """One remote batch's lines as the ledger holds them: how many, what came back, the cost.
-
-    Attributes:
-        id: ours (``rb…``).
-        remote_id: the provider's batch id, once created.
-        status: the provider's status as last polled.
-        lines: line attempts finished in the ledger; ``ok`` of them produced images.
-        expected_usd: their expected cost at the route's (batch) price; not charged lines 0.
-        cost_usd: charged, plus what unknown lines may have cost.
-    """
-
-    id: str
-    route: str
-    remote_id: str | None
-    status: str | None
-    lines: int
-    ok: int
-    expected_usd: float
-    cost_usd: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MismatchRow:
-    """One route's images kept (and paid for) though not what their jobs asked for."""
-
-    route: str
-    images: int
-    #: The attempts that delivered them, and what those attempts cost (or may have).
-    attempts: int
-    cost_usd: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class BalanceSnapshot:
     """One reading of an account's balance, in USD."""
 
@@ -145,21 +93,10 @@ class BalanceSnapshot:
     taken_at: datetime = field(default_factory=utcnow)
 
 
-#: What an attempt cost (charged) or may have cost (unknown; a ``lost`` one its worst case).
-_MAYBE = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, attempts.c.worst_case_usd)
-
-
-#: What an attempt counts for in spend: charged, what it may have cost if unknown, else 0.
-_COST = case(
-    (attempts.c.charge_status == ChargeStatus.NOT_CHARGED.value, 0.0),
-    (attempts.c.charge_status == ChargeStatus.UNKNOWN.value, _MAYBE),
-    else_=func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0),
-)
-
-
-def _scope(
+def finished_in(
     routes: Sequence[str] | None, batch_ids: Sequence[str] | None
 ) -> list[ColumnElement[bool]]:
+    """The conditions on finished attempts (of ``routes``, of ``batch_ids``, if given)."""
     where: list[ColumnElement[bool]] = [attempts.c.state == AttemptState.DONE.value]
     if routes is not None:
         where.append(attempts.c.route.in_(list(routes)))
@@ -169,8 +106,8 @@ def _scope(
 
 
 class ChargeOps:
-    """The :class:`runner.abc.Charges`, :class:`~runner.abc.ChargePolicy` and
-    :class:`~runner.abc.Costs` verbs. Mixed into :class:`runner.store.Store`.
+    """The :class:`runner.abc.Charges` and :class:`~runner.abc.ChargePolicy` verbs, and the
+    observations of :class:`~runner.abc.Costs`. Mixed into :class:`runner.store.Store`.
     """
 
     db: Database
@@ -183,7 +120,7 @@ class ChargeOps:
         batch_ids: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[BilledAttempt]:
-        where = _scope(routes, batch_ids)
+        where = finished_in(routes, batch_ids)
         if ids is not None:
             where.append(attempts.c.id.in_(list(ids)))
         async with self.db.reading() as conn:
@@ -278,110 +215,6 @@ class ChargeOps:
 
     async def observed_policy(self, route: str) -> dict[Outcome, ChargeObservation]:
         return {obs.outcome: obs for obs in await self.observations([route])}
-
-    @retried
-    async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
-        status = attempts.c.charge_status
-        keys = (attempts.c.route, attempts.c.outcome, status, attempts.c.charge_evidence)
-        query = (
-            select(
-                *keys,
-                func.count(),
-                func.sum(func.coalesce(attempts.c.expected_usd, 0.0)),
-                func.sum(func.coalesce(attempts.c.observed_usd, 0.0)),
-                func.count(attempts.c.observed_usd),
-                func.sum(_COST),
-            )
-            .where(and_(*_scope(None, batch_ids)))
-            .group_by(*keys)
-            .order_by(*keys)
-        )
-        async with self.db.reading() as conn:
-            return [
-                CostRow(
-                    route=route,
-                    outcome=outcome or Outcome.LOST.value,
-                    charge_status=ChargeStatus(charge),
-                    evidence=ChargeEvidence(evidence),
-                    attempts=n,
-                    expected_usd=round(float(expected or 0), 6),
-                    observed_usd=round(float(observed or 0), 6),
-                    observed=n_observed,
-                    cost_usd=round(float(spent or 0), 6),
-                )
-                for route, outcome, charge, evidence, n, expected, observed, n_observed, spent in (
-                    await conn.execute(query)
-                )
-            ]
-
-    @retried
-    async def remote_cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[RemoteCostRow]:
-        query = (
-            select(
-                remote_batches.c.id,
-                remote_batches.c.route,
-                remote_batches.c.remote_id,
-                remote_batches.c.status,
-                func.count(),
-                func.count().filter(attempts.c.outcome == Outcome.OK.value),
-                func.sum(func.coalesce(attempts.c.expected_usd, 0.0)),
-                func.sum(_COST),
-            )
-            .join(remote_batches, remote_batches.c.id == attempts.c.remote_batch_id)
-            .where(and_(*_scope(None, batch_ids)))
-            .group_by(
-                remote_batches.c.id,
-                remote_batches.c.route,
-                remote_batches.c.remote_id,
-                remote_batches.c.status,
-                remote_batches.c.created_at,
-            )
-            .order_by(remote_batches.c.created_at, remote_batches.c.id)
-        )
-        async with self.db.reading() as conn:
-            return [
-                RemoteCostRow(
-                    id=rb_id,
-                    route=route,
-                    remote_id=remote_id,
-                    status=status,
-                    lines=n,
-                    ok=n_ok,
-                    expected_usd=round(float(expected or 0), 6),
-                    cost_usd=round(float(spent or 0), 6),
-                )
-                for rb_id, route, remote_id, status, n, n_ok, expected, spent in (
-                    await conn.execute(query)
-                )
-            ]
-
-    @retried
-    async def mismatch_rows(self, batch_ids: Sequence[str] | None = None) -> list[MismatchRow]:
-        wrong = (
-            select(outputs.c.attempt_id, func.count().label("images"))
-            .where(outputs.c.asked.is_not(None))
-            .group_by(outputs.c.attempt_id)
-            .subquery()
-        )
-        query = (
-            select(
-                attempts.c.route,
-                func.sum(wrong.c.images),
-                func.count(),
-                func.sum(func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0)),
-            )
-            .join(wrong, wrong.c.attempt_id == attempts.c.id)
-            .where(and_(*_scope(None, batch_ids)))
-            .group_by(attempts.c.route)
-            .order_by(attempts.c.route)
-        )
-        async with self.db.reading() as conn:
-            return [
-                MismatchRow(
-                    route=route, images=int(images), attempts=n, cost_usd=round(float(usd), 6)
-                )
-                for route, images, n, usd in await conn.execute(query)
-            ]
 
     @retried
     async def record_balance(self, snapshot: BalanceSnapshot) -> None:
