@@ -6,7 +6,9 @@ verb whose parameters drifted from its protocol's (a renamed keyword, a lost def
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from pkgutil import iter_modules
 from typing import Any
 
 import pytest
@@ -15,11 +17,12 @@ from runner import abc
 from runner.store import Store
 from runner.store.groupcommit import LedgerWriter
 
-ROLES = [
-    role
-    for role in vars(abc).values()
-    if isinstance(role, type) and role.__module__ == abc.__name__
+#: The seams package's modules (roles are grouped by who depends on them).
+SEAMS = [
+    abc,
+    *(importlib.import_module(f"{abc.__name__}.{m.name}") for m in iter_modules(abc.__path__)),
 ]
+ROLES = [getattr(abc, name) for name in abc.__all__]
 #: Every role but the group-committing ledger, which the store hands out (``group_ledger``).
 STORE_ROLES = [role for role in ROLES if role is not abc.GroupLedger]
 
@@ -27,7 +30,7 @@ STORE_ROLES = [role for role in ROLES if role is not abc.GroupLedger]
 def _members(protocol: type) -> list[str]:
     names: set[str] = set()
     for klass in protocol.__mro__:
-        if klass.__module__ == abc.__name__:
+        if klass.__module__.startswith(f"{abc.__name__}."):
             names.update(n for n in vars(klass) if not n.startswith("_"))
     return sorted(names)
 
@@ -92,8 +95,21 @@ async def test_the_group_ledger_of_a_store_is_a_group_ledger(sqlite_url: str) ->
 
 def test_the_seams_module_imports_nothing_of_imagerun_at_run_time() -> None:
     """Any layer may import ``runner.abc`` without a cycle: its records are typing-only."""
-    source = inspect.getsource(abc)
     top_level = [
-        line for line in source.splitlines() if line.startswith(("from runner", "import runner"))
+        line
+        for module in SEAMS
+        for line in inspect.getsource(module).splitlines()
+        if line.startswith(("from runner", "import runner"))
+        and not line.startswith(f"from {abc.__name__}.")
     ]
     assert top_level == []
+
+
+def test_every_role_of_the_seams_is_exported_from_the_package() -> None:
+    defined = {
+        name
+        for module in SEAMS[1:]
+        for name, role in vars(module).items()
+        if isinstance(role, type) and role.__module__ == module.__name__
+    }
+    assert defined == set(abc.__all__)

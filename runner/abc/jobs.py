@@ -1,32 +1,22 @@
-"""The seams of imagerun: what the engine, exports and billing need of the job store.
-
-Each role is a small :class:`~typing.Protocol`, documented here once, that
-:class:`runner.store.Store` plays; consumers ask for the roles they use (an export for
-:class:`Exports` alone, the engine for the sets in :mod:`runner.run.stores`). Every verb commits
-before it returns unless its documentation says otherwise, and raises
-:class:`runner.errors.StoreError` (or a subclass) when the database fails it.
-"""
+"""The run loop's seams: the queue, leases, the ledger, the worker registry, lease recovery,
+orphan adoption and remote batches."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskStatus
 
-if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at run time
+if TYPE_CHECKING:  # records only: the seams import nothing of imagerun at run time
     from runner.files.adopt import JobFiles
-    from runner.models import Job, JobSpec, JobState, Outcome
-    from runner.store.charges import BalanceSnapshot, BilledAttempt, ChargeObservation, ChargeUpdate
-    from runner.store.costs import CostRow, MismatchRow, RemoteCostRow
-    from runner.store.exports import ExportJob, ExportOutput
+    from runner.models import Job, JobSpec, JobState
     from runner.store.records import (
         AttemptResult,
         AttemptStart,
         BatchInfo,
-        BatchStatus,
         EnqueueResult,
         OutputRecord,
         Recovery,
@@ -34,7 +24,6 @@ if TYPE_CHECKING:  # records only: this module imports nothing of imagerun at ru
         RemoteLine,
     )
     from runner.store.remote import RemoteChange
-    from runner.store.repricing import RepriceInput
     from runner.store.workers import WorkerInfo
 
 
@@ -56,6 +45,7 @@ class Queue(Protocol):
     ) -> EnqueueResult:
         """Create (or reuse) the batch ``name`` and enqueue ``specs`` atomically, skipping
         job keys already known (in any batch): re-submitting adds nothing, creates nothing.
+
         With ``exact``, the batch must end up holding exactly ``specs`` (new, or every one of
         them already its own); otherwise :class:`runner.errors.UsageError` and nothing is
         enqueued. A comparison's batches are submitted so."""
@@ -118,12 +108,17 @@ class Leases(Protocol):
 @runtime_checkable
 class Ledger(Protocol):
     """The attempt rows: one written before a request leaves, finished with its job's move.
+
     Each finishing verb closes the attempt *and* moves its job in one transaction, so the
-    ledger and the queue never disagree about what happened."""
+    ledger and the queue never disagree about what happened.
+    """
 
     async def start_attempt(self, start: AttemptStart) -> None:
-        """Record that a request is about to leave; returns once the row is committed (raises
-        :class:`~runner.store.LeaseLost` if the job is no longer ours: then nothing is sent)."""
+        """Record that a request is about to leave; returns once the row is committed.
+
+        Raises:
+            LeaseLost: the job is no longer leased to us; the request must not be sent.
+        """
 
     async def complete(self, result: AttemptResult, files: Sequence[OutputRecord]) -> None:
         """The attempt succeeded and its outputs are on disk: record them, finish the job."""
@@ -139,8 +134,11 @@ class Ledger(Protocol):
         """Give the job back in ``state`` without a verdict (route stopped, run interrupted)."""
 
     async def flush(self) -> None:
-        """Wait until every finishing write made so far is committed (raises
-        :class:`~runner.errors.StoreError` if a write nobody waited for failed)."""
+        """Wait until every finishing write made so far is committed.
+
+        Raises:
+            StoreError: a write nobody waited for failed.
+        """
 
 
 @runtime_checkable
@@ -218,150 +216,12 @@ class FileAdoption(Protocol):
 
 
 @runtime_checkable
-class RouteState(Protocol):
-    """A route's request schedule and 429 pause, shared by every worker on the database."""
-
-    async def ensure_route_state(self, route: str) -> None:
-        """Create the route's shared state if it does not exist yet."""
-
-    async def take_rate_slot(
-        self, route: str, interval: float, tolerance: float = 0.0
-    ) -> tuple[float, float]:
-        """Reserve the route's next slot, ``interval`` s after the last (``tolerance``: how early
-        a slot may be used, GCRA's burst tolerance). Returns ``(wait, paused)``: seconds to wait
-        before sending; seconds the route stays paused after a 429 (then no slot was taken)."""
-
-    async def pause_route(self, route: str, seconds: float) -> None:
-        """Pause the route for everyone (a 429's ``Retry-After``); pauses only ever extend."""
-
-
-@runtime_checkable
-class RoutePace(Protocol):
-    """A route's learned pace, kept between runs and shared by every worker on the database."""
-
-    async def load_pace(self, route: str, max_age_s: float) -> dict[str, Any] | None:
-        """The pace saved for ``route`` no longer than ``max_age_s`` ago, or ``None``."""
-
-    async def save_pace(self, route: str, pace: dict[str, Any]) -> None:
-        """Keep ``pace`` as the route's learned pace (its ``route_state`` row must exist)."""
-
-    async def route_paces(self) -> dict[str, dict[str, Any]]:
-        """Every route's saved pace, with ``learned_at`` (ISO 8601), by route name."""
-
-    async def count_passed(self, route: str, passed: int) -> int:
-        """Add ``passed`` successful requests to the route's running count (every worker's
-        together) and return the count (its ``route_state`` row must exist)."""
-
-
-@runtime_checkable
-class BudgetGrants(Protocol):
-    """Shares of a batch budget, granted to workers by the database."""
-
-    async def grant_budget(
-        self,
-        batch_id: str,
-        worker_id: str,
-        want_usd: float,
-        *,
-        at_least: float = 0.0,
-        hold_s: float,
-    ) -> float:
-        """Grant ``worker_id`` up to ``want_usd`` more of ``batch_id``'s budget for ``hold_s``;
-        returns it (0 when less than ``at_least`` is left; all of it without a budget)."""
-
-    async def renew_budget_grants(self, worker_id: str, hold_s: float) -> list[str]:
-        """Extend ``worker_id``'s grants by ``hold_s``; returns the batches whose grant lapsed
-        (cut to what was spent: the worker must drop its unspent share)."""
-
-
-@runtime_checkable
-class ChargePolicy(Protocol):
-    """What was observed about a route's charges for failures."""
-
-    async def observed_policy(self, route: str) -> dict[Outcome, ChargeObservation]:
-        """The newest observation of each outcome class on ``route``."""
-
-
-@runtime_checkable
-class Charges(Protocol):
-    """What attempts were really charged: the provider's records set against the ledger."""
-
-    async def billed_attempts(
-        self,
-        *,
-        routes: Sequence[str] | None = None,
-        batch_ids: Sequence[str] | None = None,
-        ids: Sequence[str] | None = None,
-    ) -> list[BilledAttempt]:
-        """Finished attempts in scope, oldest first (``sending`` ones are still in the air)."""
-
-    async def record_charges(self, updates: Sequence[ChargeUpdate]) -> int:
-        """Set each attempt's charge status, evidence and observed amount; returns how many."""
-
-    async def record_observations(self, observations: Sequence[ChargeObservation]) -> None:
-        """Keep what was observed about failure charges on a route (newest wins)."""
-
-    async def record_balance(self, snapshot: BalanceSnapshot) -> None:
-        """Keep one reading of an account's balance."""
-
-    async def balance_snapshots(self, account: str) -> list[BalanceSnapshot]:
-        """Readings of ``account``, oldest first."""
-
-
-@runtime_checkable
-class Costs(Protocol):
-    """Spend as recorded, and its repricing with a newer price book."""
-
-    async def cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[CostRow]:
-        """Spend grouped by route, outcome, charge status and evidence."""
-
-    async def mismatch_rows(self, batch_ids: Sequence[str] | None = None) -> list[MismatchRow]:
-        """Per route: images kept though not what was asked, their attempts and its cost."""
-
-    async def remote_cost_rows(self, batch_ids: Sequence[str] | None = None) -> list[RemoteCostRow]:
-        """Per remote batch (oldest first): its finished lines, how many are ok, their cost."""
-
-    async def observations(self, routes: Sequence[str] | None = None) -> list[ChargeObservation]:
-        """Every charge observation (of ``routes``), oldest first."""
-
-    async def repricing_inputs(self, batch_ids: Sequence[str] | None = None) -> list[RepriceInput]:
-        """Stored usage, outcome and job fields of every finished attempt in scope."""
-
-    async def set_expected(self, prices: Sequence[tuple[str, float]]) -> int:
-        """Store recomputed expected costs (attempt id, USD); returns how many."""
-
-
-@runtime_checkable
-class Exports(Protocol):
-    """Streaming reads of a batch's outputs and failures, one page of jobs at a time."""
-
-    async def count_export(self, batch_id: str, *, include_failed: bool = False) -> int:
-        """How many rows :meth:`iter_outputs` (plus :meth:`iter_failed`) will yield."""
-
-    def iter_outputs(self, batch_id: str) -> AsyncGenerator[list[ExportOutput], None]:
-        """The batch's outputs in job-id then ``k`` order."""
-
-    def iter_failed(self, batch_id: str) -> AsyncGenerator[list[ExportJob], None]:
-        """The batch's ``failed`` and ``unknown`` jobs in id order, with their last attempt."""
-
-
-@runtime_checkable
-class Reports(Protocol):
-    """Status and spend as ``imagerun status`` and budgets see them."""
-
-    async def batch_status(self, batch_list: Sequence[BatchInfo]) -> list[BatchStatus]:
-        """Counts by state, outputs, attempts, spend and failure classes for each batch."""
-
-    async def exposure_usd(self, batch_ids: Sequence[str]) -> float:
-        """Spend that counts against a budget: charged, possibly charged (at expected cost, or
-        worst case), and in flight (at worst case) until the provider says otherwise."""
-
-
-@runtime_checkable
 class RemoteBatches(Protocol):
     """Remote batches: a provider's batches holding our jobs, one line (and attempt) each.
+
     A remote batch's jobs are leased to it, not to a worker, until its lines are applied:
-    a worker that dies leaves them to the next run's driver, never to lease recovery."""
+    a worker that dies leaves them to the next run's driver, never to lease recovery.
+    """
 
     async def open_remote_batch(
         self, batch: RemoteBatch, starts: Sequence[AttemptStart]
@@ -394,11 +254,3 @@ class RemoteBatches(Protocol):
 
     async def remote_job_count(self, batch_ids: Sequence[str]) -> int:
         """How many jobs of these batches are lines of a remote batch not yet applied."""
-
-
-@runtime_checkable
-class Dialect(Protocol):
-    """Which database this is: ``sqlite`` or ``postgresql`` (shared gates need a server)."""
-
-    @property
-    def dialect(self) -> str: ...
