@@ -43,7 +43,9 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLI
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.05)
+        # Not faster: a condition may read the database through a new engine each time, in
+        # the process whose thread serves the sandbox the workers call.
+        time.sleep(0.2)
 
 
 @dataclass(slots=True)
