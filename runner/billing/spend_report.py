@@ -93,19 +93,7 @@ class CostReport:
                 "possible_usd": self.total(ChargeStatus.UNKNOWN),
             },
             "not_charged": {"attempts": self.count(ChargeStatus.NOT_CHARGED)},
-            "rows": [
-                {
-                    "route": r.route,
-                    "outcome": r.outcome,
-                    "charge_status": r.charge_status.value,
-                    "evidence": r.evidence.value,
-                    "attempts": r.attempts,
-                    "expected_usd": r.expected_usd,
-                    "observed_usd": r.observed_usd if r.observed else None,
-                    "cost_usd": r.cost_usd,
-                }
-                for r in self.rows
-            ],
+            "rows": [_row_json(r) for r in self.rows],
             "by_route": [
                 {
                     "route": r.route,
@@ -117,19 +105,7 @@ class CostReport:
                 }
                 for r in self.routes
             ],
-            "remote_batches": [
-                {
-                    "id": rb.id,
-                    "remote_id": rb.remote_id,
-                    "route": rb.route,
-                    "status": rb.status,
-                    "lines": rb.lines,
-                    "ok": rb.ok,
-                    "expected_usd": rb.expected_usd,
-                    "cost_usd": rb.cost_usd,
-                }
-                for rb in self.remote
-            ],
+            "remote_batches": [_remote_json(rb) for rb in self.remote],
             "failure_charges": [_failure_json(f) for f in self.failures],
             "mismatched": [
                 {
@@ -150,6 +126,32 @@ class CostReport:
                 "skipped": self.reprice.skipped,
             },
         }
+
+
+def _row_json(r: CostRow) -> dict[str, Any]:
+    return {
+        "route": r.route,
+        "outcome": r.outcome,
+        "charge_status": r.charge_status.value,
+        "evidence": r.evidence.value,
+        "attempts": r.attempts,
+        "expected_usd": r.expected_usd,
+        "observed_usd": r.observed_usd if r.observed else None,
+        "cost_usd": r.cost_usd,
+    }
+
+
+def _remote_json(rb: RemoteCostRow) -> dict[str, Any]:
+    return {
+        "id": rb.id,
+        "remote_id": rb.remote_id,
+        "route": rb.route,
+        "status": rb.status,
+        "lines": rb.lines,
+        "ok": rb.ok,
+        "expected_usd": rb.expected_usd,
+        "cost_usd": rb.cost_usd,
+    }
 
 
 def _failure_json(f: FailureCharge) -> dict[str, Any]:

@@ -126,16 +126,7 @@ async def compare(
         plan = await _priced(plan, settings, how.name, fitted, store)
     if how.on_plan is not None:
         how.on_plan(plan)
-    results: list[EnqueueResult] = []
-    for fit in plan.fits:
-        path = fitted.get(fit.route, plan.manifest)
-        name = batch_name(how.name, fit.route)
-        # Exact: a batch that would end up holding anything but this comparison's lines makes
-        # the submission roll back (the estimates checked every route before the first).
-        results.append(
-            await submit(settings, path, fit.route, name=name, key_seed=how.name, exact=True)
-        )
-    batches = [r.batch for r in results]
+    batches = await _submit_all(settings, plan, fitted, how.name, submit)
     if how.run is not None:
         await run(settings, [b.id for b in batches], how.run)
     async with open_store(settings) as store:
@@ -152,6 +143,32 @@ async def compare(
             ran=how.run is not None,
         )
     )
+
+
+async def _submit_all(
+    settings: Settings,
+    plan: ComparisonPlan,
+    fitted: dict[str, Path],
+    name: str,
+    submit: Submit,
+) -> list[BatchInfo]:
+    """Submit the manifest (as fitted to each route) once per route, as ``name``'s own jobs."""
+    results: list[EnqueueResult] = []
+    for fit in plan.fits:
+        path = fitted.get(fit.route, plan.manifest)
+        # Exact: a batch that would end up holding anything but this comparison's lines makes
+        # the submission roll back (the estimates checked every route before the first).
+        results.append(
+            await submit(
+                settings,
+                path,
+                fit.route,
+                name=batch_name(name, fit.route),
+                key_seed=name,
+                exact=True,
+            )
+        )
+    return [r.batch for r in results]
 
 
 async def _priced(

@@ -120,6 +120,20 @@ def _limiter_shape(value: str) -> LimiterShape:
     raise ValueError(f"limiter {value!r}: expected one of {', '.join(SHAPES)}")
 
 
+def _latency(mean: float, jitter: float, distribution: str) -> Latency:
+    if distribution not in ("uniform", "normal"):
+        raise ValueError("latency distribution must be 'uniform' or 'normal'")
+    return Latency(
+        mean=mean, jitter=jitter, distribution=cast(Literal["uniform", "normal"], distribution)
+    )
+
+
+def _batch_knobs(batch: dict[str, float]) -> dict[str, float]:
+    if unknown := set(batch) - BATCH_KNOBS:
+        raise ValueError(f"unknown sandbox option(s): {', '.join(sorted(unknown))}")
+    return batch
+
+
 def config_from_options(
     *,
     latency: float = 0.0,
@@ -158,14 +172,9 @@ def config_from_options(
     Raises:
         ValueError: an option value is invalid.
     """
-    if latency_distribution not in ("uniform", "normal"):
-        raise ValueError("latency distribution must be 'uniform' or 'normal'")
-    distribution = cast(Literal["uniform", "normal"], latency_distribution)
-    if unknown := set(batch) - BATCH_KNOBS:
-        raise ValueError(f"unknown sandbox option(s): {', '.join(sorted(unknown))}")
     return SandboxConfig(
-        **batch,  # type: ignore[arg-type]
-        latency=Latency(mean=latency, jitter=jitter, distribution=distribution),
+        latency=_latency(latency, jitter, latency_distribution),
+        **_batch_knobs(batch),  # type: ignore[arg-type]
         rpm=rpm or None,
         ipm=ipm or None,
         limiter=_limiter_shape(limiter),
