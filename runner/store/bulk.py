@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import Column, Dialect, column, table, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.models import JobSpec, JobState
 from runner.store.tables import jobs
+
+if TYPE_CHECKING:
+    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: SQLite page cache while enqueueing (KiB); SQLite's default is 2 MiB.
 ENQUEUE_CACHE_KIB = 64 * 1024

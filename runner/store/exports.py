@@ -16,17 +16,20 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.models import JobState, SourceImage
 from runner.store.database import Database
 from runner.store.outage import retried
 from runner.store.tables import attempts, jobs, outputs, remote_batches
+
+if TYPE_CHECKING:
+    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: Jobs per page. A page holds at most this many jobs' outputs (``n`` of each).
 PAGE_SIZE = 1000

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, and_, func, select, text, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.models import (
     AttemptState,
@@ -22,6 +21,10 @@ from runner.store.database import Database
 from runner.store.outage import retried
 from runner.store.records import Recovery
 from runner.store.tables import attempts, batches, jobs
+
+if TYPE_CHECKING:
+    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: Jobs whose leases one heartbeat statement extends.
 HEARTBEAT_CHUNK = 10_000

@@ -6,11 +6,10 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.errors import NotFound, UsageError
 from runner.models import (
@@ -23,6 +22,10 @@ from runner.store.database import Database
 from runner.store.outage import retried
 from runner.store.records import BatchInfo, EnqueueResult
 from runner.store.tables import batches, jobs
+
+if TYPE_CHECKING:
+    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CHUNK = 2000
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
 from sqlalchemy import ColumnElement, Select, case, func, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runner.models import AttemptState, ChargeStatus, JobState
 from runner.store.database import Database
 from runner.store.records import BatchInfo, BatchStatus
 from runner.store.tables import MISMATCHED, NOT_OK, SCORED, attempts, jobs, outputs
+
+if TYPE_CHECKING:
+    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: What an attempt cost us as far as we know: the provider's word if we have it.
 _COST = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0)
