@@ -17,10 +17,8 @@ from runner.shapes.base import (
     LoadedImage,
     ParsedResponse,
     PreparedRequest,
-    effective_model,
-    job_options,
 )
-from runner.shapes.images import ImagesAdapter
+from runner.shapes.images import ImagesAdapter, images_body
 
 GENERATIONS = "/images/generations"
 EDITS = "/images/edits"
@@ -38,8 +36,7 @@ class BatchAdapter:
         images: list[LoadedImage],
         mask: LoadedImage | None,
     ) -> PreparedRequest:
-        body: dict[str, Any] = {"model": effective_model(route, job), "prompt": job.prompt}
-        body.update(job_options(job))
+        body = images_body(route, job)
         if not images:
             return PreparedRequest(endpoint=GENERATIONS, json=body, params_sent=dict(body))
         sent = {**body, "images": len(images), "mask": mask is not None}

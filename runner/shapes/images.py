@@ -27,8 +27,7 @@ class ImagesAdapter:
         images: list[LoadedImage],
         mask: LoadedImage | None,
     ) -> PreparedRequest:
-        body: dict[str, Any] = {"model": effective_model(route, job), "prompt": job.prompt}
-        body.update(job_options(job))
+        body = images_body(route, job)
         if not images:
             return PreparedRequest(endpoint="/images/generations", json=body, params_sent=body)
         # One file goes under the route's field name; several always as repeated ``image[]``,
@@ -55,6 +54,14 @@ class ImagesAdapter:
                 raise AttemptError(Outcome.BAD_RESPONSE, "image item without b64_json or url")
             payloads.append(ImagePayload(b64=item.get("b64_json"), url=item.get("url")))
         return ParsedResponse(images=payloads, usage=images_usage(body.get("usage")))
+
+
+def images_body(route: Route, job: Job) -> dict[str, Any]:
+    """The Images API fields of ``job`` on ``route``: its model, prompt and options (a
+    generation's JSON body; an edit's form fields; a remote batch line's body)."""
+    body: dict[str, Any] = {"model": effective_model(route, job), "prompt": job.prompt}
+    body.update(job_options(job))
+    return body
 
 
 def images_usage(raw: Any) -> Usage | None:
