@@ -43,9 +43,13 @@ SPACED_GAP_S = 0.005
 LEADS_KEPT = 16
 #: What a request may take longer than the one before it to reach the server once it left
 #: (the event loops of both ends): requests leave at least this much more than an interval
-#: apart. Absolute, since it does not grow with the interval; but at most JITTER_SHARE of an
-#: interval, so a fast route keeps its rate.
-WIRE_JITTER_S = 0.003
+#: apart. Measured from one process to a server on the same loaded machine, the later of two
+#: requests gained more than 3 ms on the one before in 4.6% of pairs, more than 10 ms in 2.0%,
+#: more than 20 ms in 0.7%; a departure's own lateness (it never leaves before it is due)
+#: covers part of the rest. Absolute, since it does not grow with the interval; but at most
+#: JITTER_SHARE of an interval (10 ms is 2% at 120 requests a minute), so a fast route keeps
+#: most of its rate.
+WIRE_JITTER_S = 0.010
 JITTER_SHARE = 0.02
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from contextvars import ContextVar
 
 import anyio
 
@@ -19,14 +20,26 @@ from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S, Observation
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the
 #: schedule to the server (the slot's answer, the sleep, the ledger row, the event loops):
-#: slots are this much longer than an interval (at most a small share of it: see
-#: :func:`runner.run.gate.jitter_allowance`). Never a slot early: a limiter that allows no
-#: burst refuses a request that arrives a hair before its interval is up.
+#: slots are at least this much longer than an interval (at most a small share of it: see
+#: :func:`runner.run.gate.jitter_allowance`), more when requests are seen leaving late for
+#: their slots (see LATENESS_KEPT). Never a slot early: a limiter that allows no burst
+#: refuses a request that arrives a hair before its interval is up.
 SLOT_JITTER_S = 0.006
 #: Until a 429, the tasks of a worker book slots ahead, up to this many seconds of them: the
 #: schedule stays full however its event loop stalls, and a pace that turns out too fast
 #: (the first answer's headers teach a slower one) sends at most that much at it.
 BOOK_AHEAD_S = 0.25
+#: How far past the slot's time this worker's requests left lately (the wake-up for the slot
+#: and the ledger row take varying time, more so on a busy machine) widens every slot by the
+#: spread seen: two workers' requests one slot apart arrive that much closer than a slot at
+#: times. Taken over this many recent requests, the longest left out (one stall is not the
+#: spread), and at most MAX_SLOT_JITTER_SHARE of an interval.
+LATENESS_KEPT = 32
+MAX_SLOT_JITTER_SHARE = 0.1
+
+#: When the slot this task took is due (this process's clock; ``None``: no slot taken).
+_SLOT_DUE: ContextVar[float | None] = ContextVar("slot_due", default=None)
+
 #: This worker's share of the route's successes is judged over about this many seconds.
 SHARE_WINDOW_S = GOODPUT_WINDOW_S / 2
 
@@ -52,6 +65,8 @@ class SharedGate(BaseGate):
         self._passed_counted = 0
         #: (when, this worker's successes counted, the route's count) as the counts were added.
         self._counts: deque[tuple[float, int, int]] = deque()
+        #: Seconds after their slots' times that recent requests left.
+        self._lateness: deque[float] = deque(maxlen=LATENESS_KEPT)
 
     @property
     def _one_at_a_time(self) -> bool:
@@ -60,12 +75,25 @@ class SharedGate(BaseGate):
         return self.refused or self._ahead >= max(1, BOOK_AHEAD_S / self._gap)
 
     async def depart(self) -> None:
-        # Until a 429 the schedule alone spaces requests; after it this process's requests
-        # keep one interval apart on the wire too.
-        if self.refused:
-            await super().depart()
-        else:
-            self._departing_now()
+        # The shared schedule alone spaces requests: held further to keep this process's own
+        # requests an interval apart, they left late for their slots (a median 0.1 s, up to
+        # an interval and more, under load), onto the next worker's slot.
+        self._departing_now()
+
+    def sent(self) -> None:
+        super().sent()
+        if (due := _SLOT_DUE.get()) is not None:
+            self._lateness.append(anyio.current_time() - due)
+            _SLOT_DUE.set(None)
+
+    def _slot_jitter(self, interval: float) -> float:
+        """What a slot allows beyond ``interval`` for requests leaving late for their slots."""
+        least = jitter_allowance(interval, SLOT_JITTER_S)
+        if len(self._lateness) < LATENESS_KEPT // 4:
+            return least
+        seen = sorted(self._lateness)
+        spread = seen[-2] - seen[0]
+        return min(max(least, spread), interval * MAX_SLOT_JITTER_SHARE)
 
     async def _share_pause(self, seconds: float) -> None:
         # The others learn of it from their next slot request.
@@ -117,7 +145,7 @@ class SharedGate(BaseGate):
 
     async def _book(self, interval: float) -> None:
         while True:
-            slot = interval + jitter_allowance(interval, SLOT_JITTER_S)
+            slot = interval + self._slot_jitter(interval)
             wait, paused = await self._store.take_rate_slot(self._route, slot)
             if paused <= 0:
                 break
@@ -127,5 +155,6 @@ class SharedGate(BaseGate):
             await self._wait_out_pause()
             if self.stopped is not None:
                 return
+        _SLOT_DUE.set(anyio.current_time() + wait)
         # The ledger row still to write takes at least about this long.
         await self._sleep(wait - self._lead())

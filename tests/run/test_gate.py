@@ -378,6 +378,31 @@ async def test_shared_gates_back_off_to_what_the_route_as_a_whole_let_through(
     assert 0.85 * let_through <= a.pace.rpm <= 1.1 * let_through, (a.pace.rpm, let_through)
 
 
+async def test_shared_slots_widen_by_how_late_requests_leave_for_them(
+    pg_stores: tuple[Store, Store],
+) -> None:
+    """Requests that leave 0 or 40 ms after their slots (a slow wake-up, a slow ledger row)
+    arrive up to 40 ms closer than a slot to the next worker's: later slots are that much
+    longer than the interval, not the few milliseconds allowed at first."""
+    gate = SharedGate(pg_stores[0], ROUTE, 120)  # one request every 0.5 s
+    await gate.start()
+
+    admitted: list[float] = []
+
+    async def one(late: float) -> None:
+        await gate.admit()
+        admitted.append(anyio.current_time())
+        await gate.depart()
+        await anyio.sleep(late)
+        gate.sent()
+
+    with anyio.fail_after(30):
+        for k in range(16):
+            await one(0.04 * (k % 2))
+    # The last eight slots: seven whole ones apart, each widened by about 40 ms.
+    assert admitted[-1] - admitted[-8] >= 7 * (0.5 + 0.03)
+
+
 async def test_a_stop_wakes_the_requests_waiting_out_a_pause() -> None:
     """A 429's half-hour pause, then another job's 401 stops the route: the waiting requests
     learn of it at once instead of after the pause."""
