@@ -24,15 +24,21 @@ MARKERS = {
     Outcome.RATE_LIMITED: "#P429#",
     Outcome.NETWORK: "#PRESET#",
     Outcome.BAD_RESPONSE: "#PEMPTY#",
+    # A request the sandbox holds until the client gives up. Not a slow generation that a
+    # short client timeout outruns: a timeout that short (0.1 s against 0.3 s) fired, on a
+    # loaded machine, before the request reached the sandbox, which then had nothing to
+    # charge or log.
+    Outcome.TIMEOUT: "#PHANG#",
 }
 RULES = (
+    FaultRule(match="#PHANG#", kind=FaultKind.HANG),
     FaultRule(match="#P500#", kind=FaultKind.SERVER_ERROR),
     FaultRule(match="#P429#", kind=FaultKind.RATE_LIMIT),
     FaultRule(match="#PRESET#", kind=FaultKind.RESET),
     FaultRule(match="#PEMPTY#", kind=FaultKind.EMPTY_DATA),
     FaultRule(match="#HANG#", kind=FaultKind.HANG, times=2),
 )
-#: Every failure class the probes provoke (the four markers plus invalid, moderation, timeout).
+#: Every failure class the probes provoke (the five markers plus invalid and moderation).
 PROBED = frozenset(MARKERS) | {Outcome.INVALID_REQUEST, Outcome.MODERATION_BLOCKED, Outcome.TIMEOUT}
 POLICIES = {
     "nothing": frozenset(),
@@ -40,8 +46,11 @@ POLICIES = {
     "server_error": frozenset({Outcome.SERVER_ERROR}),
     "everything": CHARGEABLE_FAILURES,
 }
+#: The timeout probe gives up after 1 s; the sandbox files its charge, if any, when it sees the
+#: client leave. A probe of a policy that charges nothing for timeouts waits all of
+#: ``timeout_settle`` for it.
 OPTIONS = ProbeOptions(
-    markers=MARKERS, timeout_after=0.1, settle=0.5, timeout_settle=0.5, poll=0.05
+    markers=MARKERS, timeout_after=1.0, settle=0.5, timeout_settle=1.0, poll=0.05
 )
 #: The route's client timeout for the batch: a hang fault outlasts it, a generation does not.
 CONFIG = '[routes."sandbox-laozhang"]\ntimeout = 1.0\n'
@@ -120,7 +129,7 @@ async def test_probe_finds_the_policy_and_reconcile_settles_the_ledger_to_the_ce
 ) -> None:
     hidden = POLICIES[policy]
     w = world(
-        SandboxConfig(latency=Latency(mean=0.3), fault_rules=RULES, charged_failures=hidden),
+        SandboxConfig(latency=Latency(mean=0.05), fault_rules=RULES, charged_failures=hidden),
         config_text=CONFIG,
     )
 
