@@ -5,19 +5,25 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
-from sqlalchemy import ColumnElement, Select, case, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    Table,
+    TextClause,
+    case,
+    func,
+    select,
+    text,
+)
 
 from runner.models import AttemptState, ChargeStatus, JobState
 from runner.store.database import Database
 from runner.store.records import BatchInfo, BatchStatus
-from runner.store.tables import MISMATCHED, NOT_OK, SCORED, attempts, jobs, outputs
-
-if TYPE_CHECKING:
-    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
-    from sqlalchemy.ext.asyncio import AsyncConnection
+from runner.store.tables import MISMATCHED, NOT_OK, SCORED, attempts, batches, jobs, outputs
 
 #: What an attempt cost us as far as we know: the provider's word if we have it.
 _COST = func.coalesce(attempts.c.observed_usd, attempts.c.expected_usd, 0.0)
@@ -109,13 +115,11 @@ class ReportOps:
         """Jobs by batch and state; failed and unknown jobs by batch and last outcome."""
         counts: defaultdict[str, dict[JobState, int]] = defaultdict(dict)
         failures: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        of_batch = jobs.c.batch_id == batches.c.id
+        by_state = [_count(jobs, of_batch, jobs.c.state == state.value) for state in JobState]
         async with self.db.reading() as conn:
-            for bid, state, n in await conn.execute(
-                select(jobs.c.batch_id, jobs.c.state, func.count())
-                .where(jobs.c.batch_id.in_(ids))
-                .group_by(jobs.c.batch_id, jobs.c.state)
-            ):
-                counts[bid][JobState(state)] = n
+            for bid, *numbers in await conn.execute(_for_each(ids, by_state)):
+                counts[bid] = {s: n for s, n in zip(JobState, numbers, strict=True) if n}
             for bid, outcome, n in await conn.execute(
                 select(jobs.c.batch_id, jobs.c.last_outcome, func.count())
                 .where(
@@ -133,41 +137,38 @@ class ReportOps:
         Three counts, each off its own index: the batch index for all outputs, the partial
         indexes (which hold only those rows) for the mismatched ones and the scored edits.
         """
-        by_batch = outputs.c.batch_id.in_(ids)
+        of_batch = outputs.c.batch_id == batches.c.id
         counted = [
-            select(outputs.c.batch_id, func.count()).where(by_batch, *also)
-            for also in (
-                (),
-                (text(MISMATCHED),),
-                (text(SCORED), outputs.c.edit_flag.in_(_FLAGGED)),
-            )
+            _count(outputs, of_batch),
+            _count(outputs, of_batch, text(MISMATCHED)),
+            _count(outputs, of_batch, text(SCORED), outputs.c.edit_flag.in_(_FLAGGED)),
         ]
+        n_outputs, mismatched, flagged = {}, {}, {}
         async with self.db.reading() as conn:
-            n_outputs, mismatched, flagged = [
-                await _by_batch(conn, query.group_by(outputs.c.batch_id)) for query in counted
-            ]
+            for bid, n, odd, marked in await conn.execute(_for_each(ids, counted)):
+                n_outputs[bid], mismatched[bid], flagged[bid] = n, odd, marked
         return n_outputs, mismatched, flagged
 
     async def _money(self, ids: list[str]) -> _Attempts:
         """Attempts, spend and possible spend by batch; attempts not ``ok`` by batch and outcome.
 
-        The sums read ``ix_attempts_batch_spend`` alone (it holds every column they use), in
-        batch order, so no sort of a million rows is needed; the attempts that are not ``ok``
-        come from their partial index, and so cost nothing in a batch where all went well.
+        The count and sums read ``ix_attempts_batch_spend`` alone (it holds every column they
+        use), each sum only its charge status's part of the batch; the attempts that are not
+        ``ok`` come from their partial index, and so cost nothing in a batch where all went well.
         """
-        charged = func.sum(_COST).filter(attempts.c.charge_status == ChargeStatus.CHARGED.value)
-        unknown = func.sum(_MAYBE).filter(
-            attempts.c.charge_status == ChargeStatus.UNKNOWN.value,
-            attempts.c.state == AttemptState.DONE.value,
-        )
+        of_batch = attempts.c.batch_id == batches.c.id
+        charged = attempts.c.charge_status == ChargeStatus.CHARGED.value
+        unknown = attempts.c.charge_status == ChargeStatus.UNKNOWN.value
+        done = attempts.c.state == AttemptState.DONE.value
+        read = [
+            _count(attempts, of_batch),
+            select(func.sum(_COST)).where(of_batch, charged).scalar_subquery(),
+            select(func.sum(_MAYBE)).where(of_batch, unknown, done).scalar_subquery(),
+        ]
         totals: defaultdict[str, _Money] = defaultdict(_Money)
         found: _Failures = defaultdict(dict)
         async with self.db.reading() as conn:
-            for bid, n, spent, unsure in await conn.execute(
-                select(attempts.c.batch_id, func.count(), charged, unknown)
-                .where(attempts.c.batch_id.in_(ids))
-                .group_by(attempts.c.batch_id)
-            ):
+            for bid, n, spent, unsure in await conn.execute(_for_each(ids, read)):
                 totals[bid] = _Money(
                     attempts=n, spent_usd=float(spent or 0), unknown_usd=float(unsure or 0)
                 )
@@ -194,6 +195,16 @@ class ReportOps:
         return float(value or 0.0)
 
 
-async def _by_batch(conn: AsyncConnection, query: Select[str, int]) -> dict[str, int]:
-    """``{batch_id: n}`` from a query of (batch id, count) rows."""
-    return dict((await conn.execute(query)).all())
+def _count(table: Table, *where: ColumnElement[bool] | TextClause) -> ScalarSelect[int]:
+    """``count(*)`` of ``table``'s rows matching ``where``, as a scalar subquery."""
+    return select(func.count()).select_from(table).where(*where).scalar_subquery()
+
+
+def _for_each(ids: list[str], columns: Sequence[ScalarSelect[Any]]) -> Select[Any]:
+    """One row per batch in ``ids``: its id, then ``columns`` (subqueries of that batch).
+
+    Each subquery counts or sums one range of an index, the batch's (and a state's or
+    charge status's in it): no row is compared with the one before it, as a ``GROUP BY``
+    compares every row's key (on a million rows, a third of the time).
+    """
+    return select(batches.c.id, *columns).where(batches.c.id.in_(ids))
