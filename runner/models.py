@@ -63,7 +63,9 @@ class RemoteStep(StrEnum):
     ``preparing``: its lines' attempt rows are committed, its input not yet on the provider;
     ``uploaded``: the input file's id is recorded; ``submitted``: the remote batch's id is
     recorded (it is polled); ``applying``: it ended and its result lines are being applied;
-    ``done``: every line is settled and the files we uploaded are deleted.
+    ``done``: every line is settled and the files we uploaded are deleted; ``uncollected``:
+    its status or results could not be read, try after try, for a reason that does not pass
+    (its lines are held with their charge unknown, never re-sent by themselves).
     """
 
     PREPARING = "preparing"
@@ -71,6 +73,12 @@ class RemoteStep(StrEnum):
     SUBMITTED = "submitted"
     APPLYING = "applying"
     DONE = "done"
+    UNCOLLECTED = "uncollected"
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more is done about it: applied, or given up as uncollected."""
+        return self in (RemoteStep.DONE, RemoteStep.UNCOLLECTED)
 
 
 class AttemptState(StrEnum):

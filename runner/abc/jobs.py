@@ -3,7 +3,7 @@ orphan adoption and remote batches."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -236,13 +236,17 @@ class RemoteBatches(Protocol):
         """The remote batches of these batches (only those not ``done``), oldest first."""
 
     async def take_remote_batch(
-        self, rb_id: str, worker_id: str, *, live_workers: Collection[str]
+        self, rb_id: str, worker_id: str, *, lease_seconds: float
     ) -> RemoteBatch | None:
-        """Make ``worker_id`` the remote batch's driver unless another of ``live_workers``
-        drives it (or it is done); returns it as recorded, or ``None``."""
+        """Make ``worker_id`` the remote batch's driver for ``lease_seconds`` if it is free:
+        not ended, and its driver's own lease passed (or that driver stopped, or it is
+        ``worker_id`` already). Returns it as recorded, or ``None``."""
 
-    async def advance_remote_batch(self, rb_id: str, change: RemoteChange) -> None:
-        """Record what changed about a remote batch (its step, ids, status, counts)."""
+    async def advance_remote_batch(
+        self, rb_id: str, change: RemoteChange, *, owner: str, lease_seconds: float
+    ) -> bool:
+        """Record what changed about a remote batch (its step, ids, status, counts) and renew
+        ``owner``'s lease on it, only if ``owner`` still drives it; returns whether it did."""
 
     async def remote_lines(
         self, rb_id: str, attempt_ids: Sequence[str] | None = None

@@ -29,6 +29,9 @@ def print_status(report: StatusReport) -> None:
     live = [rb for rb in report.remote_batches if rb.step is not RemoteStep.DONE]
     if live:
         console.print(remote_table(live, names={s.batch.id: s.batch.name for s in report.batches}))
+    for rb in live:
+        if rb.step is RemoteStep.UNCOLLECTED:
+            console.print(f"uncollected: {rb.error}.", markup=False)
     for hint in status_hints(report.batches):
         console.print(hint, markup=False)
 
@@ -143,7 +146,7 @@ def remote_table(remote: Sequence[RemoteBatch], *, names: Mapping[str, str]) -> 
         table.add_row(
             rb.id,
             names.get(rb.batch_id, rb.batch_id),
-            rb.status or rb.step.value,
+            _remote_status(rb),
             f"{rb.line_count:,}",
             f"{rb.request_counts.get('completed', 0):,}",
             f"{rb.request_counts.get('failed', 0):,}",
@@ -151,6 +154,12 @@ def remote_table(remote: Sequence[RemoteBatch], *, names: Mapping[str, str]) -> 
             rb.remote_id or "-",
         )
     return table
+
+
+def _remote_status(rb: RemoteBatch) -> str:
+    if rb.step is RemoteStep.UNCOLLECTED:
+        return f"uncollected ({rb.status})" if rb.status else "uncollected"
+    return rb.status or rb.step.value
 
 
 def workers_table(workers: Sequence[WorkerInfo]) -> Table:

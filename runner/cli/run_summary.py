@@ -53,6 +53,8 @@ def print_run_summary(cfg: Settings, report: RunReport, batches: Sequence[BatchI
             "`imagerun run` applies them once they end (`imagerun status` shows them).",
             markup=False,
         )
+    for why in stats.uncollected.values():
+        err.print(f"uncollected: {why}.", markup=False)
     if report.counts.get(JobState.UNKNOWN):
         err.print(
             f"{report.counts[JobState.UNKNOWN]} job(s) unknown: see `imagerun status` before "

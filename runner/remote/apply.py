@@ -111,6 +111,21 @@ async def not_run(ctx: RemoteContext, line: RemoteLine, why: str, state: JobStat
     ctx.stats.record(JobSettled(route=ctx.lane.route.name, state=state))
 
 
+async def hold_unknown(ctx: RemoteContext, line: RemoteLine, why: str) -> None:
+    """Hold a line that may have run (and been paid) but whose result cannot be had: its
+    attempt closes as lost with its charge unknown, its job ``unknown`` (never re-sent by
+    itself; ``imagerun retry --unknown`` sends it again, at the user's word)."""
+    error = AttemptError(Outcome.LOST, why)
+    result = replace(
+        result_record(line.start, Outcome.LOST, exchange=None, error=error),
+        expected_usd=line.start.worst_case_usd,
+        charge_status=ChargeStatus.UNKNOWN,
+    )
+    await ctx.jobs.ledger.release(result, line.job.id, JobState.UNKNOWN)
+    ctx.settled(line.job.id, result)
+    ctx.stats.record(JobSettled(route=ctx.lane.route.name, state=JobState.UNKNOWN))
+
+
 async def _unreadable(ctx: RemoteContext, line: RemoteLine, count: int) -> None:
     why = f"{count} result line(s) of its remote batch did not parse: this one may have run"
     error = AttemptError(Outcome.BAD_RESPONSE, why)
@@ -121,12 +136,14 @@ async def _unreadable(ctx: RemoteContext, line: RemoteLine, count: int) -> None:
     )
     await ctx.jobs.ledger.fail(result)
     ctx.settled(line.job.id, result)
+    ctx.stats.attempts += 1
     ctx.stats.record(JobSettled(route=ctx.lane.route.name, state=JobState.FAILED))
 
 
 async def _settle(ctx: RemoteContext, line: RemoteLine, answer: LineAnswer) -> None:
     # The job as it was before this attempt started (the verdict counts this one itself).
     job = replace(line.job, attempts=max(0, line.job.attempts - 1))
+    ctx.stats.attempts += 1  # a line the provider ran is a request, as a synchronous one is
     if answer.error is None:
         result = await ctx.jobs.settle_answer(
             ctx.lane, job, line.start, answer.body, answer.request_id

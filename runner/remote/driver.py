@@ -13,8 +13,10 @@ route instead.
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -64,12 +66,14 @@ class RemoteDriver:
         self.may_claim = may_claim
         self.fallback = fallback
         self._driving: set[str] = set()
-        self._lifecycle = Lifecycle(ctx)
+        self._lifecycle = Lifecycle(ctx, lease_seconds=lease_seconds)
         self._synchronous = anyio.CapacityLimiter(fallback.concurrency if fallback else 1)
 
     async def run(self) -> None:
         """Gather and drive until nothing is runnable and no remote batch of ours is live."""
         ctx = self.ctx
+        # A remote batch route has no request pace: the progress line shows its remote batches.
+        ctx.stats.gates.pop(self.route.name, None)
         try:
             async with anyio.create_task_group() as group:
                 resume_at = 0.0
@@ -101,14 +105,16 @@ class RemoteDriver:
         await self.ctx.store.release_unstarted(self.ctx.worker_id, held)
 
     async def _resume(self, group: TaskGroup) -> None:
-        """Take up the unfinished remote batches of our batches whose driver is gone."""
+        """Take up the unfinished remote batches of our batches whose driver is gone: its own
+        lease on the remote batch passed, or it stopped, or its process on this host died."""
         ctx = self.ctx
-        workers = await ctx.store.list_workers(live_within=self.lease_seconds)
-        live = {w.id for w in workers}
+        await ctx.store.expire_dead_local_workers(socket.gethostname())
         for rb in await ctx.store.remote_batches(ctx.lane.batch_ids, unfinished_only=True):
             if rb.id in self._driving or rb.route != self.route.name:
                 continue
-            taken = await ctx.store.take_remote_batch(rb.id, ctx.worker_id, live_workers=live)
+            taken = await ctx.store.take_remote_batch(
+                rb.id, ctx.worker_id, lease_seconds=self.lease_seconds
+            )
             if taken is not None:
                 self._driving.add(taken.id)
                 group.start_soon(self._drive, taken, True)
@@ -146,6 +152,18 @@ class RemoteDriver:
         if ctx.stopping.is_set() or not claimed:
             return 0
         claimed = self._hand_over(group, claimed)
+        try:
+            return await self._open_all(group, claimed)
+        except BaseException:
+            # Whatever did not become a line of an opened remote batch reserved nothing.
+            for job in claimed:
+                if job.id in ctx.lane.held:
+                    ctx.settled(job.id, None)
+            raise
+
+    async def _open_all(self, group: TaskGroup, claimed: list[Job]) -> int:
+        """Plan ``claimed``, reserve their budget and open them as remote batches."""
+        ctx = self.ctx
         sized: list[Sized[tuple[Job, PlannedLine, float]]] = []
         for job in claimed:
             try:
@@ -253,6 +271,7 @@ class RemoteDriver:
             updated_at=now,
             bytes=sum(planned.size for _, planned, _ in items),
             worker_id=ctx.worker_id,
+            lease_expires=now + timedelta(seconds=self.lease_seconds),
         )
         with anyio.CancelScope(shield=True):
             written = await ctx.store.open_remote_batch(rb, starts)

@@ -14,6 +14,12 @@ remote batch where the next run's driver takes it up (:class:`runner.models.Remo
 5. ``applying``: its result files downloaded and applied line by line (see
    :mod:`runner.remote.apply`), the files we uploaded deleted;
 6. ``done``.
+
+An error that does not pass, before submission, means the provider refused the remote batch
+(its lines never ran: closed as not charged). After submission, or while looking for a remote
+batch that may have been created, its lines may have run and been paid: reading it is tried
+:data:`COLLECT_TRIES` times, then it is given up as ``uncollected`` and its lines are held as
+``unknown`` (never re-sent by themselves), with what to do in their error.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ import anyio
 
 from runner.errors import AttemptError
 from runner.models import JobState, Outcome, RemoteStep, utcnow
-from runner.remote.apply import apply_results, download_results, not_run, settle_unanswered
+from runner.remote.apply import (
+    apply_results,
+    download_results,
+    hold_unknown,
+    not_run,
+    settle_unanswered,
+)
 from runner.remote.client import RemoteState
 from runner.remote.context import RemoteContext
 from runner.remote.prepare import upload_input, write_input
@@ -36,47 +48,92 @@ from runner.store import RemoteBatch, RemoteChange
 MAX_BACKOFF = 60.0
 #: Slack (seconds) for clocks when looking for a remote batch created before a crash.
 CLOCK_SLACK = 600
+#: Reads of a submitted remote batch (its status, its result files) that may fail in a row
+#: for a reason that does not pass before it is given up as ``uncollected``.
+COLLECT_TRIES = 3
+
+
+class Displaced(Exception):
+    """Another worker drives the remote batch now (this one stalled past its lease)."""
 
 
 class Lifecycle:
-    """Drives remote batches of one lane through their steps (see the module docstring)."""
+    """Drives remote batches of one lane through their steps (see the module docstring).
 
-    def __init__(self, ctx: RemoteContext) -> None:
+    Each remote batch is leased to this worker for ``lease_seconds`` at a time, renewed while
+    it is driven; every change recorded about it is conditional on that lease, and a driver
+    whose remote batch was taken over stops at once, recording nothing more.
+    """
+
+    def __init__(self, ctx: RemoteContext, *, lease_seconds: float) -> None:
         self.ctx = ctx
         self.route = ctx.lane.route
+        self.lease_seconds = lease_seconds
 
     async def drive(self, rb: RemoteBatch, resumed: bool) -> None:
-        """Take ``rb`` through its steps until it is done or the run stops."""
-        ctx = self.ctx
+        """Take ``rb`` through its steps until it ends, the run stops, or it is taken over."""
         self._show(rb)
-        backoff = self.route.poll_interval
         try:
-            while rb.step is not RemoteStep.DONE and not ctx.stopping.is_set():
-                if ctx.lane.gate.stopped is not None:
-                    return
-                try:
-                    rb = await self._step(rb, resumed=resumed)
-                    resumed, backoff = False, self.route.poll_interval
-                except AttemptError as exc:
-                    if exc.stops_route:
-                        ctx.lane.gate.stop(f"{exc.outcome.value}: {exc.message}")
-                        return
-                    if not exc.outcome.retryable and exc.outcome is not Outcome.LOST:
-                        if rb.step in (RemoteStep.PREPARING, RemoteStep.UPLOADED):
-                            rb = await self._failed_whole(rb, exc)
-                            continue
-                        # Its lines may have run (and been paid): never settle them blind.
-                        # The error is recorded; the driver takes it up again shortly.
-                        change = RemoteChange(error=f"{exc.outcome.value}: {exc.message}")
-                        await ctx.store.advance_remote_batch(rb.id, change)
-                        return
-                    # The call may have taken effect before it failed: look before redoing it.
-                    resumed = True
-                    with anyio.move_on_after(backoff):
-                        await ctx.stopping.wait()
-                    backoff = min(MAX_BACKOFF, backoff * 2)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._keep_lease, rb.id, group.cancel_scope)
+                with contextlib.suppress(Displaced):
+                    await self._steps(rb, resumed)
+                group.cancel_scope.cancel()
         finally:
-            ctx.stats.remote.pop(rb.id, None)
+            self.ctx.stats.remote.pop(rb.id, None)
+
+    async def _keep_lease(self, rb_id: str, scope: anyio.CancelScope) -> None:
+        """Renew the lease on ``rb_id`` while it is driven; if it was lost, stop driving."""
+        while True:
+            await anyio.sleep(self.lease_seconds / 3)
+            with anyio.CancelScope(shield=True):
+                kept = await self.ctx.store.advance_remote_batch(
+                    rb_id,
+                    RemoteChange(),
+                    owner=self.ctx.worker_id,
+                    lease_seconds=self.lease_seconds,
+                )
+            if not kept:
+                scope.cancel()
+                return
+
+    async def _steps(self, rb: RemoteBatch, resumed: bool) -> None:
+        ctx = self.ctx
+        backoff = self.route.poll_interval
+        while not rb.step.ended and not ctx.stopping.is_set():
+            if ctx.lane.gate.stopped is not None:
+                return
+            try:
+                rb = await self._step(rb, resumed=resumed)
+                resumed, backoff = False, self.route.poll_interval
+                continue
+            except AttemptError as exc:
+                if exc.stops_route:
+                    ctx.lane.gate.stop(f"{exc.outcome.value}: {exc.message}")
+                    return
+                if not exc.outcome.retryable and exc.outcome is not Outcome.LOST:
+                    rb = await self._refused(rb, exc)
+                    if rb.step.ended:
+                        continue
+            # The call may have taken effect before it failed: look before redoing it.
+            resumed = True
+            with anyio.move_on_after(backoff):
+                await ctx.stopping.wait()
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+    async def _refused(self, rb: RemoteBatch, error: AttemptError) -> RemoteBatch:
+        """An error that does not pass: before submission the remote batch was refused (its
+        lines never ran); after it, reading it is tried a few times, then given up."""
+        why = f"{error.outcome.value}: {error.message}"
+        if rb.step in (RemoteStep.PREPARING, RemoteStep.UPLOADED):
+            return await self._failed_whole(rb, error)
+        # Its lines may have run (and been paid): never settle them blind.
+        failures = rb.collect_failures + 1
+        if failures >= COLLECT_TRIES:
+            return await self._uncollected(
+                rb, f"its results could not be read {failures} times ({why})"
+            )
+        return await self._advance(rb, RemoteChange(error=why, collect_failures=failures))
 
     async def _step(self, rb: RemoteBatch, *, resumed: bool) -> RemoteBatch:
         if rb.step is RemoteStep.PREPARING:
@@ -88,8 +145,15 @@ class Lifecycle:
         return await self._apply(rb)
 
     async def _advance(self, rb: RemoteBatch, change: RemoteChange) -> RemoteBatch:
+        """Record ``change`` (and renew our lease); :class:`Displaced` if it is not ours."""
+        if change.step is not None and rb.collect_failures:
+            change = replace(change, collect_failures=0)
         with anyio.CancelScope(shield=True):
-            await self.ctx.store.advance_remote_batch(rb.id, change)
+            kept = await self.ctx.store.advance_remote_batch(
+                rb.id, change, owner=self.ctx.worker_id, lease_seconds=self.lease_seconds
+            )
+        if not kept:
+            raise Displaced(rb.id)
         given = {f.name: getattr(change, f.name) for f in fields(change)}
         rb = replace(rb, **{k: v for k, v in given.items() if v is not None})
         self._show(rb)
@@ -105,6 +169,10 @@ class Lifecycle:
         if not (resumed and await anyio.Path(path).exists()):
             lines = await ctx.store.remote_lines(rb.id)
             written = await write_input(ctx, rb, lines, resumed=resumed)
+            if written.source_file_ids != rb.source_file_ids:
+                # Recorded before the input leaves: they are deleted once it is applied.
+                change = RemoteChange(source_file_ids=written.source_file_ids)
+                rb = await self._advance(rb, change)
             for line, error in written.failed:
                 job = replace(line.job, attempts=max(0, line.job.attempts - 1))
                 await ctx.jobs.settle_error(ctx.lane, job, line.start, error)
@@ -125,9 +193,16 @@ class Lifecycle:
         state: RemoteState | None = None
         if resumed:
             since = int(rb.created_at.timestamp()) - CLOCK_SLACK
-            state = await ctx.remote.find_batch(
-                metadata=metadata, input_file_id=rb.input_file_id, since=since
-            )
+            try:
+                state = await ctx.remote.find_batch(
+                    metadata=metadata, input_file_id=rb.input_file_id, since=since
+                )
+            except AttemptError as exc:
+                if exc.stops_route or exc.outcome.retryable or exc.outcome is Outcome.LOST:
+                    raise
+                # It may exist (and run, and be paid): neither create another nor call it unrun.
+                why = f"looking for it on the provider failed ({exc.outcome.value}: {exc.message})"
+                return await self._uncollected(rb, why)
         if state is None:
             if await self._cancel_requested(rb):
                 return await self._close_unsent(
@@ -184,8 +259,27 @@ class Lifecycle:
     async def _failed_whole(self, rb: RemoteBatch, error: AttemptError) -> RemoteBatch:
         """The provider refused the remote batch itself (its file or its creation)."""
         why = f"the provider refused the remote batch: {error.message}"
-        await self.ctx.store.advance_remote_batch(rb.id, RemoteChange(error=why))
+        rb = await self._advance(rb, RemoteChange(error=why))
         return await self._close_unsent(rb, why, JobState.FAILED)
+
+    async def _uncollected(self, rb: RemoteBatch, what: str) -> RemoteBatch:
+        """Give ``rb`` up: its lines are held, charge unknown, and it is marked ``uncollected``."""
+        ctx = self.ctx
+        where = (
+            f"batch {rb.remote_id}" if rb.remote_id else f"metadata imagerun_remote_batch={rb.id}"
+        )
+        why = (
+            f"remote batch {rb.id}: {what}. Its lines may have run and been charged, so they are "
+            f"held as unknown, not re-sent: look for it on the provider ({where}) and download "
+            "its output file, or `imagerun retry BATCH --unknown` to send them again (they may "
+            "be paid twice)"
+        )
+        rb = await self._advance(rb, RemoteChange(error=why))  # still ours: hold its lines
+        for line in await ctx.store.remote_lines(rb.id):
+            await hold_unknown(ctx, line, why)
+        await ctx.jobs.ledger.flush()
+        ctx.stats.uncollected[rb.id] = why
+        return await self._advance(rb, RemoteChange(step=RemoteStep.UNCOLLECTED))
 
     async def _close_unsent(self, rb: RemoteBatch, why: str, state: JobState) -> RemoteBatch:
         for line in await self.ctx.store.remote_lines(rb.id):

@@ -18,7 +18,7 @@ from runner.errors import AttemptError
 from runner.files.atomic import temporary_name
 from runner.remote.context import RemoteContext
 from runner.remote.lines import SourceUpload, encode_line
-from runner.store import RemoteBatch, RemoteChange, RemoteLine
+from runner.store import RemoteBatch, RemoteLine
 
 #: The purpose of a remote batch's input file.
 INPUT_PURPOSE = "batch"
@@ -81,9 +81,6 @@ async def write_input(
     except BaseException:
         await anyio.Path(temp).unlink(missing_ok=True)
         raise
-    if written.source_file_ids != rb.source_file_ids:
-        change = RemoteChange(source_file_ids=written.source_file_ids)
-        await ctx.store.advance_remote_batch(rb.id, change)
     return written
 
 

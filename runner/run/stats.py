@@ -118,6 +118,8 @@ class RunStats:
     gates: dict[str, Paced] = field(default_factory=dict)
     #: The remote batches this run drives, by our id (gone once applied).
     remote: dict[str, RemoteProgress] = field(default_factory=dict)
+    #: Remote batches this run gave up as uncollected, by our id: why, and what to do.
+    uncollected: dict[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Update, bindparam, exists, func, insert, select, update
+from sqlalchemy import Connection, Update, bindparam, exists, func, insert, or_, select, update
 
 from runner.errors import StoreError
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, JobState, Outcome, utcnow
@@ -233,7 +233,16 @@ _MOVE_JOB = update(jobs).where(jobs.c.id == bindparam("b_id"))
 
 
 def apply_finishes(conn: Connection, finishes: Sequence[Finish]) -> None:
-    """Close the attempts, record the outputs and move the jobs of ``finishes`` (executemany)."""
+    """Close the attempts, record the outputs and move the jobs of ``finishes`` (executemany).
+
+    Only attempts still open are finished: ``sending``, or closed as lost by recovery (still
+    ours to finish with what really happened). A finish for an attempt already closed
+    otherwise (a remote batch's line applied a second time) writes nothing: neither its
+    attempt, nor its outputs, nor its job's move.
+    """
+    finishes = _still_open(conn, finishes)
+    if not finishes:
+        return
     closed = [_attempt_values(f.result) for f in finishes if f.result is not None]
     if closed:
         execute_many(conn, _setting(_FINISH_ATTEMPT, tuple(closed[0])), closed)
@@ -242,6 +251,27 @@ def apply_finishes(conn: Connection, finishes: Sequence[Finish]) -> None:
         execute_many(conn, _INSERT_OUTPUT, files)
     moves = [_job_values(f) for f in finishes]
     execute_many(conn, _setting(_MOVE_JOB, tuple(moves[0])), moves)
+
+
+def _still_open(conn: Connection, finishes: Sequence[Finish]) -> Sequence[Finish]:
+    ids = [f.result.id for f in finishes if f.result is not None]
+    if not ids:
+        return finishes
+    query = select(attempts.c.id).where(
+        attempts.c.id.in_(ids),
+        or_(
+            attempts.c.state == AttemptState.SENDING.value,
+            attempts.c.outcome == Outcome.LOST.value,
+        ),
+    )
+    if conn.dialect.name == "postgresql":
+        # Two finishes of one attempt in concurrent transactions: the second waits here for
+        # the first to commit, then sees it closed.
+        query = query.with_for_update()
+    still = set(conn.scalars(query))
+    if len(still) == len(ids):
+        return finishes
+    return [f for f in finishes if f.result is None or f.result.id in still]
 
 
 @functools.cache

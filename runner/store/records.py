@@ -148,6 +148,8 @@ class RemoteBatch:
         line_count: its lines (one attempt each).
         bytes: the size of its input file.
         worker_id: the worker driving it.
+        lease_expires: until when ``worker_id`` drives it (its own lease, renewed as it drives).
+        collect_failures: reads of its status or results that failed in a row for good.
         cancel_requested: ``imagerun cancel`` asked for it to be cancelled.
         error: why it failed as a whole (the provider's errors, or ours), if it did.
     """
@@ -170,6 +172,8 @@ class RemoteBatch:
     source_file_ids: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
     worker_id: str | None = None
+    lease_expires: datetime | None = None
+    collect_failures: int = 0
     cancel_requested: bool = False
     error: str | None = None
     submitted_at: datetime | None = None

@@ -4,13 +4,18 @@ A remote batch's jobs are leased to ``remote:<its id>`` with no expiry while it 
 worker holds them, so a worker that dies does not make them ``unknown`` (recovery only takes
 back leases that run out), and the next run's driver resumes the remote batch from its
 recorded step instead. Its lines' attempts stay ``sending`` until their result is applied.
+
+The remote batch itself is leased to the worker driving it (``worker_id`` until
+``lease_expires``, from that driver's own lease, renewed as it drives). Every change a driver
+records is conditional on its still being the owner, so a driver that was taken over (it
+stalled past its lease) records nothing more and stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
@@ -22,10 +27,12 @@ from runner.store.leases import _job
 from runner.store.ledger import apply_starts
 from runner.store.outage import retried
 from runner.store.records import AttemptStart, RemoteBatch, RemoteLine
-from runner.store.tables import attempts, batches, jobs, remote_batches
+from runner.store.tables import attempts, batches, jobs, remote_batches, workers
 
 #: The lease owner of a job whose line is in a remote batch: ``remote:<remote batch id>``.
 REMOTE_OWNER = "remote:"
+#: The steps after which nothing more is done about a remote batch.
+ENDED_STEPS = [step.value for step in RemoteStep if step.ended]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +49,7 @@ class RemoteChange:
     source_file_ids: dict[str, str] | None = None
     bytes: int | None = None
     error: str | None = None
+    collect_failures: int | None = None
     submitted_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -93,28 +101,38 @@ class RemoteOps:
     ) -> list[RemoteBatch]:
         query = select(remote_batches).where(remote_batches.c.batch_id.in_(list(batch_ids)))
         if unfinished_only:
-            query = query.where(remote_batches.c.step != RemoteStep.DONE.value)
+            query = query.where(remote_batches.c.step.not_in(ENDED_STEPS))
         async with self.db.reading() as conn:
             rows = await conn.execute(query.order_by(remote_batches.c.created_at))
             return [_remote(r) for r in rows]
 
     @retried
     async def take_remote_batch(
-        self, rb_id: str, worker_id: str, *, live_workers: Collection[str]
+        self, rb_id: str, worker_id: str, *, lease_seconds: float
     ) -> RemoteBatch | None:
-        owners = [w for w in live_workers if w != worker_id]
+        now = utcnow()
+        # Judged by its driver's own lease, never the taker's: a driver with a longer lease,
+        # or just slow polls, keeps it. Its lease passed, or its driver stopped (or died on
+        # its host, which marks it stopped): then it is free.
+        stopped = select(workers.c.id).where(workers.c.stopped_at.is_not(None))
+        free = or_(
+            remote_batches.c.worker_id.is_(None),
+            remote_batches.c.worker_id == worker_id,
+            remote_batches.c.lease_expires.is_(None),
+            remote_batches.c.lease_expires < now,
+            remote_batches.c.worker_id.in_(stopped),
+        )
         async with self.db.writing() as conn:
             moved = await conn.execute(
                 update(remote_batches)
                 .where(
-                    remote_batches.c.id == rb_id,
-                    remote_batches.c.step != RemoteStep.DONE.value,
-                    or_(
-                        remote_batches.c.worker_id.is_(None),
-                        remote_batches.c.worker_id.not_in(owners),
-                    ),
+                    remote_batches.c.id == rb_id, remote_batches.c.step.not_in(ENDED_STEPS), free
                 )
-                .values(worker_id=worker_id, updated_at=utcnow())
+                .values(
+                    worker_id=worker_id,
+                    lease_expires=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
             )
             if moved.rowcount != 1:
                 return None
@@ -124,13 +142,21 @@ class RemoteOps:
         return _remote(row)
 
     @retried
-    async def advance_remote_batch(self, rb_id: str, change: RemoteChange) -> None:
+    async def advance_remote_batch(
+        self, rb_id: str, change: RemoteChange, *, owner: str, lease_seconds: float
+    ) -> bool:
+        now = utcnow()
         async with self.db.writing() as conn:
-            await conn.execute(
+            moved = await conn.execute(
                 update(remote_batches)
-                .where(remote_batches.c.id == rb_id)
-                .values(**change.values(), updated_at=utcnow())
+                .where(remote_batches.c.id == rb_id, remote_batches.c.worker_id == owner)
+                .values(
+                    **change.values(),
+                    lease_expires=now + timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
             )
+        return int(moved.rowcount) == 1
 
     @retried
     async def remote_lines(
@@ -172,14 +198,14 @@ class RemoteOps:
                 update(remote_batches)
                 .where(
                     remote_batches.c.batch_id == batch_id,
-                    remote_batches.c.step != RemoteStep.DONE.value,
+                    remote_batches.c.step.not_in(ENDED_STEPS),
                 )
                 .values(cancel_requested=1, updated_at=utcnow())
             )
             rows = await conn.execute(
                 select(remote_batches).where(
                     remote_batches.c.batch_id == batch_id,
-                    remote_batches.c.step != RemoteStep.DONE.value,
+                    remote_batches.c.step.not_in(ENDED_STEPS),
                 )
             )
             return [_remote(r) for r in rows]
@@ -213,6 +239,7 @@ def _row(batch: RemoteBatch) -> dict[str, Any]:
         "source_file_ids": dict(batch.source_file_ids),
         "bytes": batch.bytes,
         "worker_id": batch.worker_id,
+        "lease_expires": batch.lease_expires,
         "cancel_requested": int(batch.cancel_requested),
     }
 
@@ -237,6 +264,8 @@ def _remote(row: Row[Any]) -> RemoteBatch:
         source_file_ids=dict(row.source_file_ids or {}),
         bytes=row.bytes,
         worker_id=row.worker_id,
+        lease_expires=row.lease_expires,
+        collect_failures=row.collect_failures,
         cancel_requested=bool(row.cancel_requested),
         error=row.error,
         submitted_at=row.submitted_at,

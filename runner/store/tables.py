@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -168,7 +168,9 @@ attempts = Table(
     Column("charge_evidence", String(16), nullable=False),
     Column("observed_usd", Float, nullable=True),
     #: The remote batch (``remote_batches.id``) whose line this attempt is, if any.
-    Column("remote_batch_id", String(32), nullable=True, index=True),
+    Column(
+        "remote_batch_id", String(32), ForeignKey("remote_batches.id"), nullable=True, index=True
+    ),
     Index(None, "state"),
     # A batch's spend and exposure are summed from this index alone (see ``reports``).
     Index(
@@ -304,8 +306,12 @@ remote_batches = Table(
     Column("source_file_ids", JSON, nullable=False),
     Column("line_count", Integer, nullable=False),
     Column("bytes", BigInteger, nullable=False, default=0),
-    # The worker driving it; another takes over once that one is no longer alive.
+    # The worker driving it, until ``lease_expires`` (its own lease, renewed while it drives):
+    # another takes it over only after that, or once that worker stopped or died on its host.
     Column("worker_id", String(64), nullable=True),
+    Column("lease_expires", UTCDateTime, nullable=True),
+    # Reads of its status or results that failed in a row for a reason that does not pass.
+    Column("collect_failures", Integer, nullable=False, default=0, server_default="0"),
     # `imagerun cancel` asked for it to be cancelled (lines never run are then cancelled).
     Column("cancel_requested", Integer, nullable=False, default=0),
     Column("error", Text, nullable=True),

@@ -10,6 +10,7 @@ and the ledger's total what the sandbox billed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -94,7 +95,7 @@ class Runner:
             return asyncio.run(_pg_rows(self.pg_url, sql))
         if not self.db.exists():
             return []
-        with sqlite3.connect(self.db) as conn:
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
             conn.row_factory = sqlite3.Row
             try:
                 return [dict(r) for r in conn.execute(sql)]
@@ -341,12 +342,12 @@ def test_a_live_worker_takes_over_the_remote_batch_of_one_that_died(
 ) -> None:
     """Two runs, each driving its own remote batch; one is killed: the other takes its remote
     batch over (no second one for its jobs) and finishes every job."""
-    # Lines slow enough (6 × 1 s, one at a time) that the first run's remote batch is still
+    # Lines slow enough (12 × 1 s, one at a time) that the first run's remote batch is still
     # at the provider when it is killed, however long the second run takes to start.
     config = SandboxConfig(batch_window=60.0, batch_concurrency=1, latency=Latency(mean=1.0))
     sandbox.sandbox.reset(config)
     runner = Runner(tmp_path, sandbox)
-    runner.submit(6, "kill-a")
+    runner.submit(12, "kill-a")
     runner.submit(6, "kill-b")
     first = runner.start("kill-a", "--lease", "3")
     deadline = time.monotonic() + 60
@@ -366,7 +367,123 @@ def test_a_live_worker_takes_over_the_remote_batch_of_one_that_died(
     first.wait(timeout=30)
     assert second.wait(timeout=120) in (0, 1), runner.log.read_text()[-3000:]
 
-    runner.check(sandbox, 12)
+    runner.check(sandbox, 18)
     assert len(sandbox_batches(sandbox.sandbox)) == 2
     (survivor,) = {r["worker_id"] for r in runner.remote()}
     assert survivor in owners
+
+
+def _lasting_batch(sandbox: SandboxHandle) -> None:
+    # Lines slow enough (8 × 1 s, one at a time) that the remote batch is still at the
+    # provider while the second run starts and looks for remote batches to take over.
+    config = SandboxConfig(batch_window=60.0, batch_concurrency=1, latency=Latency(mean=1.0))
+    sandbox.sandbox.reset(config)
+
+
+def _submitted(runner: Runner, proc: subprocess.Popen[bytes]) -> str:
+    """Wait until ``proc``'s remote batch is submitted; returns the worker driving it."""
+    deadline = time.monotonic() + 60
+    while not any(r["step"] == "submitted" for r in runner.remote()):
+        assert proc.poll() is None, runner.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the remote batch was never submitted"
+        time.sleep(0.02)
+    (row,) = runner.remote()
+    return str(row["worker_id"])
+
+
+def _owners_until_done(runner: Runner, *procs: subprocess.Popen[bytes]) -> set[str]:
+    """Every worker seen driving the remote batch until each of ``procs`` has ended."""
+    owners: set[str] = set()
+    deadline = time.monotonic() + 150
+    while any(p.poll() is None for p in procs):
+        owners |= {str(r["worker_id"]) for r in runner.remote()}
+        assert time.monotonic() < deadline, runner.log.read_text()[-3000:]
+        time.sleep(0.05)
+    for proc in procs:
+        assert proc.returncode in (0, 1), runner.log.read_text()[-3000:]
+    return owners | {str(r["worker_id"]) for r in runner.remote()}
+
+
+def _pause_outside_a_transaction(runner: Runner, proc: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no transaction open (a run stalled inside one
+    would hold the other run's writes back until it went on)."""
+    for _ in range(100):
+        proc.send_signal(signal.SIGSTOP)
+        if _idle(runner):
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.03)
+    pytest.fail("the run never paused outside a transaction")
+
+
+def _idle(runner: Runner) -> bool:
+    if runner.pg_url is not None:
+        busy = runner.rows(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state <> 'idle'"
+        )
+        return bool(busy) and busy[0]["n"] == 0
+    conn = sqlite3.connect(runner.db, timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_slow_but_alive_driver_keeps_its_remote_batch(
+    tmp_path: Path, sandbox: SandboxHandle, database: str, request: pytest.FixtureRequest
+) -> None:
+    """A driver with a long lease (60 s) is judged by it, not by the lease of a run that
+    starts later with a short one (3 s): the later run never takes its remote batch."""
+    pg_url = request.getfixturevalue("pg_url") if database == "postgresql" else None
+    _lasting_batch(sandbox)
+    runner = Runner(tmp_path, sandbox, pg_url)
+    runner.submit(8)
+    slow = runner.start("--lease", "60")
+    owner = _submitted(runner, slow)
+
+    quick = runner.start("--lease", "3")
+
+    assert _owners_until_done(runner, slow, quick) == {owner}
+    runner.check(sandbox, 8)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_driver_stalled_past_its_lease_is_taken_over_and_records_nothing_more(
+    tmp_path: Path, sandbox: SandboxHandle, database: str, request: pytest.FixtureRequest
+) -> None:
+    """A driver stalls (SIGSTOP) past its own lease while polling: another run takes its
+    remote batch over; when the stalled one goes on (SIGCONT) it records nothing more. One
+    remote batch, every line applied once (by the taker), the ledger what the sandbox billed."""
+    pg_url = request.getfixturevalue("pg_url") if database == "postgresql" else None
+    _lasting_batch(sandbox)
+    runner = Runner(tmp_path, sandbox, pg_url)
+    runner.submit(8)
+    stalled = runner.start("--lease", "3")
+    owner = _submitted(runner, stalled)
+    _pause_outside_a_transaction(runner, stalled)
+    try:
+        taker = runner.start("--lease", "3")
+        deadline = time.monotonic() + 60
+        while {str(r["worker_id"]) for r in runner.remote()} == {owner}:
+            assert taker.poll() is None, runner.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the stalled driver's remote batch was not taken"
+            time.sleep(0.05)
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+
+    owners = _owners_until_done(runner, stalled, taker)
+
+    (row,) = runner.remote()
+    assert row["worker_id"] != owner
+    assert owners == {row["worker_id"]}, "the stalled driver took it back"
+    runner.check(sandbox, 8)
+    assert len(sandbox_batches(sandbox.sandbox)) == 1
+    outputs = runner.ledger().outputs
+    assert {o["worker_id"] for o in outputs} == {row["worker_id"]}, "the stalled one applied"

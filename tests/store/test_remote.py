@@ -4,18 +4,37 @@ to settled, and the jobs in it out of reach of dead-worker recovery."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
 
-from runner.models import AttemptState, JobState, Outcome, RemoteStep, utcnow
+from runner.models import AttemptState, ChargeStatus, JobState, Outcome, RemoteStep, utcnow
 from runner.store import RemoteBatch, RemoteChange, Store
+from runner.store.tables import outputs
 
-from .factories import LAPSED, attempt_rows, claim_all, job_row, result_of, specs, start_of, submit
+from .factories import (
+    LAPSED,
+    attempt_rows,
+    claim_all,
+    job_row,
+    output_of,
+    result_of,
+    specs,
+    start_of,
+    submit,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-def remote_batch(batch_id: str, worker: str, rb_id: str = "rb-test-1") -> RemoteBatch:
+#: The lease a driver in these tests holds its remote batch for.
+LEASE = 60.0
+
+
+def remote_batch(
+    batch_id: str, worker: str, rb_id: str = "rb-test-1", *, lease: float = LEASE
+) -> RemoteBatch:
     now = utcnow()
     return RemoteBatch(
         id=rb_id,
@@ -28,7 +47,12 @@ def remote_batch(batch_id: str, worker: str, rb_id: str = "rb-test-1") -> Remote
         created_at=now,
         updated_at=now,
         worker_id=worker,
+        lease_expires=now + timedelta(seconds=lease),
     )
+
+
+async def advance(store: Store, rb_id: str, change: RemoteChange, owner: str = "w1") -> bool:
+    return await store.advance_remote_batch(rb_id, change, owner=owner, lease_seconds=LEASE)
 
 
 async def test_opening_commits_the_remote_batch_and_a_sending_row_per_line(store: Store) -> None:
@@ -104,10 +128,11 @@ async def test_steps_and_ids_are_recorded(store: Store) -> None:
     jobs = await claim_all(store, batch.id, "w1")
     await store.open_remote_batch(remote_batch(batch.id, "w1"), [start_of(jobs[0], "w1")])
 
-    await store.advance_remote_batch(
-        "rb-test-1", RemoteChange(step=RemoteStep.UPLOADED, input_file_id="file-1", bytes=99)
+    await advance(
+        store, "rb-test-1", RemoteChange(step=RemoteStep.UPLOADED, input_file_id="file-1", bytes=99)
     )
-    await store.advance_remote_batch(
+    await advance(
+        store,
         "rb-test-1",
         RemoteChange(
             step=RemoteStep.SUBMITTED,
@@ -126,21 +151,75 @@ async def test_steps_and_ids_are_recorded(store: Store) -> None:
         "in_progress",
     )
     assert rb.request_counts == {"total": 1, "completed": 0, "failed": 0}
-    await store.advance_remote_batch("rb-test-1", RemoteChange(step=RemoteStep.DONE))
+    await advance(store, "rb-test-1", RemoteChange(step=RemoteStep.DONE))
     assert await store.remote_batches([batch.id], unfinished_only=True) == []
 
 
-async def test_a_live_driver_keeps_its_remote_batch(store: Store) -> None:
+async def test_a_driver_keeps_its_remote_batch_while_its_own_lease_lasts(store: Store) -> None:
+    """Judged by the driver's lease (60 s), not the taker's (1 s): it is not taken over."""
     batch = (await submit(store, "rb", specs(1))).batch
     jobs = await claim_all(store, batch.id, "w1")
     await store.open_remote_batch(remote_batch(batch.id, "w1"), [start_of(jobs[0], "w1")])
 
-    assert await store.take_remote_batch("rb-test-1", "w2", live_workers={"w1", "w2"}) is None
-    taken = await store.take_remote_batch("rb-test-1", "w2", live_workers={"w2"})
+    assert await store.take_remote_batch("rb-test-1", "w2", lease_seconds=1.0) is None
+    assert await advance(store, "rb-test-1", RemoteChange(status="in_progress"))
+    (rb,) = await store.remote_batches([batch.id])
+    assert (rb.worker_id, rb.status) == ("w1", "in_progress")
+
+
+async def test_a_lapsed_lease_is_taken_over_and_the_old_driver_records_nothing(
+    store: Store,
+) -> None:
+    batch = (await submit(store, "rb", specs(1))).batch
+    jobs = await claim_all(store, batch.id, "w1")
+    lapsed = remote_batch(batch.id, "w1", lease=-1.0)
+    await store.open_remote_batch(lapsed, [start_of(jobs[0], "w1")])
+
+    taken = await store.take_remote_batch("rb-test-1", "w2", lease_seconds=LEASE)
 
     assert taken is not None
     assert taken.worker_id == "w2"
-    assert await store.take_remote_batch("rb-test-1", "w3", live_workers={"w2"}) is None
+    assert taken.lease_expires is not None
+    assert taken.lease_expires > utcnow()
+    assert await store.take_remote_batch("rb-test-1", "w3", lease_seconds=LEASE) is None
+    # The stalled driver wakes up: none of its changes lands.
+    assert not await advance(store, "rb-test-1", RemoteChange(step=RemoteStep.DONE), owner="w1")
+    (rb,) = await store.remote_batches([batch.id])
+    assert (rb.worker_id, rb.step) == ("w2", RemoteStep.PREPARING)
+
+
+async def test_the_remote_batch_of_a_stopped_worker_is_free_at_once(store: Store) -> None:
+    batch = (await submit(store, "rb", specs(1))).batch
+    await store.register_worker("w1", "host", 1)
+    jobs = await claim_all(store, batch.id, "w1")
+    await store.open_remote_batch(remote_batch(batch.id, "w1"), [start_of(jobs[0], "w1")])
+    await store.stop_worker("w1")
+
+    taken = await store.take_remote_batch("rb-test-1", "w2", lease_seconds=LEASE)
+
+    assert taken is not None
+    assert taken.worker_id == "w2"
+
+
+async def test_an_attempt_finished_twice_keeps_its_first_finish(store: Store) -> None:
+    """A remote batch's line applied a second time (two drivers, or after a crash) records
+    nothing: not its cost again, not its outputs, not its job's move."""
+    batch = (await submit(store, "rb", specs(1))).batch
+    jobs = await claim_all(store, batch.id, "w1")
+    start = start_of(jobs[0], "w1")
+    await store.open_remote_batch(remote_batch(batch.id, "w1"), [start])
+    paid = result_of(start, Outcome.OK, expected_usd=0.02, charge=ChargeStatus.CHARGED)
+    await store.complete(paid, [output_of(start, 0)])
+
+    again = result_of(start, Outcome.SERVER_ERROR, expected_usd=0.0, charge=ChargeStatus.UNKNOWN)
+    await store.retry_later(again, utcnow())
+    await store.complete(replace(paid, expected_usd=0.04), [output_of(start, 0)])
+
+    (row,) = await attempt_rows(store, jobs[0].id)
+    assert (row.outcome, row.expected_usd, row.charge_status) == ("ok", 0.02, "charged")
+    assert (await job_row(store, jobs[0].id)).state == JobState.SUCCEEDED.value
+    async with store.db.reading() as conn:
+        assert await conn.scalar(select(func.count()).select_from(outputs)) == 1
 
 
 async def test_cancel_marks_every_unfinished_remote_batch(store: Store) -> None:
@@ -148,7 +227,7 @@ async def test_cancel_marks_every_unfinished_remote_batch(store: Store) -> None:
     jobs = await claim_all(store, batch.id, "w1")
     await store.open_remote_batch(remote_batch(batch.id, "w1", "rb-a"), [start_of(jobs[0], "w1")])
     await store.open_remote_batch(remote_batch(batch.id, "w1", "rb-b"), [start_of(jobs[1], "w1")])
-    await store.advance_remote_batch("rb-b", RemoteChange(step=RemoteStep.DONE))
+    await advance(store, "rb-b", RemoteChange(step=RemoteStep.DONE))
 
     marked = await store.request_remote_cancel(batch.id)
 
