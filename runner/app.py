@@ -21,11 +21,6 @@ from runner.abc import Queue
 from runner.config import Settings
 from runner.errors import Problem, ValidationFailed
 from runner.models import JobSpec, JobState
-from runner.pricing.manifest_estimate import (
-    ManifestEstimate,
-    batch_counterpart,
-    estimate_manifest,
-)
 from runner.routes import Route
 from runner.store import BatchInfo, BatchStatus, EnqueueResult, RemoteBatch, Store, WorkerInfo
 
@@ -41,6 +36,7 @@ if TYPE_CHECKING:
     from runner.compare import ComparisonOptions, ComparisonPlan, ComparisonReport
     from runner.export import ExportReport
     from runner.manifest import CheckReport
+    from runner.pricing.manifest_estimate import ManifestEstimate
     from runner.run.worker import Runner, RunOptions, RunReport
 
 
@@ -254,6 +250,8 @@ async def estimate(
     Totals cover every job; only the first ``keep`` per-job rows are kept for display. On a
     route with a Batch API counterpart, the synchronous and batch costs come side by side.
     """
+    from runner.pricing.manifest_estimate import batch_counterpart, estimate_manifest
+
     route = settings.catalog.get(route_name)
     report = await check(settings, manifest, route_name)
     if report.problems:

@@ -6,12 +6,14 @@ batch cost side by side, per model and in total.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from runner.cli.output import console, err, money
-from runner.pricing.manifest_estimate import BatchComparison, ManifestEstimate, Totals
+
+if TYPE_CHECKING:
+    from runner.pricing.manifest_estimate import BatchComparison, ManifestEstimate, Totals
 
 
 def estimate_json(result: ManifestEstimate) -> dict[str, Any]:

@@ -16,13 +16,15 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-import stamina
-import stamina.instrumentation
 from sqlalchemy.exc import DBAPIError
 
 from runner.errors import StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from stamina import Attempt
+    from stamina.instrumentation import RetryDetails
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,7 +46,7 @@ _last_note = -_NOTE_EVERY
 _hooked = False
 
 
-def _note_wait(details: stamina.instrumentation.RetryDetails) -> None:
+def _note_wait(details: RetryDetails) -> None:
     """Say once in a while that the run is waiting for the database (not once per verb)."""
     global _last_note
     if not isinstance(details.caused_by, StoreUnavailable):
@@ -59,6 +61,8 @@ def _hook_once() -> None:
     """Our note instead of stamina's log line per retry (its logger is quietened)."""
     global _hooked
     if not _hooked:
+        import stamina.instrumentation
+
         _hooked = True
         logging.getLogger("stamina").setLevel(logging.ERROR)
         hooks = stamina.instrumentation.get_on_retry_hooks()
@@ -132,8 +136,10 @@ class OutagePolicy:
         raw = os.environ.get(OUTAGE_ENV, "").strip()
         return cls(timeout=float(raw)) if raw else cls()
 
-    def attempts(self, *, timeout: float | None = None) -> AsyncIterable[stamina.Attempt]:
+    def attempts(self, *, timeout: float | None = None) -> AsyncIterable[Attempt]:
         """Attempts (``async for``, then ``with attempt:``) retried on :class:`StoreUnavailable`."""
+        import stamina  # with tenacity, only once the database has failed a verb
+
         _hook_once()
         return stamina.retry_context(
             on=StoreUnavailable,
