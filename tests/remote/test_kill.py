@@ -119,10 +119,11 @@ class Runner:
     def kill_when(self, condition: Callable[[], bool]) -> None:
         """Start a run and SIGKILL it once ``condition`` holds (it must still be running)."""
         proc = self.start()
-        deadline = time.monotonic() + 60
+        # Under load a 400-line remote batch can take most of a minute to reach applying.
+        deadline = time.monotonic() + 120
         while not condition():
             assert proc.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the moment to kill never came"
+            assert time.monotonic() < deadline, ("the moment to kill never came", self.remote())
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
