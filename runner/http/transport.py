@@ -1,10 +1,17 @@
 """The one HTTP transport under every call: aiohttp's connection pool behind httpx's types.
 
 Requests and responses stay ``httpx`` objects (the shapes, the tests and ``httpx.MockTransport``
-speak them); the wire is ``httpx_aiohttp.AiohttpTransport``, the transport the official
-``openai`` SDK ships for high concurrency. Over httpx's own transport it reads an answer a
-server sends before it has read the whole upload (an early 401 to a large edit stays a 401,
-not a broken pipe), copes with a stray CRLF after a body, and costs less CPU per request.
+speak them); the wire is an ``aiohttp.ClientSession``: its connection pool and its llhttp
+parser, the client the official ``openai`` SDK ships for high concurrency. Over httpx's own
+transport it reads an answer a server sends before it has read the whole upload (an early 401
+to a large edit stays a 401, not a broken pipe), copes with a stray CRLF after a body, and
+costs less CPU per request.
+
+The request is handed to the session as it is (method, URL, headers, body) and the answer
+comes back as an ``httpx.Response`` streaming aiohttp's body, with no more conversion than
+that: what ``httpx-aiohttp``'s adapter does besides (a timeout object, a URL parsed again and
+a request trace per call) cost a third of the transport's CPU per request, the session's own
+work included.
 
 The same transport carries proxied calls: ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` (an
 http one) and ``NO_PROXY`` are read from the environment once, and each origin's proxy is
@@ -24,11 +31,15 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
-from types import SimpleNamespace
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
+from yarl import URL
 
 #: Longest status or header line accepted (aiohttp's default, 8190, is below what some CDNs
 #: send in a ``Set-Cookie`` or ``Content-Security-Policy``).
@@ -36,17 +47,34 @@ MAX_LINE = 64 * 1024
 #: Most header lines accepted (aiohttp's default, 128, is below what some CDNs send: one
 #: ``Set-Cookie`` per cookie).
 MAX_HEADERS = 1024
+#: Most distinct URLs whose parsed form is kept (a run posts to a handful of endpoints).
+URLS_KEPT = 256
 
 
-#: Request extension: a callable the transport calls once the request's head is handed to the
-#: socket (before that, nothing of the request can have reached the server).
+#: Request extension: a callable the transport calls once the request has a connection (its
+#: head is written to it next; before that, nothing of the request can have reached the
+#: server, and a request cut off while connecting or queueing for a connection was not sent).
 ON_WRITTEN = "imagerun.on_written"
 _on_written: ContextVar[Callable[[], None] | None] = ContextVar("on_written", default=None)
 
 
-async def _headers_sent(_: aiohttp.ClientSession, __: SimpleNamespace, ___: object) -> None:
-    if (mark := _on_written.get()) is not None:
-        mark()
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's pool, saying when a request gets its connection (see :data:`ON_WRITTEN`).
+
+    A request trace would say when the head was written, a few statements later, but a
+    session with any trace builds one per request and awaits a hook at every step.
+    """
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        if (mark := _on_written.get()) is not None:
+            mark()
+        return connection
 
 
 class UnreadableResponse(httpx.RemoteProtocolError):
@@ -79,14 +107,9 @@ AIOHTTP_EXC_MAP: dict[type[BaseException], type[httpx.HTTPError]] = {
 
 @contextlib.contextmanager
 def _mapped() -> Iterator[None]:
-    """Raise the mapped httpx exception for an aiohttp one (also behind httpx_aiohttp's)."""
+    """Raise the mapped httpx exception for an aiohttp one."""
     try:
         yield
-    except httpx.HTTPError as exc:
-        cause = exc.__cause__
-        if not isinstance(cause, aiohttp.ClientError):
-            raise
-        raise _translate(cause) from cause
     except aiohttp.ClientError as exc:
         raise _translate(exc) from exc
     except ValueError as exc:  # aiohttp refuses a header it would not write (CR/LF in it)
@@ -104,19 +127,33 @@ def _translate(exc: aiohttp.ClientError) -> httpx.HTTPError:
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body whose read errors come out mapped."""
+    """An aiohttp response's body as httpx streams it, read errors mapped.
 
-    def __init__(self, stream: httpx.AsyncByteStream) -> None:
-        self._stream = stream
+    Chunks come as the socket delivered them (a 3 MB image in a few dozen, not in 16 KiB
+    pieces). Closing releases the connection to the pool if the body was read whole, and
+    closes it otherwise.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _mapped():
-            async for chunk in self._stream:
+            async for chunk in self._response.content.iter_any():
                 yield chunk
 
     async def aclose(self) -> None:
         with _mapped():
-            await self._stream.aclose()
+            await self._response.__aexit__(None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    """One connection pool: direct, or through one proxy."""
+
+    session: aiohttp.ClientSession
+    proxy: URL | None = None
+    proxy_auth: aiohttp.BasicAuth | None = None
 
 
 class Transport(httpx.AsyncBaseTransport):
@@ -136,7 +173,11 @@ class Transport(httpx.AsyncBaseTransport):
         self._proxies = urllib.request.getproxies_environment()
         #: (scheme, host) -> the proxy URL its calls go through, or None for direct.
         self._routes: dict[tuple[str, str], str | None] = {}
-        self._pools: dict[str | None, AiohttpTransport] = {}
+        self._pools: dict[str | None, _Pool] = {}
+        #: A request URL's text -> its parsed form (aiohttp would parse it on every call).
+        self._urls: dict[str, URL] = {}
+        #: httpx's timeout extension (connect, read, pool) -> aiohttp's, built once.
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def proxy_for(self, url: httpx.URL) -> str | None:
         """The proxy a call to ``url`` goes through (``None``: direct), by the environment."""
@@ -150,17 +191,14 @@ class Transport(httpx.AsyncBaseTransport):
             self._routes[key] = proxy
         return self._routes[key]
 
-    def _pool(self, proxy: str | None) -> AiohttpTransport:
+    def _pool(self, proxy: str | None) -> _Pool:
         pool = self._pools.get(proxy)
         if pool is None:
-            through = httpx.Proxy(proxy) if proxy else None
-            pool = self._pools[proxy] = AiohttpTransport(client=self._session, proxy=through)
+            pool = self._pools[proxy] = _Pool(self._session(), *_proxy_parts(proxy))
         return pool
 
     def _session(self) -> aiohttp.ClientSession:
-        written = aiohttp.TraceConfig()
-        written.on_request_headers_sent.append(_headers_sent)
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=self._limits.max_connections or 0,
             keepalive_timeout=self._limits.keepalive_expiry,
             ssl=self._tls,
@@ -172,21 +210,77 @@ class Transport(httpx.AsyncBaseTransport):
             max_headers=MAX_HEADERS,
             # Cookies from one provider answer must not ride on the next request.
             cookie_jar=aiohttp.DummyCookieJar(),
-            trace_configs=[written],
         )
+
+    def _url(self, url: httpx.URL) -> URL:
+        text = str(url)
+        parsed = self._urls.get(text)
+        if parsed is None:
+            if len(self._urls) >= URLS_KEPT:
+                self._urls.clear()
+            parsed = self._urls[text] = URL(text, encoded=True)  # httpx has encoded it
+        return parsed
+
+    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        given = request.extensions.get("timeout", {})
+        key = (given.get("connect"), given.get("read"), given.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # httpx's pool timeout bounds the wait for a connection, which aiohttp's
+            # ``connect`` covers; ``read`` is a silence between two reads, as in httpx.
+            timeout = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            self._timeouts[key] = timeout
+        return timeout
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pool = self._pool(self.proxy_for(request.url))
+        content, headers = _body(request)
         token = _on_written.set(request.extensions.get(ON_WRITTEN))
         try:
             with _mapped():
-                response = await pool.handle_async_request(request)
+                response = await pool.session.request(
+                    request.method,
+                    self._url(request.url),
+                    headers=headers,
+                    data=content,
+                    allow_redirects=False,
+                    auto_decompress=False,  # httpx decodes (and says which encodings it takes)
+                    timeout=self._timeout(request),
+                    proxy=pool.proxy,
+                    proxy_auth=pool.proxy_auth,
+                )
         finally:
             _on_written.reset(token)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream)
-        return response
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response),
+            request=request,
+            extensions=extensions,
+        )
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
-            await pool.aclose()
+            await pool.session.close()
+
+
+def _proxy_parts(proxy: str | None) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """A proxy URL without its credentials, and the credentials for its Proxy-Authorization."""
+    if proxy is None:
+        return None, None
+    parsed = httpx.Proxy(proxy)
+    auth = aiohttp.BasicAuth(*parsed.auth) if parsed.auth else None
+    return URL(str(parsed.url)), auth
+
+
+def _body(request: httpx.Request) -> tuple[bytes | httpx.AsyncByteStream | None, list[Any]]:
+    """What aiohttp sends: the body (the bytes httpx has, else its stream) and the headers."""
+    try:
+        return request.content or None, request.headers.multi_items()
+    except httpx.RequestNotRead:  # a streamed body (a multipart upload): aiohttp frames it
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        headers = [(k, v) for k, v in request.headers.multi_items() if k != "transfer-encoding"]
+        return request.stream, headers
