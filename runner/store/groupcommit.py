@@ -9,15 +9,16 @@ background task commits whatever has accumulated in one transaction, as ``execut
 its ledger row exists. Its caller waits shielded from cancellation: a stopping run never
 abandons a write that may already be committed, and always finishes the attempt it started.
 
-The finishing verbs return once their write is queued, and they do not wake the writer: a
-finish rides in the transaction of the next start (usually its own lane's next job), so a job
-costs about one commit instead of two, and a lane moves on to its next job without waiting a
-commit for the last one. Finishes that no start comes for are committed ``FINISH_LINGER_S``
-after the first of them was queued. A crash in that window leaves the attempt ``sending``,
-exactly as a crash just before the write would (recovery judges it; its image on disk is
-adopted). :meth:`LedgerWriter.flush` waits for every queued write, and
-:meth:`LedgerWriter.run` commits what is queued before it exits; a write that comes later is
-committed by its caller.
+The finishing verbs return once their write is queued: a lane moves on to its next job
+without waiting a commit for the last one. A finish wakes the writer as a start does; a commit
+first lets every write that is ready join it (see :meth:`LedgerWriter._gather`), so a finish
+usually rides in the transaction of its lane's next start, and a job costs about one commit
+instead of two. Until its commit is done a finish exists only in memory: a crash then leaves
+the attempt ``sending``, exactly as a crash just before the write would (recovery judges it
+``unknown`` and adopts its image on disk), so finishes are never held back waiting for a
+start: the window is the commit under way plus the finish's own. :meth:`LedgerWriter.flush`
+waits for every queued write, and :meth:`LedgerWriter.run` commits what is queued before it
+exits; a write that comes later is committed by its caller.
 """
 
 from __future__ import annotations
@@ -38,10 +39,6 @@ from runner.store.records import AttemptStart
 MAX_GROUP = 512
 #: Most turns of the event loop a commit waits for more writes to join it.
 GATHER_TURNS = 8
-#: Longest a finishing write waits for a start to ride with before it is committed alone
-#: (seconds): long enough for its lane's next start to come, short enough that ``status``
-#: never shows a finished job running for long.
-FINISH_LINGER_S = 0.02
 
 
 @dataclass(slots=True, eq=False)
@@ -73,9 +70,8 @@ class LedgerWriter(FinishVerbs):
     def __init__(self, db: Database) -> None:
         self._db = db
         self._queue: list[_Pending] = []
-        #: Set when anything is queued; ``_urgent`` when a caller waits on the commit.
+        #: Set when anything is queued.
         self._due = anyio.Event()
-        self._urgent = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
         #: The first failed commit of a write nobody waited for; raised by every later verb.
@@ -93,11 +89,8 @@ class LedgerWriter(FinishVerbs):
         try:
             while True:
                 await self._due.wait()
-                if not self._urgent.is_set():  # only finishes: wait for a start to join them
-                    with anyio.move_on_after(FINISH_LINGER_S):
-                        await self._urgent.wait()
                 await self._gather()
-                self._due, self._urgent = anyio.Event(), anyio.Event()
+                self._due = anyio.Event()
                 await self._commit_queued()
         finally:
             await self._commit_queued()
@@ -115,9 +108,7 @@ class LedgerWriter(FinishVerbs):
 
     async def flush(self) -> None:
         if self._stranded and not self._closed and not self._db.gone:
-            self._wake_writer(urgent=True)  # try them once more
-        elif self._queue:
-            self._urgent.set()  # someone waits on them now: no lingering
+            self._wake_writer()  # try them once more
         if not self._idle.is_set():
             with anyio.CancelScope(shield=True):
                 await self._idle.wait()
@@ -172,15 +163,13 @@ class LedgerWriter(FinishVerbs):
         if self._closed:
             return pending  # committed by the caller
         self._queue.append(pending)
-        self._wake_writer(urgent=done is not None)
+        self._wake_writer()
         return pending
 
-    def _wake_writer(self, *, urgent: bool) -> None:
+    def _wake_writer(self) -> None:
         if self._idle.is_set():
             self._idle = anyio.Event()
         self._due.set()
-        if urgent:
-            self._urgent.set()
 
     async def _submit(self, item: AttemptStart) -> None:
         pending = self._enqueue(item, anyio.Event())
