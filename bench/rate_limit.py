@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import secrets
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -50,6 +52,7 @@ TOLD = ("truth", "3x", "untold")
 WINDOWS = {"window": 1.0, "sliding": 10.0}
 #: Times a cell's sandbox is started before the cell fails.
 STARTS = 6
+STARTING = threading.Lock()
 ADMIN = os.environ.get("IMAGERUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -172,7 +175,11 @@ def run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
 
 
 def _run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
-    with sandbox_process(*sandbox_options(args, cell)) as url:
+    with contextlib.ExitStack() as stack:
+        # One sandbox starts at a time: six starting together on a loaded machine took longer
+        # than a start is given (30 s), and the run failed.
+        with STARTING:
+            url = stack.enter_context(sandbox_process(*sandbox_options(args, cell)))
         if cell.client == "imagerun":
             run_imagerun(args, cell, url)
         else:

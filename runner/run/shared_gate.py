@@ -31,9 +31,10 @@ SLOT_JITTER_S = 0.006
 BOOK_AHEAD_S = 0.25
 #: How far past the slot's time this worker's requests left lately (the wake-up for the slot
 #: and the ledger row take varying time, more so on a busy machine) widens every slot by the
-#: spread seen: two workers' requests one slot apart arrive that much closer than a slot at
-#: times. Taken over this many recent requests, the longest left out (one stall is not the
-#: spread), and at most MAX_SLOT_JITTER_SHARE of an interval.
+#: spread seen, once the route has refused a request: two workers' requests one slot apart
+#: arrive that much closer than a slot at times. Taken over this many recent requests, the
+#: longest left out (one stall is not the spread), and at most MAX_SLOT_JITTER_SHARE of an
+#: interval.
 LATENESS_KEPT = 32
 MAX_SLOT_JITTER_SHARE = 0.1
 
@@ -89,7 +90,9 @@ class SharedGate(BaseGate):
     def _slot_jitter(self, interval: float) -> float:
         """What a slot allows beyond ``interval`` for requests leaving late for their slots."""
         least = jitter_allowance(interval, SLOT_JITTER_S)
-        if len(self._lateness) < LATENESS_KEPT // 4:
+        # Until a 429 the limiter takes the jitter as it comes (a bucket, a window): none of
+        # the rate is spent on it.
+        if not self.refused or len(self._lateness) < LATENESS_KEPT // 4:
             return least
         seen = sorted(self._lateness)
         spread = seen[-2] - seen[0]

@@ -9,8 +9,9 @@ provider let through on the route as a whole, which no single worker sees.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text, update
 
@@ -18,6 +19,9 @@ from runner.models import utcnow
 from runner.store.database import Database
 from runner.store.outage import retried
 from runner.store.tables import route_state
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: The key of the route's running count of successes in its ``pace`` object.
 PASSED = "passed"
@@ -49,6 +53,16 @@ class PaceOps:
 
     db: Database
 
+    def _one_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """Where a write of the route's row goes. On PostgreSQL one autocommitted statement:
+        the row lock is released as soon as the UPDATE is done. In a BEGIN … COMMIT every
+        worker's slot request (an UPDATE of the same row) queued behind it until the COMMIT
+        came, however long this process's event loop took to send it: four workers adding
+        their counts once a second held a route paced at 600 a minute to about 200."""
+        if self.db.dialect == "postgresql":
+            return self.db.autocommit()
+        return self.db.writing()
+
     @retried
     async def load_pace(self, route: str, max_age_s: float) -> dict[str, Any] | None:
         since = utcnow() - timedelta(seconds=max_age_s)
@@ -67,13 +81,13 @@ class PaceOps:
             .where(route_state.c.route == route)
             .values(pace=kept, pace_at=utcnow())
         )
-        async with self.db.writing() as conn:
+        async with self._one_statement() as conn:
             await conn.execute(statement)
 
     @retried
     async def count_passed(self, route: str, passed: int) -> int:
         statement = text(_ADD_PASSED[self.db.dialect])
-        async with self.db.writing() as conn:
+        async with self._one_statement() as conn:
             total = (await conn.execute(statement, {"route": route, "n": passed})).scalar()
         return int(total or 0)
 

@@ -382,10 +382,12 @@ async def test_shared_slots_widen_by_how_late_requests_leave_for_them(
     pg_stores: tuple[Store, Store],
 ) -> None:
     """Requests that leave 0 or 40 ms after their slots (a slow wake-up, a slow ledger row)
-    arrive up to 40 ms closer than a slot to the next worker's: later slots are that much
-    longer than the interval, not the few milliseconds allowed at first."""
+    arrive up to 40 ms closer than a slot to the next worker's: once the route has refused a
+    request, later slots are that much longer than the interval, not the few milliseconds
+    allowed at first."""
     gate = SharedGate(pg_stores[0], ROUTE, 120)  # one request every 0.5 s
     await gate.start()
+    gate.refused = True  # a 429 came: the limiter takes no jitter
 
     admitted: list[float] = []
 
