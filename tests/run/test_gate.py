@@ -101,22 +101,23 @@ async def test_requests_leave_an_interval_apart_from_when_the_one_before_really_
 
 
 async def test_slow_ledger_rows_do_not_slow_the_route_down() -> None:
-    """Each row takes one and a half intervals to write: rows are written side by side, so
-    the route keeps its rate (waiting for each row before the next departure sent at 2/3 of
-    it), and requests still leave about an interval apart."""
-    rpm = 1200  # one request every 50 ms; rows of 75 ms
+    """Each row takes two intervals to write: rows are written side by side, so the route
+    keeps its rate (waiting for each row before the next departure sent at half of it at
+    best), and requests still leave about an interval apart."""
+    rpm = 1200  # one request every 50 ms; rows of 100 ms
     gate = RouteGate(rpm)
     left: list[float] = []
     count = 60
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
             for _ in range(count):
-                tg.start_soon(send_one, gate, 0.075, left)
+                tg.start_soon(send_one, gate, 0.1, left)
     left.sort()
     achieved = (count - 1) / (left[-1] - left[0]) * 60
     # Each row's lateness past the shortest delays the next departure, so a loaded event loop
-    # costs some of the rate: far from the 2/3 that waiting for each row gave.
-    assert achieved >= 0.8 * rpm, f"{achieved:.0f} requests/min, told {rpm}"
+    # costs some of the rate (0.77 at load 18): far from the half that waiting for each row
+    # gave at best.
+    assert achieved >= 0.7 * rpm, f"{achieved:.0f} requests/min, told {rpm}"
     assert achieved <= rpm * 1.02
 
 
