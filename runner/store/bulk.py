@@ -19,7 +19,6 @@ from runner.models import JobSpec, JobState
 from runner.store.tables import jobs
 
 if TYPE_CHECKING:
-    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: SQLite page cache while enqueueing (KiB); SQLite's default is 2 MiB.

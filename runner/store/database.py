@@ -20,7 +20,6 @@ from runner.store.engine import create_engine, create_sync_twin, normalise_url, 
 from runner.store.outage import OutagePolicy, translated
 
 if TYPE_CHECKING:
-    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 P = ParamSpec("P")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from runner.errors import ConfigError
@@ -32,40 +29,6 @@ PG_CONNECT_TIMEOUT = 10.0
 SQLITE_BUSY_ENV = "IMAGERUN_SQLITE_BUSY_S"
 #: Execution option marking a connection that only reads.
 READ_ONLY = "imagerun_read_only"
-
-
-def _asyncio_engine() -> ModuleType:
-    """``sqlalchemy.ext.asyncio.engine``, without running its package's ``__init__`` first.
-
-    That ``__init__`` imports the asyncio ORM session, and with it the whole ORM, which
-    imagerun does not use: a third of the time SQLAlchemy takes to import, on every command.
-    The package is registered unexecuted (its submodules load as usual); the first name asked
-    of it that is not a submodule (``AsyncSession``, say) runs its ``__init__`` then.
-    """
-    name = "sqlalchemy.ext.asyncio"
-    if name not in sys.modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-            return importlib.import_module(f"{name}.engine")
-        package = importlib.util.module_from_spec(spec)
-        loader = spec.loader
-
-        def complete(attribute: str) -> Any:
-            if importlib.util.find_spec(f"{name}.{attribute}") is not None:
-                raise AttributeError(attribute)  # a submodule: the import system loads it
-            del package.__getattr__
-            loader.exec_module(package)
-            return getattr(package, attribute)
-
-        package.__getattr__ = complete  # type: ignore[method-assign]
-        sys.modules[name] = package
-    return importlib.import_module(f"{name}.engine")
-
-
-def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """SQLAlchemy's ``create_async_engine`` (see :func:`_asyncio_engine`)."""
-    engine: AsyncEngine = _asyncio_engine().create_async_engine(url, **kwargs)
-    return engine
 
 
 def normalise_url(url: str) -> str:

@@ -28,7 +28,6 @@ from runner.store.outage import retried
 from runner.store.tables import attempts, jobs, outputs, remote_batches
 
 if TYPE_CHECKING:
-    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: Jobs per page. A page holds at most this many jobs' outputs (``n`` of each).

@@ -23,7 +23,6 @@ from runner.store.records import Recovery
 from runner.store.tables import attempts, batches, jobs
 
 if TYPE_CHECKING:
-    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 #: Jobs whose leases one heartbeat statement extends.

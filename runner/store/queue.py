@@ -24,7 +24,6 @@ from runner.store.records import BatchInfo, EnqueueResult
 from runner.store.tables import batches, jobs
 
 if TYPE_CHECKING:
-    # SQLAlchemy's asyncio package imports its ORM: see runner.store.engine.
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 _CHUNK = 2000
