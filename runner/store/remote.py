@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from runner.models import AttemptState, JobState, RemoteStep, utcnow
@@ -115,10 +115,19 @@ class RemoteOps:
         # or just slow polls, keeps it. Its lease passed, or its driver stopped (or died on
         # its host, which marks it stopped): then it is free.
         stopped = select(workers.c.id).where(workers.c.stopped_at.is_not(None))
+        # A remote batch opened before its row had a lease (an upgraded database) is judged
+        # by its driver's heartbeat against the taker's lease.
+        live = select(workers.c.id).where(
+            workers.c.stopped_at.is_(None),
+            workers.c.heartbeat_at >= now - timedelta(seconds=lease_seconds),
+        )
         free = or_(
             remote_batches.c.worker_id.is_(None),
             remote_batches.c.worker_id == worker_id,
-            remote_batches.c.lease_expires.is_(None),
+            and_(
+                remote_batches.c.lease_expires.is_(None),
+                remote_batches.c.worker_id.not_in(live),
+            ),
             remote_batches.c.lease_expires < now,
             remote_batches.c.worker_id.in_(stopped),
         )

@@ -7,11 +7,11 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from runner.models import AttemptState, ChargeStatus, JobState, Outcome, RemoteStep, utcnow
 from runner.store import RemoteBatch, RemoteChange, Store
-from runner.store.tables import outputs
+from runner.store.tables import outputs, workers
 
 from .factories import (
     LAPSED,
@@ -199,6 +199,37 @@ async def test_the_remote_batch_of_a_stopped_worker_is_free_at_once(store: Store
 
     assert taken is not None
     assert taken.worker_id == "w2"
+
+
+async def test_a_remote_batch_without_a_lease_is_judged_by_its_drivers_heartbeat(
+    store: Store,
+) -> None:
+    """Opened before remote batches had a lease (a database upgraded to 0009): its driver,
+    still heartbeating, keeps it; one whose heartbeat is older than the taker's lease does
+    not."""
+    batch = (await submit(store, "rb", specs(2))).batch
+    await store.register_worker("w1", "host", 1)
+    await store.register_worker("w3", "host", 3)
+    one, two = await claim_all(store, batch.id, "w1")
+    unleased = replace(remote_batch(batch.id, "w1"), lease_expires=None)
+    await store.open_remote_batch(unleased, [start_of(one, "w1")])
+    quiet = replace(remote_batch(batch.id, "w3", "rb-test-2"), lease_expires=None)
+    await store.open_remote_batch(quiet, [start_of(two, "w1")])
+    async with store.db.writing() as conn:
+        await conn.execute(
+            update(workers)
+            .where(workers.c.id == "w3")
+            .values(heartbeat_at=utcnow() - timedelta(seconds=2 * LEASE))
+        )
+
+    assert await store.take_remote_batch("rb-test-1", "w2", lease_seconds=LEASE) is None
+    taken = await store.take_remote_batch("rb-test-2", "w2", lease_seconds=LEASE)
+
+    assert taken is not None
+    assert taken.worker_id == "w2"
+    assert await advance(store, "rb-test-1", RemoteChange(status="in_progress"))
+    owners = {rb.id: rb.worker_id for rb in await store.remote_batches([batch.id])}
+    assert owners == {"rb-test-1": "w1", "rb-test-2": "w2"}
 
 
 async def test_an_attempt_finished_twice_keeps_its_first_finish(store: Store) -> None:
