@@ -12,6 +12,7 @@ route instead.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskGroup
 
-from runner.errors import AttemptError
+from runner.errors import AttemptError, StoreUnavailable
 from runner.models import Job, Outcome, RemoteStep, utcnow
 from runner.remote.client import RemoteClient
 from runner.remote.context import DriverStore, RemoteContext
@@ -90,8 +91,7 @@ class RemoteDriver:
                     with anyio.move_on_after(IDLE_POLL):
                         await ctx.stopping.wait()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._release_held()
+            await self._release_held()
 
     async def _drive(self, rb: RemoteBatch, resumed: bool) -> None:
         try:
@@ -100,9 +100,16 @@ class RemoteDriver:
             self._driving.discard(rb.id)
 
     async def _release_held(self) -> None:
+        """Hand back the jobs claimed but in no remote batch (shielded: the lane is ending).
+
+        Past the database's outage limit this fails too; the error that ended the lane is the
+        one raised, not this. The jobs then stay leased to this worker: they go back to the
+        queue once its lease runs out, or when the next run on this host finds it gone.
+        """
         held = sorted(self.ctx.lane.held)
         self.ctx.lane.held.clear()
-        await self.ctx.store.release_unstarted(self.ctx.worker_id, held)
+        with anyio.CancelScope(shield=True), contextlib.suppress(StoreUnavailable):
+            await self.ctx.store.release_unstarted(self.ctx.worker_id, held)
 
     async def _resume(self, group: TaskGroup) -> None:
         """Take up the unfinished remote batches of our batches whose driver is gone: its own

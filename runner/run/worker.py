@@ -294,10 +294,16 @@ class Runner:
         self.request_stop()
 
     async def _stop_on_outage(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run a lane's task; an outage past the limit stops the run (see :meth:`_store_lost`).
+
+        The outage may come alone or inside the exception groups of the lane's task groups (a
+        remote batch's driver and its lease renewal): here either becomes the stop, and only
+        what is not an outage goes on up.
+        """
         try:
             await fn(*args)
-        except StoreUnavailable as exc:
-            self._store_lost(exc)
+        except* StoreUnavailable as outages:
+            self._store_lost(_first_outage(outages))
 
     async def _heartbeats(
         self, lanes: list[Lane], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -333,3 +339,9 @@ class Runner:
     async def _cancel_after_grace(self) -> None:
         await anyio.sleep(self.options.grace_seconds)
         self._work_scope.cancel()
+
+
+def _first_outage(group: BaseExceptionGroup[StoreUnavailable]) -> StoreUnavailable:
+    """The first outage in ``group`` (``except*`` keeps the task groups' nesting)."""
+    first = group.exceptions[0]
+    return first if isinstance(first, StoreUnavailable) else _first_outage(first)
