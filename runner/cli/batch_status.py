@@ -32,6 +32,9 @@ def print_status(report: StatusReport) -> None:
     for rb in live:
         if rb.step is RemoteStep.UNCOLLECTED:
             console.print(f"uncollected: {rb.error}.", markup=False)
+    names = {s.batch.id: s.batch.name for s in report.batches}
+    for hint in undriven_hints(live, {w.id for w in report.workers}, names):
+        console.print(hint, markup=False)
     for hint in status_hints(report.batches):
         console.print(hint, markup=False)
 
@@ -115,6 +118,22 @@ def status_hints(statuses: Sequence[BatchStatus]) -> list[str]:
                 f"source and output side by side (`imagerun export {name} -f html`)."
             )
     return hints
+
+
+def undriven_hints(
+    live: Sequence[RemoteBatch], workers: set[str], names: Mapping[str, str]
+) -> list[str]:
+    """Batches whose remote batches no live worker drives (its run stopped or died)."""
+    undriven: dict[str, int] = {}
+    for rb in live:
+        if not rb.step.ended and rb.worker_id not in workers:
+            undriven[rb.batch_id] = undriven.get(rb.batch_id, 0) + 1
+    return [
+        f"{names.get(batch_id, batch_id)}: {count} remote batch(es) with no run driving them: "
+        f"`imagerun run {names.get(batch_id, batch_id)}` takes them up and records their "
+        "results (none of their lines is sent twice)."
+        for batch_id, count in undriven.items()
+    ]
 
 
 def paces_table(paces: Mapping[str, Mapping[str, Any]]) -> Table:

@@ -186,6 +186,9 @@ def test_past_the_outage_limit_the_run_stops_and_the_next_resumes_its_remote_bat
     assert steps == ["submitted", "submitted"], "left where the next run takes them up"
     status = runner.cli("status", "outage-gone")
     assert status.returncode == 0, status.stderr
+    said = " ".join(status.stdout.split())
+    assert "2 remote batch(es) with no run driving them" in said, status.stdout
+    assert "`imagerun run outage-gone`" in said  # the next step, named
 
     runner.finish()  # the next run takes the remote batches up and applies them
     runner.check(sandbox, 12)
