@@ -49,6 +49,8 @@ MAX_LINE = 64 * 1024
 MAX_HEADERS = 1024
 #: Most distinct URLs whose parsed form is kept (a run posts to a handful of endpoints).
 URLS_KEPT = 256
+#: Connections with unread bytes closed before a request gives up (an unlimited pool).
+STALE_TRIES = 100
 
 
 #: Request extension: a callable the transport calls once the request has a connection (its
@@ -59,7 +61,14 @@ _on_written: ContextVar[Callable[[], None] | None] = ContextVar("on_written", de
 
 
 class _Connector(aiohttp.TCPConnector):
-    """aiohttp's pool, saying when a request gets its connection (see :data:`ON_WRITTEN`).
+    """aiohttp's pool, saying when a request gets its connection (see :data:`ON_WRITTEN`),
+    and never handing out a kept-alive connection that holds bytes nobody asked for.
+
+    A server may write more after an answer that was read whole: a second, unsolicited
+    answer, or garbage. aiohttp's pool checks a connection for that when it takes it back,
+    not when it lends it out again, so bytes that arrive while it sits idle would be read as
+    the next request's answer, and that request's own (billed) answer thrown away. Such a
+    connection is closed here before anything is written to it, and another one taken.
 
     A request trace would say when the head was written, a few statements later, but a
     session with any trace builds one per request and awaits a hook at every step.
@@ -72,6 +81,15 @@ class _Connector(aiohttp.TCPConnector):
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature)
     ) -> Connection:
         connection = await super().connect(req, traces, timeout)
+        closed = 0
+        while (protocol := connection.protocol) is not None and protocol.should_close:
+            connection.close()
+            # The pool holds at most ``limit`` connections; past that, fresh ones hold bytes
+            # too (a server that speaks first), and the request is given up, not sent.
+            closed += 1
+            if closed > (self.limit or STALE_TRIES):
+                raise aiohttp.ClientConnectionError("the server wrote before it was asked")
+            connection = await super().connect(req, traces, timeout)
         if (mark := _on_written.get()) is not None:
             mark()
         return connection
