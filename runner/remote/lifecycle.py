@@ -15,6 +15,12 @@ remote batch where the next run's driver takes it up (:class:`runner.models.Remo
    :mod:`runner.remote.apply`), the files we uploaded deleted;
 6. ``done``.
 
+Every call that changes something at the provider (an upload, a creation, a cancel, a
+deletion) is fenced on the remote batch's lease: just before it, the lease is renewed on the
+condition that it is still ours, for longer than the call may take, and the call is given no
+longer than that. A driver that stalled past its lease (its database away) and was taken
+over stops there, so the driver that took over, having looked, finds what was done.
+
 An error that does not pass, before submission, means the provider refused the remote batch
 (its lines never ran: closed as not charged). After submission, or while looking for a remote
 batch that may have been created, its lines may have run and been paid: reading it is tried
@@ -25,7 +31,10 @@ batch that may have been created, its lines may have run and been paid: reading 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
+from functools import partial
+from typing import TypeVar
 
 import anyio
 
@@ -40,7 +49,7 @@ from runner.remote.apply import (
 )
 from runner.remote.client import RemoteState
 from runner.remote.context import RemoteContext
-from runner.remote.prepare import upload_input, write_input
+from runner.remote.prepare import INPUT_PURPOSE, input_filename, upload_input, write_input
 from runner.run.stats import RemoteProgress
 from runner.store import RemoteBatch, RemoteChange
 
@@ -51,6 +60,14 @@ CLOCK_SLACK = 600
 #: Reads of a submitted remote batch (its status, its result files) that may fail in a row
 #: for a reason that does not pass before it is given up as ``uncollected``.
 COLLECT_TRIES = 3
+#: Seconds a fenced provider call ends before the lease it was made under: room for clocks
+#: and for the provider to record what it did before a driver taking over looks.
+FENCE_MARGIN = 5.0
+#: The slowest upload (bytes per second) an input file is given time for, beyond the
+#: route's timeout.
+UPLOAD_RATE = 256 * 1024
+
+T = TypeVar("T")
 
 
 class Displaced(Exception):
@@ -69,6 +86,10 @@ class Lifecycle:
         self.ctx = ctx
         self.route = ctx.lane.route
         self.lease_seconds = lease_seconds
+        #: Until when (event loop clock) a fenced call in flight needs each lease held.
+        self._held: dict[str, float] = {}
+        #: One renewal of a lease at a time, so the last one written is the last computed.
+        self._renewing: dict[str, anyio.Lock] = {}
 
     async def drive(self, rb: RemoteBatch, resumed: bool) -> None:
         """Take ``rb`` through its steps until it ends, the run stops, or it is taken over."""
@@ -81,19 +102,13 @@ class Lifecycle:
                 group.cancel_scope.cancel()
         finally:
             self.ctx.stats.remote.pop(rb.id, None)
+            self._renewing.pop(rb.id, None)
 
     async def _keep_lease(self, rb_id: str, scope: anyio.CancelScope) -> None:
         """Renew the lease on ``rb_id`` while it is driven; if it was lost, stop driving."""
         while True:
             await anyio.sleep(self.lease_seconds / 3)
-            with anyio.CancelScope(shield=True):
-                kept = await self.ctx.store.advance_remote_batch(
-                    rb_id,
-                    RemoteChange(),
-                    owner=self.ctx.worker_id,
-                    lease_seconds=self.lease_seconds,
-                )
-            if not kept:
+            if not await self._renew(rb_id, RemoteChange()):
                 scope.cancel()
                 return
 
@@ -148,16 +163,48 @@ class Lifecycle:
         """Record ``change`` (and renew our lease); :class:`Displaced` if it is not ours."""
         if change.step is not None and rb.collect_failures:
             change = replace(change, collect_failures=0)
-        with anyio.CancelScope(shield=True):
-            kept = await self.ctx.store.advance_remote_batch(
-                rb.id, change, owner=self.ctx.worker_id, lease_seconds=self.lease_seconds
-            )
-        if not kept:
+        if not await self._renew(rb.id, change):
             raise Displaced(rb.id)
         given = {f.name: getattr(change, f.name) for f in fields(change)}
         rb = replace(rb, **{k: v for k, v in given.items() if v is not None})
         self._show(rb)
         return rb
+
+    async def _renew(self, rb_id: str, change: RemoteChange) -> bool:
+        """Record ``change`` and renew our lease, for as long as a fenced call in flight
+        needs it if that is longer; whether the remote batch is still ours."""
+        lock = self._renewing.setdefault(rb_id, anyio.Lock())
+        with anyio.CancelScope(shield=True):
+            async with lock:
+                held = self._held.get(rb_id, 0.0) - anyio.current_time()
+                kept = await self.ctx.store.advance_remote_batch(
+                    rb_id,
+                    change,
+                    owner=self.ctx.worker_id,
+                    lease_seconds=max(self.lease_seconds, held),
+                )
+        return kept
+
+    async def _fenced(self, rb: RemoteBatch, seconds: float, call: Callable[[], Awaitable[T]]) -> T:
+        """Make ``call``, which changes something at the provider, only once ``rb`` is ours
+        for ``seconds`` (the most it is given) and :data:`FENCE_MARGIN` more.
+
+        Raises:
+            Displaced: another driver took ``rb`` over; the call was not made.
+            AttemptError: the call failed, or did not end in ``seconds`` (it may have taken
+                effect: the step looks before redoing it).
+        """
+        self._held[rb.id] = anyio.current_time() + seconds + FENCE_MARGIN
+        try:
+            if not await self._renew(rb.id, RemoteChange()):
+                raise Displaced(rb.id)
+            with anyio.fail_after(seconds):
+                answer = await call()
+        except TimeoutError:
+            raise AttemptError(Outcome.TIMEOUT, f"no answer within {seconds:g} s") from None
+        finally:
+            self._held.pop(rb.id, None)
+        return answer
 
     async def _upload(self, rb: RemoteBatch, *, resumed: bool) -> RemoteBatch:
         """Step 2: the input written and uploaded (found by name if a crash came first)."""
@@ -180,7 +227,14 @@ class Lifecycle:
                 await ctx.jobs.ledger.flush()
                 return await self._finish(rb)
             size = written.bytes
-        file_id = await upload_input(ctx, rb, resumed=resumed)
+        found = None
+        if resumed:
+            found = await ctx.remote.find_file(input_filename(rb.id), INPUT_PURPOSE)
+        if found is not None:
+            file_id = found.id
+        else:
+            took = self.route.timeout + size / UPLOAD_RATE
+            file_id = await self._fenced(rb, took, partial(upload_input, ctx, rb, resumed=False))
         return await self._advance(
             rb, RemoteChange(step=RemoteStep.UPLOADED, input_file_id=file_id, bytes=size)
         )
@@ -208,14 +262,18 @@ class Lifecycle:
                 return await self._close_unsent(
                     rb, "cancelled before it was sent", JobState.CANCELLED
                 )
-            state = await ctx.remote.create(
-                input_file_id=rb.input_file_id, endpoint=rb.endpoint, metadata=metadata
+            create = partial(
+                ctx.remote.create,
+                input_file_id=rb.input_file_id,
+                endpoint=rb.endpoint,
+                metadata=metadata,
             )
+            state = await self._fenced(rb, self.route.timeout, create)
         change = _observed(state, step=RemoteStep.SUBMITTED, submitted_at=utcnow())
         rb = await self._advance(rb, change)
         if await self._cancel_requested(rb) and not state.terminal:
             # `imagerun cancel` came while it was being created: it could not cancel it then.
-            await ctx.remote.cancel(state.id)
+            await self._fenced(rb, self.route.timeout, partial(ctx.remote.cancel, state.id))
         return rb
 
     async def _poll(self, rb: RemoteBatch) -> RemoteBatch:
@@ -251,7 +309,8 @@ class Lifecycle:
             if file_id:
                 # One that cannot be deleted is left: the provider expires batch files itself.
                 with contextlib.suppress(AttemptError):
-                    await ctx.remote.delete_file(file_id)
+                    delete = partial(ctx.remote.delete_file, file_id)
+                    await self._fenced(rb, self.route.timeout, delete)
         for kind in ("input", "output", "error"):
             await anyio.Path(ctx.path(rb.id, kind)).unlink(missing_ok=True)
         return await self._advance(rb, RemoteChange(step=RemoteStep.DONE))
