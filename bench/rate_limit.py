@@ -27,6 +27,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -50,8 +51,9 @@ SHAPES = ("strict", "window", "bucket", "sliding")
 TOLD = ("truth", "3x", "untold")
 #: Seconds each shape measures over (``window`` and ``sliding`` only).
 WINDOWS = {"window": 1.0, "sliding": 10.0}
-#: Times a cell's sandbox is started before the cell fails.
+#: Times a cell is started before it fails, and why it is started again.
 STARTS = 6
+AGAIN = ("sandbox did not start", "unreachable", "Connect call failed")
 STARTING = threading.Lock()
 ADMIN = os.environ.get("IMAGERUN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -162,15 +164,15 @@ def run_imagerun(args: argparse.Namespace, cell: Cell, url: str) -> None:
 
 
 def run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
-    """One cell, started again (on a new port) if its sandbox did not come up."""
-    # Under load (other cells starting beside it) a sandbox may take longer than its start-up
-    # allows; the cell has not begun then.
+    """One cell, started again if its sandbox did not come up or PostgreSQL was away (other
+    sessions' outage tests restart it): the cell begins anew, on a new port and database."""
     for attempt in range(STARTS):
         try:
             return _run_cell(args, cell)
-        except RuntimeError as exc:
-            if "sandbox did not start" not in str(exc) or attempt == STARTS - 1:
+        except (RuntimeError, OSError) as exc:
+            if attempt == STARTS - 1 or not any(why in str(exc) for why in AGAIN):
                 raise
+            time.sleep(10)
     raise AssertionError("unreachable")
 
 
