@@ -24,8 +24,10 @@ over stops there, so the driver that took over, having looked, finds what was do
 An error that does not pass, before submission, means the provider refused the remote batch
 (its lines never ran: closed as not charged). After submission, or while looking for a remote
 batch that may have been created, its lines may have run and been paid: reading it is tried
-:data:`COLLECT_TRIES` times, then it is given up as ``uncollected`` and its lines are held as
-``unknown`` (never re-sent by themselves), with what to do in their error.
+:data:`COLLECT_TRIES` times in a row and for :data:`COLLECT_SPAN` seconds (a file the provider
+has just written may answer 404 for a while; any read that succeeds starts the count again),
+then it is given up as ``uncollected`` and its lines are held as ``unknown`` (never re-sent
+by themselves), with what to do in their error.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ CLOCK_SLACK = 600
 #: Reads of a submitted remote batch (its status, its result files) that may fail in a row
 #: for a reason that does not pass before it is given up as ``uncollected``.
 COLLECT_TRIES = 3
+#: The least time (seconds) such reads are tried, from the first of those failures in a row,
+#: before it is given up; counted by this process (a restart counts it afresh).
+COLLECT_SPAN = 600.0
 #: Seconds a fenced provider call ends before the lease it was made under: room for clocks
 #: and for the provider to record what it did before a driver taking over looks.
 FENCE_MARGIN = 5.0
@@ -90,6 +95,8 @@ class Lifecycle:
         self._held: dict[str, float] = {}
         #: One renewal of a lease at a time, so the last one written is the last computed.
         self._renewing: dict[str, anyio.Lock] = {}
+        #: When (event loop clock) each remote batch's reads began failing in a row.
+        self._failing_since: dict[str, float] = {}
 
     async def drive(self, rb: RemoteBatch, resumed: bool) -> None:
         """Take ``rb`` through its steps until it ends, the run stops, or it is taken over."""
@@ -103,6 +110,7 @@ class Lifecycle:
         finally:
             self.ctx.stats.remote.pop(rb.id, None)
             self._renewing.pop(rb.id, None)
+            self._failing_since.pop(rb.id, None)
 
     async def _keep_lease(self, rb_id: str, scope: anyio.CancelScope) -> None:
         """Renew the lease on ``rb_id`` while it is driven; if it was lost, stop driving."""
@@ -143,11 +151,14 @@ class Lifecycle:
         if rb.step in (RemoteStep.PREPARING, RemoteStep.UPLOADED):
             return await self._failed_whole(rb, error)
         # Its lines may have run (and been paid): never settle them blind.
+        # As recorded: a poll that succeeded since ``rb`` was read set it back to none.
+        rb = await self._current(rb)
         failures = rb.collect_failures + 1
-        if failures >= COLLECT_TRIES:
-            return await self._uncollected(
-                rb, f"its results could not be read {failures} times ({why})"
-            )
+        since = self._failing_since.setdefault(rb.id, anyio.current_time())
+        tried = anyio.current_time() - since
+        if failures >= COLLECT_TRIES and tried >= COLLECT_SPAN:
+            what = f"its results could not be read {failures} times in a row over {tried:.0f} s"
+            return await self._uncollected(rb, f"{what} ({why})")
         return await self._advance(rb, RemoteChange(error=why, collect_failures=failures))
 
     async def _step(self, rb: RemoteBatch, *, resumed: bool) -> RemoteBatch:
@@ -159,10 +170,16 @@ class Lifecycle:
             return await self._poll(rb)
         return await self._apply(rb)
 
-    async def _advance(self, rb: RemoteBatch, change: RemoteChange) -> RemoteBatch:
-        """Record ``change`` (and renew our lease); :class:`Displaced` if it is not ours."""
-        if change.step is not None and rb.collect_failures:
-            change = replace(change, collect_failures=0)
+    async def _advance(
+        self, rb: RemoteBatch, change: RemoteChange, read: bool = False
+    ) -> RemoteBatch:
+        """Record ``change`` (and renew our lease); :class:`Displaced` if it is not ours.
+        After a read of the provider that succeeded (``read``, or a new step) failed reads
+        are counted again from none."""
+        if change.step is not None or read:
+            self._failing_since.pop(rb.id, None)
+            if rb.collect_failures:
+                change = replace(change, collect_failures=0)
         if not await self._renew(rb.id, change):
             raise Displaced(rb.id)
         given = {f.name: getattr(change, f.name) for f in fields(change)}
@@ -286,7 +303,7 @@ class Lifecycle:
             if state.terminal:
                 change = _observed(state, step=RemoteStep.APPLYING, finished_at=utcnow())
                 return await self._advance(rb, change)
-            rb = await self._advance(rb, _observed(state))
+            rb = await self._advance(rb, _observed(state), read=True)
             with anyio.move_on_after(interval):
                 await ctx.stopping.wait()
             if ctx.stopping.is_set():

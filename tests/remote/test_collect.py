@@ -2,7 +2,8 @@
 
 Once a remote batch may exist at the provider, its lines may have run and been paid: an error
 that does not pass (its output file gone, looking for it refused) never closes them as not
-charged. Reading it is tried a few times, then it is given up as ``uncollected``: its lines
+charged. Reading it is tried a few times in a row, for a while (a read that succeeds starts
+the count again), then it is given up as ``uncollected``: its lines
 held as ``unknown`` with their charge unknown, never re-sent by themselves, the run ending
 with a message and a non-zero exit, ``imagerun status`` showing it.
 """
@@ -10,12 +11,15 @@ with a message and a non-zero exit, ``imagerun status`` showing it.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import anyio
 import pytest
@@ -25,8 +29,11 @@ from runner import app
 from runner.cli.batch_status import remote_table
 from runner.cli.progress import describe
 from runner.models import JobState, RemoteStep
+from runner.remote import lifecycle
 from runner.run.worker import Runner, RunOptions
 from runner.sandbox import Latency, SandboxConfig
+from runner.store import BatchInfo
+from tests.e2e.harness import World
 
 from .conftest import ROUTE, MakeWorld
 from .invariants import sandbox_batches
@@ -68,11 +75,16 @@ def refusing_url() -> Iterator[str]:
         server.server_close()
 
 
+#: How long the tests try failing reads before giving up (a run's default is ten minutes).
+SPAN = 2.0
+
+
 async def test_an_output_file_that_is_gone_is_given_up_and_its_lines_held(
-    world: MakeWorld,
+    world: MakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The output file answers 404 on every try: the run ends (it does not loop), the lines
     are held unknown with their charge unknown, and nothing is sent again."""
+    monkeypatch.setattr(lifecycle, "COLLECT_SPAN", SPAN)
     w = world(SandboxConfig(batch_window=20.0))
     batch = await w.submit(prompts(4), ROUTE)
     sandbox = w.handle.sandbox
@@ -96,7 +108,10 @@ async def test_an_output_file_that_is_gone_is_given_up_and_its_lines_held(
     assert result.report is not None
     assert not result.report.clean, "the run must not end as if all went well"
     (why,) = result.report.stats.uncollected.values()
-    assert "could not be read 3 times" in why
+    tried = re.search(r"could not be read (\d+) times in a row over (\d+) s", why)
+    assert tried is not None, why
+    assert int(tried[1]) >= lifecycle.COLLECT_TRIES
+    assert int(tried[2]) >= SPAN - 0.5, "given up before it was tried for long enough"
     assert "retry BATCH --unknown" in why
     ledger = await w.rows(batch)
     assert ledger.states() == {JobState.UNKNOWN.value: 4}
@@ -206,3 +221,71 @@ async def test_lines_count_as_requests_and_the_progress_line_shows_no_pace(
     assert result.report.stats.outcomes == {"ok": 5}
     assert lines, "the progress line never showed the remote batch"
     assert not any("pace" in line for line in lines), lines[-1]
+
+
+async def _collected_once(w: World, batch: BatchInfo, lines: int) -> None:
+    """One remote batch, done, its failed reads forgotten; every job succeeded, with one ok
+    attempt and one image."""
+    (rb,) = await remote_rows(w, batch)
+    assert (rb.step, rb.collect_failures) == (RemoteStep.DONE, 0)
+    assert len(sandbox_batches(w.handle.sandbox)) == 1
+    ledger = await w.rows(batch)
+    assert ledger.states() == {JobState.SUCCEEDED.value: lines}
+    assert sorted(a["outcome"] for a in ledger.attempts) == ["ok"] * lines
+    assert len(ledger.outputs) == lines
+
+
+async def test_reads_that_fail_now_and_then_never_give_the_remote_batch_up(
+    world: MakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other poll of the remote batch answers 404: more failures than the tries allowed,
+    but never two in a row. It is collected, every line applied, as if none had failed."""
+    monkeypatch.setattr(lifecycle, "COLLECT_SPAN", 0.0)
+    w = world(SandboxConfig(batch_window=30.0, batch_concurrency=1, latency=Latency(mean=1.5)))
+    batch = await w.submit(prompts(4), ROUTE)
+    registry = w.handle.sandbox.batches
+    found = registry.get
+    polls: list[bool] = []
+
+    def every_other(batch_id: str) -> Any:
+        # The sandbox answers 404 when the batch is not found.
+        polls.append(len(polls) % 2 == 1 or polls.count(False) >= 6)
+        return found(batch_id) if polls[-1] else None
+
+    monkeypatch.setattr(registry, "get", every_other)
+    with anyio.fail_after(90):
+        result = await w.run()
+
+    assert polls.count(False) >= lifecycle.COLLECT_TRIES, polls
+    assert result.report is not None
+    assert result.report.clean, (polls, result.report.stats.uncollected)
+    await _collected_once(w, batch, 4)
+
+
+async def test_an_output_file_not_yet_readable_is_waited_for(
+    world: MakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output file answers 404 for its first seconds (the provider still writing it):
+    the tries allowed pass quickly, yet it is read once it is there."""
+    monkeypatch.setattr(lifecycle, "COLLECT_SPAN", 3 * SPAN)
+    w = world(SandboxConfig(batch_window=20.0))
+    batch = await w.submit(prompts(4), ROUTE)
+    sandbox = w.handle.sandbox
+    found = sandbox.uploads.get
+    refused: list[float] = []
+
+    def late(file_id: str) -> Any:
+        outputs = {b.output_file_id for b in sandbox_batches(sandbox)}
+        if file_id in outputs and (not refused or time.monotonic() - refused[0] < SPAN):
+            refused.append(time.monotonic())
+            return None  # answered 404
+        return found(file_id)
+
+    monkeypatch.setattr(sandbox.uploads, "get", late)
+    with anyio.fail_after(90):
+        result = await w.run()
+
+    assert len(refused) >= lifecycle.COLLECT_TRIES, refused
+    assert result.report is not None
+    assert result.report.clean, (refused, result.report.stats.uncollected)
+    await _collected_once(w, batch, 4)
