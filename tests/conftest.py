@@ -25,6 +25,8 @@ import fcntl
 import os
 import secrets
 import shutil
+import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -37,7 +39,7 @@ from sqlalchemy.engine import URL, make_url
 
 from runner.store import Store
 from runner.store.migrate import head_revision
-from tests.store.outages import RESTART_LOCK
+from tests.store.outages import RESTART_LOCK, PostgresServer, PrivatePostgres, safety_net
 
 T = TypeVar("T")
 
@@ -278,3 +280,34 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """The suite's PostgreSQL server, for tests that stop it: running again at the end of the
+    session whatever happens."""
+    server = PostgresServer.local()
+    if server is None:
+        pytest.skip("needs the local PostgreSQL cluster and the right to restart it (root)")
+    safety_net(server)
+    try:
+        yield server
+    finally:
+        server.start()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own, to leave down past the outage limit."""
+    if PostgresServer.local() is None:
+        pytest.skip("needs PostgreSQL's binaries and root (to run them as postgres)")
+    root = Path(tempfile.mkdtemp(prefix="imagerun-pg-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = PrivatePostgres.create(root, port)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -9,10 +9,7 @@ batch up again: nothing lost, nothing bought twice.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -21,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from runner.sandbox import Latency, SandboxConfig, SandboxHandle, running_sandbox
-from tests.store.outages import PostgresServer, PrivatePostgres, safety_net
+from tests.store.outages import PostgresServer, PrivatePostgres
 
 from .conftest import ROUTE
 from .invariants import sandbox_batches
@@ -33,36 +30,6 @@ pytestmark = [pytest.mark.db_faults, pytest.mark.timeout(240)]
 EXIT_UNAVAILABLE = 75
 #: How long the server stays down in the outages a run must ride out.
 OUTAGE_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PostgresServer]:
-    """The suite's PostgreSQL server, running again at the end whatever happens."""
-    server = PostgresServer.local()
-    if server is None:
-        pytest.skip("needs the local PostgreSQL cluster and the right to restart it (root)")
-    safety_net(server)
-    try:
-        yield server
-    finally:
-        server.start()
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL cluster of this test's own, to leave down past the outage limit."""
-    if PostgresServer.local() is None:
-        pytest.skip("needs PostgreSQL's binaries and root (to run them as postgres)")
-    root = Path(tempfile.mkdtemp(prefix="imagerun-pg-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = PrivatePostgres.create(root, port)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

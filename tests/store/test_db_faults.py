@@ -11,9 +11,6 @@ without paying for anything twice.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +26,6 @@ from .outages import (
     Outage,
     PostgresServer,
     PrivatePostgres,
-    safety_net,
     sqlite_locked,
 )
 
@@ -39,36 +35,6 @@ RUN = ("--concurrency", "8", "--rpm", "60000")
 EXIT_UNAVAILABLE = 75
 
 pytestmark = pytest.mark.db_faults
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    """The suite's PostgreSQL server, running again at the end of the session whatever happens."""
-    server = PostgresServer.local()
-    if server is None:
-        pytest.skip("needs the local PostgreSQL cluster and the right to restart it (root)")
-    safety_net(server)
-    try:
-        yield server
-    finally:
-        server.start()
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL cluster of this test's own, to leave down past the outage limit."""
-    if PostgresServer.local() is None:
-        pytest.skip("needs PostgreSQL's binaries and root (to run them as postgres)")
-    root = Path(tempfile.mkdtemp(prefix="imagerun-pg-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = PrivatePostgres.create(root, port)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
