@@ -97,6 +97,8 @@ class Lifecycle:
         self._renewing: dict[str, anyio.Lock] = {}
         #: When (event loop clock) each remote batch's reads began failing in a row.
         self._failing_since: dict[str, float] = {}
+        #: The wait before a remote batch's next try after a failed call (doubling each time).
+        self._backoff: dict[str, float] = {}
 
     async def drive(self, rb: RemoteBatch, resumed: bool) -> None:
         """Take ``rb`` through its steps until it ends, the run stops, or it is taken over."""
@@ -111,6 +113,7 @@ class Lifecycle:
             self.ctx.stats.remote.pop(rb.id, None)
             self._renewing.pop(rb.id, None)
             self._failing_since.pop(rb.id, None)
+            self._backoff.pop(rb.id, None)
 
     async def _keep_lease(self, rb_id: str, scope: anyio.CancelScope) -> None:
         """Renew the lease on ``rb_id`` while it is driven; if it was lost, stop driving."""
@@ -122,13 +125,12 @@ class Lifecycle:
 
     async def _steps(self, rb: RemoteBatch, resumed: bool) -> None:
         ctx = self.ctx
-        backoff = self.route.poll_interval
         while not rb.step.ended and not ctx.stopping.is_set():
             if ctx.lane.gate.stopped is not None:
                 return
             try:
                 rb = await self._step(rb, resumed=resumed)
-                resumed, backoff = False, self.route.poll_interval
+                resumed = False
                 continue
             except AttemptError as exc:
                 if exc.stops_route:
@@ -140,9 +142,10 @@ class Lifecycle:
                         continue
             # The call may have taken effect before it failed: look before redoing it.
             resumed = True
+            backoff = self._backoff.get(rb.id, self.route.poll_interval)
+            self._backoff[rb.id] = min(MAX_BACKOFF, backoff * 2)
             with anyio.move_on_after(backoff):
                 await ctx.stopping.wait()
-            backoff = min(MAX_BACKOFF, backoff * 2)
 
     async def _refused(self, rb: RemoteBatch, error: AttemptError) -> RemoteBatch:
         """An error that does not pass: before submission the remote batch was refused (its
@@ -175,9 +178,10 @@ class Lifecycle:
     ) -> RemoteBatch:
         """Record ``change`` (and renew our lease); :class:`Displaced` if it is not ours.
         After a read of the provider that succeeded (``read``, or a new step) failed reads
-        are counted again from none."""
+        are counted again from none, and the next failure waits one poll interval again."""
         if change.step is not None or read:
             self._failing_since.pop(rb.id, None)
+            self._backoff.pop(rb.id, None)
             if rb.collect_failures:
                 change = replace(change, collect_failures=0)
         if not await self._renew(rb.id, change):

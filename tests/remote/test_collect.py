@@ -239,17 +239,21 @@ async def test_reads_that_fail_now_and_then_never_give_the_remote_batch_up(
     world: MakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every other poll of the remote batch answers 404: more failures than the tries allowed,
-    but never two in a row. It is collected, every line applied, as if none had failed."""
+    but never two in a row. It is collected, every line applied, as if none had failed, and
+    each failure is tried again one poll interval later (the wait doubles only while
+    failures come in a row)."""
     monkeypatch.setattr(lifecycle, "COLLECT_SPAN", 0.0)
     w = world(SandboxConfig(batch_window=30.0, batch_concurrency=1, latency=Latency(mean=1.5)))
     batch = await w.submit(prompts(4), ROUTE)
     registry = w.handle.sandbox.batches
     found = registry.get
     polls: list[bool] = []
+    times: list[float] = []
 
     def every_other(batch_id: str) -> Any:
         # The sandbox answers 404 when the batch is not found.
         polls.append(len(polls) % 2 == 1 or polls.count(False) >= 6)
+        times.append(time.monotonic())
         return found(batch_id) if polls[-1] else None
 
     monkeypatch.setattr(registry, "get", every_other)
@@ -260,6 +264,12 @@ async def test_reads_that_fail_now_and_then_never_give_the_remote_batch_up(
     assert result.report is not None
     assert result.report.clean, (polls, result.report.stats.uncollected)
     await _collected_once(w, batch, 4)
+    # After the sixth failure a doubling that was never reset would wait 32 poll intervals.
+    interval = 0.2  # the sandbox routes' poll interval
+    gaps = zip(times[:-1], times[1:], polls[:-1], strict=True)
+    retried_after = [b - a for a, b, ok in gaps if not ok]
+    assert len(retried_after) >= 5, polls
+    assert max(retried_after) < 8 * interval, retried_after
 
 
 async def test_an_output_file_not_yet_readable_is_waited_for(
