@@ -85,8 +85,11 @@ async def adopt_orphans(
             if job is not None and await _adopt(store, data_dir, batch, job, names, catalog, book):
                 adopted += 1
             elif job is None or job.state in _SETTLED:
-                await anyio.to_thread.run_sync(_remove, data_dir, names)
-                removed += len(names)
+                # Read after the listing: a file recorded since (its worker finished the job
+                # in between) is the job's output, not a leftover.
+                stale = [n for n in names if job is None or n.path not in job.recorded]
+                await anyio.to_thread.run_sync(_remove, data_dir, stale)
+                removed += len(stale)
             # Anything else may belong to a job another worker is finishing right now.
     return AdoptionReport(adopted_jobs=adopted, removed_files=removed)
 
