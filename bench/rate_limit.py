@@ -15,6 +15,11 @@ Cells run ``--parallel`` at a time, each against its own sandbox process (its ow
     python bench/rate_limit.py [--rpm 300] [--jobs 150] [--latency 1] [--jitter 0.5]
         [--shape strict --shape window ...] [--told truth --told 3x --told untold]
         [--headers yes|no] [--workers 1,4] [--concurrency 32] [--parallel 1] [--no-naive]
+        [--refuse N] [--arrivals DIR]
+
+``--refuse N`` has the sandbox refuse job N's first request with a 429 (what one late
+arrival costs, reproducibly); ``--arrivals DIR`` writes each cell's arrivals (time, status)
+and prints the rate let through in 10 s bins.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import secrets
 import tempfile
@@ -96,6 +102,32 @@ def measure(requests: list[dict[str, Any]], rpm: int, jobs: int) -> dict[str, fl
     }
 
 
+#: Seconds a bin of ``arrivals``'s timeline covers.
+BIN_S = 10.0
+
+
+def arrivals(where: Path, cell: Cell, requests: list[dict[str, Any]], rpm: int) -> str:
+    """Write the cell's arrivals to ``where`` and say, bin by bin, what share of R got through
+    (``!`` after a bin that had a 429)."""
+    where.mkdir(parents=True, exist_ok=True)
+    seen = sorted(
+        (datetime.fromisoformat(r["time"]).timestamp(), int(r["status"])) for r in requests
+    )
+    name = f"{cell.shape}-{cell.told}-{'h' if cell.headers else 'n'}-{cell.workers}w"
+    (where / f"{name}.json").write_text(json.dumps(seen))
+    if not seen:
+        return "no arrivals"
+    start = seen[0][0]
+    bins: dict[int, list[int]] = {}
+    for at, status in seen:
+        bins.setdefault(int((at - start) // BIN_S), []).append(status)
+    return " ".join(
+        f"{sum(s == 200 for s in statuses) / (rpm * BIN_S / 60):.2f}"
+        + ("!" * sum(s == 429 for s in statuses))
+        for _, statuses in sorted(bins.items())
+    )
+
+
 async def naive(url: str, jobs: int, concurrency: int) -> int:
     """The script people write: gather everything behind a semaphore, SDK retries by default."""
     import openai
@@ -122,6 +154,8 @@ def sandbox_options(args: argparse.Namespace, cell: Cell) -> list[str]:
     options += ["--jitter", str(args.jitter), "--limiter", cell.shape]
     if cell.shape in WINDOWS:
         options += ["--limiter-window", str(WINDOWS[cell.shape])]
+    if args.refuse is not None:
+        options += ["--rule", f"render {args.refuse}:rate_limit:1"]
     return options if cell.headers else [*options, "--no-limit-headers"]
 
 
@@ -188,7 +222,10 @@ def _run_cell(args: argparse.Namespace, cell: Cell) -> dict[str, Any]:
             # Enough requests in flight to keep R/min busy at the slowest latency, and more.
             concurrency = int(args.rpm / 60 * (args.latency + args.jitter) * 1.5) + 1
             asyncio.run(naive(url, args.jobs, concurrency))
-        measured = measure(sandbox_requests(url), args.rpm, args.jobs)
+        requests = sandbox_requests(url)
+        measured = measure(requests, args.rpm, args.jobs)
+    if args.arrivals is not None:
+        print(f"{cell}: {arrivals(args.arrivals, cell, requests, args.rpm)}", flush=True)
     print(f"{cell}: {measured}", flush=True)
     return {**asdict(cell), **measured}
 
@@ -226,6 +263,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--parallel", type=int, default=1, help="Cells run at once.")
     parser.add_argument("--no-naive", action="store_true", help="Skip the naive SDK script.")
+    parser.add_argument("--refuse", type=int, help="Refuse job N's first request with a 429.")
+    parser.add_argument("--arrivals", type=Path, help="Write each cell's arrivals here.")
     return parser.parse_args()
 
 
