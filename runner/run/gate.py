@@ -206,7 +206,7 @@ class BaseGate(ABC):
         # The row first: the learned pace lives in it.
         await self._keeper.store.ensure_route_state(self._keeper.route)
         if (found := await self._keeper.load()) is not None:
-            self._adopt(replace(found[0], reason=Reason.LEARNED))
+            self.pace.adopt(replace(found[0], reason=Reason.LEARNED))
 
     @property
     def paused_for(self) -> float:
@@ -321,9 +321,6 @@ class BaseGate(ABC):
     async def _refresh(self, keeper: PaceKeeper) -> None:
         """Take up a slower pace another worker saved (only :class:`SharedGate` shares one)."""
         return
-
-    def _adopt(self, learned: Learned) -> None:
-        self.pace.adopt(learned)
 
     def _hold(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)

@@ -16,6 +16,7 @@ outcome as an :class:`Observation` and asks it for the gap to leave before the n
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -117,6 +118,8 @@ class Learned:
         images: the images-per-minute limit the headers gave.
         tokens: the tokens-per-minute limit the headers gave.
         refused_rpm: the last pace a 429 without headers refused.
+        backoff: names the backoff that set the pace last (``None``: none did). Workers that
+            share a route take up each backoff once, not every slower pace another saved.
     """
 
     rpm: float
@@ -125,6 +128,7 @@ class Learned:
     images: int | None = None
     tokens: int | None = None
     refused_rpm: float | None = None
+    backoff: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,7 +136,7 @@ class Learned:
             "reason": self.reason.value,
             **{
                 name: getattr(self, name)
-                for name in ("requests", "images", "tokens", "refused_rpm")
+                for name in ("requests", "images", "tokens", "refused_rpm", "backoff")
                 if getattr(self, name) is not None
             },
         }
@@ -143,7 +147,7 @@ class Learned:
             value = data.get(name)
             return int(value) if value is not None else None
 
-        refused = data.get("refused_rpm")
+        refused, backoff = data.get("refused_rpm"), data.get("backoff")
         return cls(
             rpm=float(data["rpm"]),
             reason=Reason(data.get("reason", Reason.LEARNED)),
@@ -151,6 +155,7 @@ class Learned:
             images=number("images"),
             tokens=number("tokens"),
             refused_rpm=float(refused) if refused is not None else None,
+            backoff=str(backoff) if backoff is not None else None,
         )
 
     @property
@@ -191,6 +196,9 @@ class Pace:
         #: schedule, and each sees only its own answers): what the rate let through is
         #: judged on.
         self.passed_scale = 1.0
+        #: Names this pace's backoffs apart from other workers' (see ``Learned.backoff``).
+        self._name = uuid.uuid4().hex[:8]
+        self._backoffs = 0
         if learned is not None:
             rpm = min(ceiling, learned.rpm)
             self.learned = replace(learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason))
@@ -202,10 +210,15 @@ class Pace:
             self.learned = Learned(rpm=max(FLOOR_RPM, ceiling * START_SHARE), reason=Reason.PROBING)
             self._slow_start = True
 
-    def adopt(self, learned: Learned) -> None:
+    def adopt(self, learned: Learned, at: float | None = None) -> None:
         """Take up a pace learned elsewhere (an earlier run, another worker), keeping what
-        this one has seen since it started (the rate let through since the first 429)."""
+        this one has seen since it started (the rate let through since the first 429).
+
+        Another worker's backoff taken up ``at`` a time starts an episode here as well: the
+        429s of requests sent before it are part of it, not a reason to back off again."""
         rpm = min(self.ceiling, learned.rpm)
+        if at is not None and learned.backoff not in (None, self.learned.backoff):
+            self._backoff_at = at
         self.learned = replace(learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason))
         self._slow_start = False
 
@@ -280,11 +293,13 @@ class Pace:
         if (passed := self._goodput(at)) is not None:
             new = min(new, passed)
             self._target = min(self._target, passed * (1 + NEAR))
+        self._backoffs += 1
         self.learned = replace(
             self.learned,
             rpm=max(FLOOR_RPM, new),
             reason=Reason.BACKED_OFF,
             refused_rpm=rpm,
+            backoff=f"{self._name}.{self._backoffs}",
         )
 
     def _passed_through(self, seen: Observation) -> None:

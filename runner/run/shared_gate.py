@@ -112,9 +112,15 @@ class SharedGate(BaseGate):
 
     async def _refresh(self, keeper: PaceKeeper) -> None:
         found = await keeper.load()
-        # The most cautious pace wins: a worker that was refused slows every worker down.
-        if found is not None and found[1] and found[0].rpm < self.pace.rpm:
-            self._adopt(found[0])
+        # A worker that was refused slows every worker down, once per backoff. Taking up any
+        # slower pace another saved held the route where it was after a 429: each worker's
+        # climb back was undone by a save another made before its own climb, and it saved
+        # that again (four workers stayed at half the limit for the rest of the run).
+        if found is not None and found[1]:
+            learned = found[0]
+            backoff = learned.backoff
+            if backoff not in (None, self.pace.learned.backoff) and learned.rpm < self.pace.rpm:
+                self.pace.adopt(learned, at=anyio.current_time())
         await self._count_passed()
 
     async def _count_passed(self) -> None:

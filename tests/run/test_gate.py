@@ -347,6 +347,29 @@ async def test_a_backoff_on_one_shared_gate_slows_the_other(
     assert b.pace.reason is Reason.BACKED_OFF
 
 
+async def test_shared_gates_climb_back_after_one_backoff(
+    pg_stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One 429 on one worker backs both off once; then, clean, both climb back to just under
+    the rate refused. Taking up any slower pace another saved undid each one's climb with the
+    other's last save, and both stayed where the backoff left them (half the limit)."""
+    monkeypatch.setattr("runner.run.gate.SAVE_EVERY_S", 0.01)
+    a, b = await shared_pair(pg_stores)
+    start = anyio.current_time()
+    await a.observe(Observation(at=start, rate_limited=True))
+    backed_off = a.pace.rpm
+    # A minute of clean answers, the two gates' answers interleaved, comparing notes with
+    # the store on each.
+    for k in range(1, 61):
+        await anyio.sleep(0.02)
+        gate = a if k % 2 else b
+        await gate.observe(Observation(at=start + k, rate_limited=False, sent_at=start + k - 1))
+    assert backed_off <= 0.5 * RPM
+    assert b.pace.learned.backoff == a.pace.learned.backoff, "b never took up the backoff"
+    for gate in (a, b):
+        assert gate.pace.rpm >= 0.95 * RPM, (a.pace.rpm, b.pace.rpm)
+
+
 async def test_shared_gates_back_off_to_what_the_route_as_a_whole_let_through(
     pg_stores: tuple[Store, Store],
 ) -> None:
