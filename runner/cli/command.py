@@ -70,9 +70,8 @@ def _run(ctx: click.Context, fn: Callable[[], Awaitable[int | None]]) -> int | N
         try:
             return anyio.run(fn)
         except BaseExceptionGroup as group:
-            # Task groups wrap what a task raised; show the user the error itself.
-            leaves = _leaves(group)
-            raise (leaves[0] if len(leaves) == 1 else group) from None
+            # Task groups wrap what their tasks raised; show the user the errors themselves.
+            raise _unwrapped(group) from None
     except ValidationFailed as exc:
         problems(exc.problems, exc.truncated)
         err.print(f"{exc}: nothing was enqueued.", markup=False)
@@ -101,6 +100,25 @@ def _internal_error(exc: Exception, *, verbose: bool) -> None:
             markup=False,
             highlight=False,
         )
+
+
+def _unwrapped(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What to report for ``group``: its one error; Ctrl-C if one task saw it; the first of
+    several of our errors (the others printed first: several workers' lanes may stop at once,
+    each for its reason); else the group itself (a bug)."""
+    leaves = _leaves(group)
+    if len(leaves) == 1:
+        return leaves[0]
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return KeyboardInterrupt()
+    if all(isinstance(leaf, ImagerunError) for leaf in leaves):
+        shown = {str(leaves[0])}
+        for leaf in leaves[1:]:
+            if str(leaf) not in shown:
+                shown.add(str(leaf))
+                err.print(f"error: {leaf}", markup=False, highlight=False, soft_wrap=True)
+        return leaves[0]
+    return group
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import click
 import pytest
 from click.testing import CliRunner
 
 from runner.cli.command import INTERNAL_ERROR, async_command
-from runner.errors import ConfigError
+from runner.errors import ConfigError, StoreUnavailable
 
 from .conftest import Invoke
 
@@ -34,7 +35,32 @@ async def act(ctx: click.Context, what: str) -> int | None:
         raise click.UsageError("wrong use")
     if what == "bug":
         raise KeyError("oops")
+    if what.startswith("tasks-"):
+        await _tasks(what.removeprefix("tasks-").split("+"))
     return None
+
+
+async def _tasks(errors: list[str]) -> None:
+    """Tasks of one group, each raising its error as soon as all have started."""
+    raised = {
+        "ours": ConfigError("the config says no"),
+        "away": StoreUnavailable("the database is away"),
+        "bug": KeyError("oops"),
+    }
+    started = anyio.Event()
+    count = 0
+
+    async def task(name: str) -> None:
+        nonlocal count
+        count += 1
+        if count == len(errors):
+            started.set()
+        await started.wait()
+        raise raised[name]
+
+    async with anyio.create_task_group() as group:
+        for name in errors:
+            group.start_soon(task, name)
 
 
 toy.add_command(act)
@@ -48,6 +74,10 @@ toy.add_command(act)
         ("ours", ConfigError.exit_code, "error: the config says no\n"),
         ("usage", 2, "Error: wrong use"),
         ("bug", INTERNAL_ERROR, "internal error: KeyError: 'oops' (run with -v for the traceback)"),
+        ("tasks-ours", ConfigError.exit_code, "error: the config says no\n"),
+        # Several tasks stopped for our reasons: each reason shown, the first one's exit code.
+        ("tasks-ours+away", ConfigError.exit_code, "error: the database is away\n"),
+        ("tasks-ours+bug", INTERNAL_ERROR, "internal error: ExceptionGroup"),
     ],
 )
 def test_async_command_turns_what_the_body_does_into_an_exit_code(
@@ -58,6 +88,16 @@ def test_async_command_turns_what_the_body_does_into_an_exit_code(
     assert result.exit_code == code, result.output
     assert stderr in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tasks_stopped_for_several_of_our_reasons_show_each_without_a_traceback() -> None:
+    result = CliRunner().invoke(toy, ["act", "tasks-ours+away+ours"])
+
+    assert result.exit_code == ConfigError.exit_code
+    assert result.stderr.splitlines() == [
+        "error: the database is away",
+        "error: the config says no",
+    ]
 
 
 def test_verbose_shows_the_traceback_of_a_bug() -> None:
