@@ -22,7 +22,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,9 +194,14 @@ class Runner:
                     if self._outage is not None:
                         raise self._outage
                     services.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
+        except BaseException:
+            # What stopped the run is what is reported: if the database cannot be told now,
+            # the worker's row is left to expire with its heartbeat.
+            with anyio.CancelScope(shield=True), suppress(StoreUnavailable):
                 await self.store.stop_worker(self.worker_id)
+            raise
+        with anyio.CancelScope(shield=True):
+            await self.store.stop_worker(self.worker_id)
         counts = await self.store.count_states([b.id for b in self.batches])
         remote = 0
         if counts.get(JobState.RUNNING):
