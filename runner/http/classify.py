@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -22,6 +22,16 @@ from runner.errors import AttemptError
 from runner.http.hints import rate_limits, retry_after
 from runner.http.transport import UnreadableResponse
 from runner.models import Outcome
+
+
+class Answered(Protocol):
+    """An answer's status line and headers (an ``httpx.Response``, a transport ``Answer``)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,7 +144,7 @@ def status_outcome(status: int, error_type: str | None, code: str | None) -> Out
 
 
 @contextlib.contextmanager
-def translated(response: httpx.Response | None = None) -> Iterator[None]:
+def translated(response: Answered | None = None) -> Iterator[None]:
     """Raise the :class:`AttemptError` for any httpx exception inside, with the cause chained.
 
     Args:
@@ -156,7 +166,7 @@ def _before(exc: httpx.HTTPError) -> AttemptError:
     return AttemptError(found.outcome, message, sent=found.sent)
 
 
-def _during(exc: httpx.HTTPError, response: httpx.Response) -> AttemptError:
+def _during(exc: httpx.HTTPError, response: Answered) -> AttemptError:
     """The answer started but its body never arrived whole (cut off, or too slow)."""
     status = response.status_code
     name = type(exc).__name__
@@ -176,7 +186,7 @@ def _during(exc: httpx.HTTPError, response: httpx.Response) -> AttemptError:
     return AttemptError(Outcome.BAD_RESPONSE, message, status=status)
 
 
-def classify_error(status: int, headers: httpx.Headers, content: bytes) -> AttemptError:
+def classify_error(status: int, headers: Mapping[str, str], content: bytes) -> AttemptError:
     """Turn an error answer into an outcome class with the provider's type, code, message.
 
     Also for a 200 whose body is an error object (:func:`error_in_body`), as gateways send.
@@ -201,7 +211,7 @@ def error_in_body(body: Any) -> bool:
     return not any(body.get(key) for key in ("data", "choices", "output"))
 
 
-def redirect_error(status: int, headers: httpx.Headers, hops: int) -> AttemptError:
+def redirect_error(status: int, headers: Mapping[str, str], hops: int) -> AttemptError:
     """A redirect not followed: 301/302/303, too many hops, or to an insecure other host."""
     location = headers.get("location") or "(no Location)"
     if status in STOPPING_REDIRECTS:
@@ -234,7 +244,7 @@ def error_fields(content: bytes) -> tuple[str | None, str | None, str | None]:
     )
 
 
-def gateway_id(headers: httpx.Headers) -> str | None:
+def gateway_id(headers: Mapping[str, str]) -> str | None:
     """A gateway's own request id, from the first of :data:`GATEWAY_ID_HEADERS` present."""
     return next((headers[h] for h in GATEWAY_ID_HEADERS if h in headers), None)
 

@@ -4,18 +4,23 @@ Calls are handed straight to the transport (:class:`runner.http.transport.Transp
 one for proxied and direct routes). ``httpx.AsyncClient.send`` would add a cookie jar,
 redirect and auth flows and URL merging on every call: a provider's API needs none of them
 (:func:`runner.http.send.send` follows the redirects a POST may follow).
+
+An attempt's JSON POST is built as the wire writes it (:meth:`ApiClient.outgoing`), its header
+lines in the order and form ``httpx.Request`` gives them, without building one.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from yarl import URL
 
 from runner import __version__
-from runner.http.transport import Transport
+from runner.http.transport import Answer, Outgoing, Transport
 from runner.shapes.base import PreparedRequest
 
 #: Response encodings httpx decodes.
@@ -51,12 +56,52 @@ class ApiClient:
         #: Seconds one attempt may take from connecting to the last byte of its answer.
         self.deadline_s = timeout.read
         self._wire = Transport(tls, limits)
+        self._wire_timeout = self._wire.timeout(self._timeout)
+        #: endpoint -> its URL (httpx's, its text, aiohttp's) and the header lines before ours.
+        self._posts: dict[str, tuple[httpx.URL, str, URL, list[tuple[str, str]]]] = {}
+
+    def outgoing(self, prepared: PreparedRequest, client_request_id: str) -> Outgoing:
+        """What :meth:`request` builds for ``prepared``, as the wire sends it."""
+        if prepared.json is None:  # a multipart upload: httpx encodes the body
+            return self._wire.outgoing(self.request(prepared, client_request_id))
+        post = self._posts.get(prepared.endpoint)
+        if post is None:
+            url = self._url(prepared.endpoint)
+            head = [("host", url.netloc.decode("ascii")), *self._json_headers.multi_items()]
+            post = (url, str(url), self._wire.wire_url(url), head)
+            self._posts[prepared.endpoint] = post
+        url, text, wire_url, head = post
+        body = json.dumps(prepared.json, separators=(",", ":"), ensure_ascii=False).encode()
+        return Outgoing(
+            method="POST",
+            url=url,
+            wire_url=wire_url,
+            url_text=text,
+            headers=[
+                *head,
+                ("x-client-request-id", client_request_id),
+                ("content-length", str(len(body))),
+            ],
+            body=body,
+            timeout=self._wire_timeout,
+        )
+
+    async def open(self, out: Outgoing, on_written: Callable[[], None] | None = None) -> Answer:
+        """Send ``out``; the answer's body is streamed (read it, then ``aclose()``).
+
+        ``on_written`` is called once the request has its connection.
+        """
+        return Answer(await self._wire.open(out, on_written))
+
+    def _url(self, endpoint: str) -> httpx.URL:
+        url = self._urls.get(endpoint)
+        if url is None:
+            url = self._urls[endpoint] = httpx.URL(self._base + endpoint)
+        return url
 
     def request(self, prepared: PreparedRequest, client_request_id: str) -> httpx.Request:
         """The POST for ``prepared``, with our request id (``X-Client-Request-Id``)."""
-        url = self._urls.get(prepared.endpoint)
-        if url is None:
-            url = self._urls[prepared.endpoint] = httpx.URL(self._base + prepared.endpoint)
+        url = self._url(prepared.endpoint)
         extensions = {"timeout": self._timeout}
         if prepared.json is not None:
             # Encoded here, compactly: httpx's own encoder is slower and pads separators.

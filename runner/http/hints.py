@@ -8,9 +8,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-
-import httpx
 
 from runner.models import Limit, RateLimits, utcnow
 
@@ -45,13 +44,13 @@ def go_duration(text: str) -> float | None:
     return _wait(total) if pos == len(text) and pos else None
 
 
-def rate_limits(headers: httpx.Headers) -> RateLimits | None:
+def rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
     """The ``x-ratelimit-*`` headers parsed, or ``None`` when there are none."""
     # One pass over the headers: a lookup by name walks them all, nine times per answer.
     found = {
         name: value
         for name, value in headers.items()
-        if name.startswith("x-ratelimit-")  # httpx gives names lower-cased
+        if name.startswith("x-ratelimit-")  # names come lower-cased
     }
     if not found:
         return None
@@ -66,7 +65,7 @@ def rate_limits(headers: httpx.Headers) -> RateLimits | None:
     return RateLimits(**kinds) if kinds else None
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Server-directed delay in seconds.
 
     ``retry-after-ms`` first, then ``Retry-After`` (seconds or an HTTP date), then, when

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import anyio
-import httpx
 
 from runner.errors import AttemptError
 from runner.http.classify import (
@@ -29,7 +28,7 @@ from runner.http.classify import (
 )
 from runner.http.client import ApiClient
 from runner.http.hints import rate_limits
-from runner.http.transport import ON_WRITTEN
+from runner.http.transport import Answer, Outgoing
 from runner.models import Outcome, RateLimits
 from runner.shapes.base import PreparedRequest
 
@@ -113,12 +112,10 @@ async def send(
     seen = _Seen(time.perf_counter())
     if deadline is None:
         deadline = anyio.current_time() + (client.deadline_s or math.inf)
-    request = client.request(prepared, client_request_id)
-    request.extensions[ON_WRITTEN] = seen.mark_written
+    out = client.outgoing(prepared, client_request_id)
     with anyio.move_on_at(deadline) as scope:
         try:
-            exchange = await _exchange(client, request, budget, seen, scope)
-            return replace(exchange, deadline=scope.deadline)
+            return await _exchange(client, out, budget, seen, scope)
         except AttemptError as error:
             seen.stamp(error)
             raise
@@ -134,12 +131,12 @@ async def send(
 
 async def _exchange(
     client: ApiClient,
-    request: httpx.Request,
+    out: Outgoing,
     budget: Memory | None,
     seen: _Seen,
     deadline: anyio.CancelScope,
 ) -> Exchange:
-    response = await _answer(client, request, seen)
+    response, out = await _answer(client, out, seen)
     held = 0
     try:
         if budget is not None and response.status_code == 200:
@@ -164,14 +161,16 @@ async def _exchange(
         provider_request_id=seen.provider_id,
         gateway_request_id=seen.gateway_id,
         latency_ms=(time.perf_counter() - seen.started) * 1000,
-        url=str(response.request.url),
+        url=out.url_text,
         rate_limits=rate_limits(response.headers),
+        deadline=deadline.deadline,
         held=held,
     )
 
 
-async def _answer(client: ApiClient, request: httpx.Request, seen: _Seen) -> httpx.Response:
-    """The answer to ``request``, through at most ``MAX_REDIRECTS`` 307/308 hops.
+async def _answer(client: ApiClient, out: Outgoing, seen: _Seen) -> tuple[Answer, Outgoing]:
+    """The answer to ``out``, through at most ``MAX_REDIRECTS`` 307/308 hops, and the request
+    that got it.
 
     Streamed, so that a body cut short is told apart from a request that got no answer: once
     the status line and headers are in, the provider saw (and may bill) the call, and its
@@ -179,24 +178,22 @@ async def _answer(client: ApiClient, request: httpx.Request, seen: _Seen) -> htt
     """
     for hops in range(MAX_REDIRECTS + 1):
         with translated():
-            response = await client.send(request)
+            response = await client.open(out, seen.mark_written)
         seen.status = response.status_code
         seen.provider_id = response.headers.get("x-request-id")
         seen.gateway_id = gateway_id(response.headers)
         if response.status_code not in FOLLOWED_REDIRECTS | STOPPING_REDIRECTS:
-            return response
+            return response, out
         with anyio.CancelScope(shield=True):
             await response.aclose()
-        target = _redirected(request, response, hops)
+        target = _redirected(out, response, hops)
         if target is None:
             raise redirect_error(response.status_code, response.headers, hops + 1)
-        request = target
+        out = target
     raise AssertionError("unreachable: the last hop returns or raises")
 
 
-def _redirected(
-    request: httpx.Request, response: httpx.Response, hops: int
-) -> httpx.Request | None:
+def _redirected(out: Outgoing, response: Answer, hops: int) -> Outgoing | None:
     """The same request to where a 307/308 points, if that is allowed; else ``None``.
 
     Allowed: at most ``MAX_REDIRECTS`` hops, to the same host (never from https to http) or to
@@ -205,38 +202,35 @@ def _redirected(
     location = response.headers.get("location")
     if response.status_code not in FOLLOWED_REDIRECTS or hops >= MAX_REDIRECTS or not location:
         return None
-    url = request.url.join(location)
-    same_host = url.host == request.url.host
+    url = out.url.join(location)
+    same_host = url.host == out.url.host
     if url.scheme not in ("http", "https") or not (same_host or url.scheme == "https"):
         return None
-    if request.url.scheme == "https" and url.scheme == "http":
+    if out.url.scheme == "https" and url.scheme == "http":
         return None
-    headers = request.headers.copy()
-    headers.pop("host", None)
-    if (url.scheme, url.host, url.port) != (request.url.scheme, request.url.host, request.url.port):
+    dropped = {"host"}
+    if (url.scheme, url.host, url.port) != (out.url.scheme, out.url.host, out.url.port):
         # The key is the origin's: another origin never sees it (as httpx's own redirects).
-        headers.pop("authorization", None)
-    return httpx.Request(
-        request.method, url, headers=headers, stream=request.stream, extensions=request.extensions
-    )
+        dropped.add("authorization")
+    headers = [(k, v) for k, v in out.headers if k.lower() not in dropped]
+    return replace(out, url=url, wire_url=None, url_text=str(url), headers=headers)
 
 
-async def _read_body(response: httpx.Response) -> bytes:
+async def _read_body(response: Answer) -> bytes:
     """The whole body, held only by the caller.
 
-    ``Response.aread()`` would keep a second reference in the response object, which sits in a
-    reference cycle with its stream: each multi-megabyte body then lingers until the garbage
-    collector happens to run, and a run of large images balloons.
+    ``httpx.Response.aread()`` would keep a second reference in the response object, which
+    sits in a reference cycle with its stream: each multi-megabyte body then lingers until the
+    garbage collector happens to run, and a run of large images balloons.
     """
-    if "content-encoding" in response.headers:
-        chunks = [chunk async for chunk in response.aiter_bytes()]
+    if "content-encoding" in response.headers:  # httpx decodes it
+        chunks = [chunk async for chunk in response.decoded().aiter_bytes()]
     else:  # nothing to decode: the raw stream, without httpx's decoder and chunker per read
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        chunks = [chunk async for chunk in response.stream]
+        chunks = [chunk async for chunk in response.body]
     return b"".join(chunks)
 
 
-def _decode(response: httpx.Response, content: bytes, seen: _Seen) -> Any:
+def _decode(response: Answer, content: bytes, seen: _Seen) -> Any:
     """The JSON body of a 200; an error answer (or a 200 carrying an error) raises."""
     if response.status_code != 200:
         error = classify_error(response.status_code, response.headers, content)

@@ -1,17 +1,15 @@
-"""The one HTTP transport under every call: aiohttp's connection pool behind httpx's types.
+"""The one HTTP transport under every call: aiohttp's connection pool and its llhttp parser.
 
-Requests and responses stay ``httpx`` objects (the shapes, the tests and ``httpx.MockTransport``
-speak them); the wire is an ``aiohttp.ClientSession``: its connection pool and its llhttp
-parser, the client the official ``openai`` SDK ships for high concurrency. Over httpx's own
-transport it reads an answer a server sends before it has read the whole upload (an early 401
-to a large edit stays a 401, not a broken pipe), copes with a stray CRLF after a body, and
-costs less CPU per request.
+The wire is an ``aiohttp.ClientSession``, the client the official ``openai`` SDK ships for
+high concurrency. Over httpx's own transport it reads an answer a server sends before it has
+read the whole upload (an early 401 to a large edit stays a 401, not a broken pipe), copes
+with a stray CRLF after a body, and costs less CPU per request.
 
-The request is handed to the session as it is (method, URL, headers, body) and the answer
-comes back as an ``httpx.Response`` streaming aiohttp's body, with no more conversion than
-that: what ``httpx-aiohttp``'s adapter does besides (a timeout object, a URL parsed again and
-a request trace per call) cost a third of the transport's CPU per request, the session's own
-work included.
+A request goes out as an :class:`Outgoing` (method, URL, header lines, body, as they are) and
+its answer comes back as an :class:`Answer` (status, headers, the body streamed), with no more
+conversion than that: an attempt builds no ``httpx`` request or response. The transport is
+also an ``httpx.AsyncBaseTransport`` (``handle_async_request``) for every other call, the
+tests and ``httpx.AsyncClient``: the same wire under httpx's types.
 
 The same transport carries proxied calls: ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` (an
 http one) and ``NO_PROXY`` are read from the environment once, and each origin's proxy is
@@ -165,6 +163,80 @@ class _Body(httpx.AsyncByteStream):
             await self._response.__aexit__(None, None, None)
 
 
+def as_httpx(response: aiohttp.ClientResponse, request: httpx.Request) -> httpx.Response:
+    """An aiohttp answer as an ``httpx.Response`` to ``request``, its body streamed."""
+    extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+    if response.reason:
+        extensions["reason_phrase"] = response.reason.encode()
+    return httpx.Response(
+        status_code=response.status,
+        headers=response.raw_headers,
+        stream=_Body(response),
+        request=request,
+        extensions=extensions,
+    )
+
+
+class Answer:
+    """An answer whose status line and headers are in, its body streamed (no httpx objects).
+
+    ``headers`` reads as ``httpx.Headers`` does: names in lower case, a repeated header's
+    values joined by ``", "``, decoded as ASCII, else UTF-8, else ISO-8859-1.
+    """
+
+    __slots__ = ("_decoded", "_raw", "body", "headers", "status_code")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        #: The body's bytes as the socket delivers them, not decoded; ``aclose()`` it.
+        self.body = _Body(response)
+        self._raw = response.raw_headers
+        self._decoded: httpx.Response | None = None
+        self.status_code = response.status
+        self.headers = header_map(response.raw_headers)
+
+    def decoded(self) -> httpx.Response:
+        """The same answer as an ``httpx.Response`` (which decodes its content encoding)."""
+        if self._decoded is None:
+            self._decoded = httpx.Response(self.status_code, headers=self._raw, stream=self.body)
+        return self._decoded
+
+    async def aclose(self) -> None:
+        """Release the connection to the pool if the body was read whole, else close it."""
+        await (self._decoded or self.body).aclose()
+
+
+def header_map(raw: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
+    """Header lines as ``httpx.Headers`` reads them (see :class:`Answer`)."""
+    for encoding in ("ascii", "utf-8", "iso-8859-1"):
+        found: dict[str, str] = {}
+        try:
+            for key, value in raw:
+                name, text = key.lower().decode(encoding), value.decode(encoding)
+                found[name] = f"{found[name]}, {text}" if name in found else text
+        except UnicodeDecodeError:
+            continue
+        return found
+    raise AssertionError("unreachable: ISO-8859-1 decodes every byte")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    """One request as the wire sends it (built once per call, no httpx objects needed)."""
+
+    method: str
+    #: Where it goes, as httpx parsed it (redirects are joined on it, proxies chosen by it).
+    url: httpx.URL
+    #: The same URL as aiohttp takes it (``None``: parsed when sent).
+    wire_url: URL | None
+    #: The URL's text (what :attr:`runner.http.send.Exchange.url` records).
+    url_text: str
+    #: Every header line, in order, as written (``Host`` and ``Content-Length`` included).
+    headers: list[tuple[str, str]]
+    #: The body: bytes, an httpx stream (a multipart upload: aiohttp frames it), or none.
+    body: bytes | httpx.AsyncByteStream | None
+    timeout: aiohttp.ClientTimeout
+
+
 @dataclass(frozen=True, slots=True)
 class _Pool:
     """One connection pool: direct, or through one proxy."""
@@ -230,7 +302,8 @@ class Transport(httpx.AsyncBaseTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
-    def _url(self, url: httpx.URL) -> URL:
+    def wire_url(self, url: httpx.URL) -> URL:
+        """``url`` parsed as aiohttp takes it (kept: aiohttp would parse it on every call)."""
         text = str(url)
         parsed = self._urls.get(text)
         if parsed is None:
@@ -239,8 +312,8 @@ class Transport(httpx.AsyncBaseTransport):
             parsed = self._urls[text] = URL(text, encoded=True)  # httpx has encoded it
         return parsed
 
-    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        given = request.extensions.get("timeout", {})
+    def timeout(self, given: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout for httpx's timeout extension (connect, read, pool), built once."""
         key = (given.get("connect"), given.get("read"), given.get("pool"))
         timeout = self._timeouts.get(key)
         if timeout is None:
@@ -250,35 +323,47 @@ class Transport(httpx.AsyncBaseTransport):
             self._timeouts[key] = timeout
         return timeout
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        pool = self._pool(self.proxy_for(request.url))
+    def outgoing(self, request: httpx.Request) -> Outgoing:
+        """``request`` as the wire sends it: its method, URL, headers and body as they are."""
         content, headers = _body(request)
-        token = _on_written.set(request.extensions.get(ON_WRITTEN))
+        return Outgoing(
+            method=request.method,
+            url=request.url,
+            wire_url=None,
+            url_text=str(request.url),
+            headers=headers,
+            body=content,
+            timeout=self.timeout(request.extensions.get("timeout", {})),
+        )
+
+    async def open(
+        self, out: Outgoing, on_written: Callable[[], None] | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send ``out``; its answer's status line and headers are in, its body is not read.
+
+        ``on_written`` is called once the request has its connection (see :data:`ON_WRITTEN`).
+        """
+        pool = self._pool(self.proxy_for(out.url))
+        token = _on_written.set(on_written)
         try:
             with _mapped():
-                response = await pool.session.request(
-                    request.method,
-                    self._url(request.url),
-                    headers=headers,
-                    data=content,
+                return await pool.session.request(
+                    out.method,
+                    out.wire_url or self.wire_url(out.url),
+                    headers=out.headers,
+                    data=out.body,
                     allow_redirects=False,
                     auto_decompress=False,  # httpx decodes (and says which encodings it takes)
-                    timeout=self._timeout(request),
+                    timeout=out.timeout,
                     proxy=pool.proxy,
                     proxy_auth=pool.proxy_auth,
                 )
         finally:
             _on_written.reset(token)
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_Body(response),
-            request=request,
-            extensions=extensions,
-        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.open(self.outgoing(request), request.extensions.get(ON_WRITTEN))
+        return as_httpx(response, request)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -294,7 +379,9 @@ def _proxy_parts(proxy: str | None) -> tuple[URL | None, aiohttp.BasicAuth | Non
     return URL(str(parsed.url)), auth
 
 
-def _body(request: httpx.Request) -> tuple[bytes | httpx.AsyncByteStream | None, list[Any]]:
+def _body(
+    request: httpx.Request,
+) -> tuple[bytes | httpx.AsyncByteStream | None, list[tuple[str, str]]]:
     """What aiohttp sends: the body (the bytes httpx has, else its stream) and the headers."""
     try:
         return request.content or None, request.headers.multi_items()
