@@ -19,6 +19,7 @@ Spent: 0.05 + 0.04 = 0.09. Unknown: 0.03. Exposure: 0.09 + 0.03 + 0.20 = 0.32.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -101,6 +102,30 @@ async def test_batch_status_counts_states_outputs_attempts_and_failures(store: S
         "invalid_request": 1,
         "sending": 1,
     }
+
+
+async def test_a_batch_of_most_jobs_counts_the_same_beside_other_batches(store: Store) -> None:
+    """On SQLite the rows of a batch holding most of the jobs are counted as the table's less
+    the other batches' (see ``runner.store.reports``): asked for alone or with the others,
+    before or after them in id order, every batch's figures are its own."""
+    small = [await finished_with(store, f"small{i}", [None]) for i in range(3)]
+    big = await mixed_batch(store, "big")
+
+    for asked in ([big], [*small, big], [small[0], big]):
+        statuses = {s.batch.name: s for s in await store.batch_status(asked)}
+
+        status = statuses.pop("big")
+        assert status.counts == {
+            JobState.SUCCEEDED: 2,
+            JobState.FAILED: 2,
+            JobState.RUNNING: 1,
+            JobState.QUEUED: 1,
+        }
+        assert (status.total, status.outputs, status.attempts) == (6, 3, 6)
+        assert status.spent_usd == pytest.approx(0.09)
+        for other in statuses.values():
+            assert other.counts == {JobState.SUCCEEDED: 1}
+            assert (other.outputs, other.attempts) == (1, 1)
 
 
 async def test_spend_uses_the_observed_cost_over_the_expected_one(store: Store) -> None:
@@ -250,7 +275,13 @@ async def test_on_sqlite_status_reads_only_indexes(sqlite_url: str) -> None:
     # attempts: the count and sums in one, and the failures.
     assert len(plans) == 5
     assert all("USING COVERING INDEX" in plan or "USING INDEX ix_" in plan for plan in plans)
-    assert not [plan for plan in plans if "SCAN" in plan]
+    # The only scans: whole-table counts (SQLite counts those from the b-tree's pages, without
+    # stepping through a row) and the batches' own job counts, one row per batch.
+    for (sql, _), plan in zip(statements, plans, strict=True):
+        scanned = sorted(step.split()[1] for step in plan.split(" / ") if step.startswith("SCAN"))
+        whole = re.findall(r"\(SELECT count\(\*\) AS \w+\s+FROM (jobs|attempts|outputs)\)", sql)
+        sizes = ["batches"] * sql.count("(SELECT sum(batches.job_count) AS")
+        assert scanned == sorted(whole + sizes)
     used = " ".join(plans)
     for index in ("ix_attempts_batch_spend", "ix_attempts_not_ok", "ix_outputs_mismatched"):
         assert f"INDEX {index} " in used
