@@ -10,7 +10,6 @@ from rich.table import Table
 from runner.app import StatusReport
 from runner.cli.output import console, money
 from runner.models import JobState, RemoteStep, utcnow
-from runner.run.pacing import Learned
 from runner.store import BatchStatus, RemoteBatch, WorkerInfo
 
 _PENDING = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING, JobState.CANCELLED)
@@ -138,6 +137,8 @@ def undriven_hints(
 
 def paces_table(paces: Mapping[str, Mapping[str, Any]]) -> Table:
     """Each route's learned limit and pace (kept for the next run for a day)."""
+    from runner.run.pacing import Learned  # the pace controller: only when paces are shown
+
     table = Table(title="Learned route limits")
     for col in ("route", "limit", "pace", "why", "learned at"):
         table.add_column(col)
