@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import random
 
 import pytest
 from PIL import Image
 
-from runner.files import images
 from runner.files.images import (
     Expected,
     ImageError,
-    ImageInfo,
     Mismatch,
     check_expected,
     decode_b64,
@@ -79,50 +76,6 @@ def test_png_inspection_agrees_with_pillow(mode: str) -> None:
     info = inspect_image(buffer.getvalue())
     assert (info.format, info.width, info.height) == ("png", 333, 77)
     assert info.alpha is (mode == "RGBA")
-
-
-def _by_pillow(data: bytes, monkeypatch: pytest.MonkeyPatch) -> ImageInfo | str:
-    """What inspection says with every PNG left to Pillow."""
-    with monkeypatch.context() as patched:
-        patched.setattr(images, "_plain_png", lambda data, max_pixels: None)
-        try:
-            return inspect_image(data)
-        except ImageError as exc:
-            return str(exc)
-
-
-def test_a_plain_png_read_without_pillow_reads_as_pillow_reads_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Plain PNGs skip Pillow: each of these reads the same either way, and of each one
-    damaged at random (a flipped bit, a cut, bytes put in or taken out) every one read without
-    Pillow is one Pillow passes, the same; the rest get Pillow's own words."""
-    rng = random.Random(7)
-    plain = 0
-    for mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
-        for options in ({}, {"optimize": True}, {"interlace": 1}, {"transparency": 0}):
-            if "transparency" in options and mode not in ("L", "P"):
-                continue
-            buffer = io.BytesIO()
-            Image.new(mode, (rng.randint(1, 90), rng.randint(1, 90))).save(buffer, "PNG", **options)
-            raw = buffer.getvalue()
-            plain += images._plain_png(raw, Image.MAX_IMAGE_PIXELS) is not None
-            assert inspect_image(raw) == _by_pillow(raw, monkeypatch)
-            for _ in range(120):
-                damaged = bytearray(raw)
-                at = rng.randrange(len(raw))
-                if (how := rng.randrange(4)) == 0:
-                    damaged[at] ^= 1 << rng.randrange(8)
-                elif how == 1:
-                    del damaged[at:]
-                elif how == 2:
-                    damaged[at:at] = rng.randbytes(rng.randint(1, 8))
-                else:
-                    del damaged[at : at + rng.randint(1, 8)]
-                fast = images._plain_png(bytes(damaged), Image.MAX_IMAGE_PIXELS)
-                if fast is not None:
-                    assert fast == _by_pillow(bytes(damaged), monkeypatch)
-    assert plain >= 20  # the tRNS ones (transparency) are Pillow's
 
 
 def test_png_signature_followed_by_garbage_is_an_image_error() -> None:
