@@ -1,10 +1,17 @@
 """Route state shared by every worker process: request-rate schedule and 429 pause.
 
-The rate is a GCRA-style virtual schedule kept in one row per route: ``tat`` (theoretical
-arrival time, epoch seconds on the *database's* clock) advances by one interval per request.
+The rate is a GCRA-style schedule kept in one row per route: ``tat`` (epoch seconds on the
+*database's* clock) is the time of the last slot taken, and the next slot is one interval
+after it, the interval of the worker that asks for it (or now, if the route was idle).
 Taking a slot is one atomic ``UPDATE … RETURNING`` that tells the caller how long to wait, so
 N workers on N machines send at most one request per interval between them, and their clocks
 never need to agree (only the database's clock is read).
+
+Each slot is spaced from the one before by its own taker's pace, not the previous taker's:
+a worker probing above the limit then has its own request refused, and backs off itself.
+Spaced by the previous taker's interval, the request after a fast worker's slot came too
+soon, its (slower) worker was refused and backed off, and the fast one probed on (four
+workers not told the rate sat at a third of a strict limit, refused every 30 s).
 """
 
 from __future__ import annotations
@@ -46,9 +53,9 @@ class RouteStateOps:
         paused = f"COALESCE(pause_until, 0) - {now}"
         statement = text(
             f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
-            f"ELSE {greatest}(tat, {now}) + :interval END "
+            f"ELSE {greatest}(tat + :interval, {now}) END "
             "WHERE route = :route "
-            f"RETURNING tat - :interval - :tolerance - {now} AS wait, {paused} AS paused"
+            f"RETURNING tat - :tolerance - {now} AS wait, {paused} AS paused"
         )
         params = {"route": route, "interval": interval, "tolerance": tolerance}
         if self.db.dialect != "postgresql":

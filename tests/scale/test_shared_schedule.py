@@ -44,6 +44,23 @@ async def test_two_workers_take_slots_from_one_schedule(two_stores: tuple[Store,
 
 
 @pytest.mark.anyio
+async def test_each_slot_is_spaced_by_its_own_takers_interval(
+    two_stores: tuple[Store, Store],
+) -> None:
+    """A worker paced three times slower than the other waits its own interval after the
+    other's slot, and the other its own after that: the request that comes too soon for the
+    limit is the fast worker's, which is then refused and backs off itself (spaced by the
+    previous taker's interval, the slow worker's came 10 s after the fast one's, was
+    refused, and the slow worker backed off)."""
+    first, second = two_stores
+    assert (await first.take_rate_slot(ROUTE, INTERVAL))[0] == 0.0
+    slow, _ = await second.take_rate_slot(ROUTE, 3 * INTERVAL)
+    assert 2.5 * INTERVAL < slow <= 3 * INTERVAL
+    fast, _ = await first.take_rate_slot(ROUTE, INTERVAL)
+    assert 3.5 * INTERVAL < fast <= 4 * INTERVAL
+
+
+@pytest.mark.anyio
 async def test_a_gap_in_the_schedule_is_made_up_by_at_most_the_tolerance(
     two_stores: tuple[Store, Store],
 ) -> None:
