@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runner.sandbox import RequestRecord, SandboxHandle
-from tests.scale.cluster import Cluster, fast_sandbox, route_config, wait_until
+from tests.scale.cluster import ROUTE, Cluster, fast_sandbox, route_config, wait_until
 from tests.scale.ledger import Ledger, check_outputs, read_ledger, requests_by_worker
 
 #: Wall-clock rates: run alone (scripts/test runs `serial` tests after the parallel pass).
@@ -27,6 +27,10 @@ RPM = 600
 #: Thirty seconds at the limit: its steady part (10th to 90th percentile) spans about 24.
 JOBS = 300
 WORKERS = 4
+#: 429s allowed: a worker stalled past the limiter's second of burst, a probe past the limit.
+HANDFUL = 6
+#: Requests over which four workers told three times the limit learn it.
+LEARNING = 150
 
 
 def assert_each_job_paid_once(ledger: Ledger, requests: Sequence[RequestRecord]) -> None:
@@ -49,43 +53,74 @@ def sandbox() -> Iterator[SandboxHandle]:
         yield handle
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(150)
-def test_four_workers_share_one_queue_and_one_rate_limit(
-    tmp_path: Path, pg_url: str, sandbox: SandboxHandle
-) -> None:
-    cluster = Cluster(tmp_path, pg_url, sandbox, config_text=route_config(rpm=RPM))
+def run_four(tmp_path: Path, pg_url: str, sandbox: SandboxHandle, rpm: int) -> Cluster:
+    """The four workers, told ``rpm``, through the whole queue."""
+    cluster = Cluster(tmp_path, pg_url, sandbox, config_text=route_config(rpm=rpm))
     cluster.submit("scale", JOBS)
     try:
-        workers = cluster.start_many(WORKERS, "--concurrency", "4")
+        cluster.start_many(WORKERS, "--concurrency", "4")
         # `imagerun status` lists every worker while they run.
         wait_until(lambda: len(cluster.status()["workers"]) == WORKERS, "4 live workers")
         assert cluster.finish_all() == [0] * WORKERS
     finally:
         cluster.stop_all()
+    return cluster
 
+
+def check_run(cluster: Cluster, pg_url: str) -> list[RequestRecord]:
+    """Every job paid once, every worker worked, never faster than the limit."""
     requests = cluster.requests()
-    # The limiter allows a second's worth at once; a loaded machine that stalls a worker for
-    # longer than that with slots booked sends them late and together (the tree before the
-    # pacing changes met 2 429s in 300 here, as this one does): a handful, retried.
-    refused = [r for r in requests if r.status == 429]
-    assert len(refused) <= 0.02 * len(requests), f"{len(refused)} 429s in {len(requests)}"
     ledger = read_ledger(pg_url)
     assert_each_job_paid_once(ledger, requests)
-    assert check_outputs(ledger, [w.data for w in workers]) == {}
-
+    assert check_outputs(ledger, [w.data for w in cluster.workers]) == {}
     shares = requests_by_worker(ledger)
     assert len(shares) == WORKERS
     assert min(shares.values()) >= JOBS / WORKERS / 3, f"a worker barely worked: {shares}"
     # Together they could go far faster than R: the shared schedule alone holds them to it.
-
-    # Achieved rate over the steady part (10th to 90th percentile of arrival times).
+    # Over the steady part (10th to 90th percentile of arrival times); how far under R they
+    # stay says as much about the machine's load as about the schedule, and is not asserted.
     times = sorted(r.time.timestamp() for r in requests if r.status == 200)
     low, high = len(times) // 10, len(times) * 9 // 10
     achieved = (high - low) / (times[high] - times[low]) * 60
-    # Slots no worker was awake to take are lost on a loaded machine, never caught up on in a
-    # burst, so the rate reached says as much about the machine as about the schedule (0.90
-    # of R at load 22, 0.57 at load 21 with a benchmark beside it). Bounded below only where a
-    # schedule that serialises its workers falls (0.34 of R when its row was held locked).
-    assert achieved >= 0.5 * RPM, f"{achieved:.0f} requests/min, limit {RPM}"
     assert achieved <= RPM, f"{achieved:.0f} requests/min, limit {RPM}"
+    return requests
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_four_workers_share_one_queue_and_one_rate_limit(
+    tmp_path: Path, pg_url: str, sandbox: SandboxHandle
+) -> None:
+    """Told the limit: a handful of 429s at most, and if one came, the pace every worker
+    shares is not left where a backoff put it (one backoff taken up once by each, then each
+    climbs back; before, each climb was undone by another's older save and the route stayed
+    where the backoff left it)."""
+    cluster = run_four(tmp_path, pg_url, sandbox, RPM)
+    requests = check_run(cluster, pg_url)
+    # The limiter allows a second's worth at once; a loaded machine that stalls a worker for
+    # longer than that with slots booked sends them late and together: a handful, retried.
+    refused = [r for r in requests if r.status == 429]
+    assert len(refused) <= HANDFUL, f"{len(refused)} 429s in {len(requests)}"
+    # Where the backoff left it the pinned route stayed (0.45-0.50 of R in a benchmark); a
+    # backoff capped at what a loaded machine let through may start lower, and climbs back.
+    if (pace := cluster.status()["paces"].get(ROUTE)) is not None:
+        assert pace["rpm"] >= 0.5 * RPM, pace
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_four_workers_told_three_times_the_limit_converge_under_it(
+    tmp_path: Path, pg_url: str, sandbox: SandboxHandle
+) -> None:
+    """Told three times the limit, without rate-limit headers: the workers learn it together
+    (what the route as a whole let through, each backoff taken up by every worker), and
+    after the first LEARNING requests only a handful of 429s more come."""
+    cluster = run_four(tmp_path, pg_url, sandbox, 3 * RPM)
+    requests = check_run(cluster, pg_url)
+    refused = [k for k, r in enumerate(requests) if r.status == 429]
+    assert refused, "the provider never pushed back: the test did not overdrive it"
+    assert len([k for k in refused if k >= LEARNING]) <= HANDFUL, f"429s at {refused}"
+    # Learned from the 429s and under the rate given (a worker held back by a loaded
+    # machine sees no 429 and probes on, which says nothing of the limit).
+    pace = cluster.status()["paces"][ROUTE]
+    assert (pace["reason"], pace["rpm"] < 3 * RPM) == ("backed off after a 429", True), pace
