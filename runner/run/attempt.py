@@ -9,7 +9,7 @@ answer is :mod:`runner.run.save`'s.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from runner.pricing import (
     attempt_cost,
     worst_case,
 )
+from runner.routes import Route
 from runner.run import verdict
 from runner.run.gate import answered, job_images, refused
 from runner.run.lane import Lane
@@ -41,6 +42,9 @@ from runner.run.verdict import Verdict
 from runner.shapes import LoadedImage, ParsedResponse, PreparedRequest
 from runner.shapes.base import effective_model
 from runner.store import AttemptResult, AttemptStart, LeaseLost, OutputRecord
+
+#: Most worst cases kept (jobs differ in what moves their price mostly by prompt length).
+WORST_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +77,9 @@ class JobRunner:
     spending: Spending
     #: Bounds the memory held by large responses across all in-flight attempts.
     memory: ByteBudget | None = None
+    #: (route, what moves the price) -> that route and the worst case (asked once per job;
+    #: the route is kept to tell it from another that took its id).
+    _worst: dict[tuple[int, PricedJob], tuple[Route, float]] = field(default_factory=dict)
 
     async def run_job(self, lane: Lane, job: Job) -> None:
         """Take ``job`` through one attempt and leave it in its next state."""
@@ -144,12 +151,20 @@ class JobRunner:
 
     def worst_price(self, lane: Lane, job: Job) -> float:
         """The most an attempt of ``job`` can cost (what budgets reserve)."""
+        priced = PricedJob.from_job(job)
+        known = self._worst.get((id(lane.route), priced))
+        if known is not None and known[0] is lane.route:
+            return known[1]
         try:
-            return worst_case(self.book, lane.route, PricedJob.from_job(job))
+            worst = worst_case(self.book, lane.route, priced)
         except PriceNotFound as exc:
             # Never send what cannot be priced (budgets need the worst case), and never let
             # one job's model override bring down the run: fail this job, with the fix named.
             raise AttemptError(Outcome.INVALID_REQUEST, str(exc), sent=False) from exc
+        if len(self._worst) >= WORST_KEPT:
+            self._worst.clear()
+        self._worst[id(lane.route), priced] = (lane.route, worst)
+        return worst
 
     async def _attempt(
         self, lane: Lane, job: Job, start: AttemptStart, prepared: PreparedRequest
@@ -231,13 +246,16 @@ class JobRunner:
         # Images that did decode are a paid success (rule 1) even when others of the same
         # answer did not: keep them, say what was lost, never re-send.
         note = "; ".join(p.message for p in problems) or None
-        result = replace(
-            result_record(start, Outcome.OK, exchange=exchange),
+        decision = verdict.succeeded(paid.cost, refused=mismatch)
+        result = result_record(
+            start,
+            Outcome.OK,
+            exchange=exchange,
+            verdict=decision,
             usage=paid.usage.to_json() if paid.usage else None,
             images_returned=len(files),
-            error_message="; ".join(m for m in (mismatch, note) if m) or None,
+            note="; ".join(m for m in (mismatch, note) if m) or None,
         )
-        decision = verdict.succeeded(paid.cost, refused=mismatch)
         return await self._apply(lane, job, result, decision, files)
 
     async def _failed(
@@ -251,9 +269,6 @@ class JobRunner:
     ) -> AttemptResult:
         """Record a failed attempt; one whose 200 was already priced (``paid``) keeps that."""
         cost = paid.cost if paid is not None else self._cost(lane, job, exc.outcome)
-        result = result_record(start, exc.outcome, exchange=exchange, error=exc)
-        if paid is not None and paid.usage is not None:
-            result = replace(result, usage=paid.usage.to_json())
         decision = verdict.failed(
             exc,
             cost,
@@ -262,6 +277,10 @@ class JobRunner:
             policy=lane.policy,
             now=utcnow(),
             own_model=effective_model(lane.route, job) == lane.route.model,
+        )
+        usage = paid.usage.to_json() if paid is not None and paid.usage is not None else None
+        result = result_record(
+            start, exc.outcome, exchange=exchange, error=exc, verdict=decision, usage=usage
         )
         return await self._apply(lane, job, result, decision)
 
@@ -274,9 +293,6 @@ class JobRunner:
         files: Sequence[OutputRecord] = (),
     ) -> AttemptResult:
         """Make a verdict take effect: the route's pause or stop, the ledger row, the stats."""
-        result = replace(
-            result, expected_usd=decision.expected_usd, charge_status=decision.charge_status
-        )
         pause = None
         if decision.pause_s is not None:
             await lane.gate.pause(decision.pause_s)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from runner.errors import AttemptError
 from runner.http.send import Exchange
 from runner.models import Job, Outcome, utcnow
 from runner.run.lane import Lane
+from runner.run.verdict import Verdict
 from runner.shapes import PreparedRequest
 from runner.shapes.base import effective_model
 from runner.store import AttemptResult, AttemptStart
@@ -46,10 +48,15 @@ def result_record(
     *,
     exchange: Exchange | None,
     error: AttemptError | None = None,
+    verdict: Verdict | None = None,
+    usage: dict[str, int] | None = None,
+    images_returned: int | None = None,
+    note: str | None = None,
 ) -> AttemptResult:
     """The finished row of ``start``: the ids, status and latency the response (or error) had.
 
-    Its cost and charge status are left for the verdict to fill in.
+    Its cost and charge status are the ``verdict``'s (without one, left for it to fill in);
+    ``note`` is the error message of an attempt without an ``error``.
     """
     now = utcnow()
     provider_id = gateway_id = None
@@ -71,6 +78,13 @@ def result_record(
         gateway_request_id=gateway_id,
         error_type=error.error_type if error else None,
         error_code=error.error_code if error else None,
-        error_message=error.message[:2000] if error else None,
+        error_message=error.message[:2000] if error else note,
         retry_after=error.retry_after if error else None,
+        usage=usage,
+        images_returned=images_returned,
+        **({} if verdict is None else _charge(verdict)),
     )
+
+
+def _charge(verdict: Verdict) -> dict[str, Any]:
+    return {"expected_usd": verdict.expected_usd, "charge_status": verdict.charge_status}
