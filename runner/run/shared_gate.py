@@ -15,7 +15,7 @@ from contextvars import ContextVar
 import anyio
 
 from runner.errors import StoreUnavailable
-from runner.run.gate import BaseGate, PaceKeeper, PaceStore, jitter_allowance
+from runner.run.gate import LEADS_KEPT, BaseGate, PaceKeeper, PaceStore, jitter_allowance
 from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S, Observation
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the
@@ -37,6 +37,8 @@ BOOK_AHEAD_S = 0.25
 #: interval.
 LATENESS_KEPT = 32
 MAX_SLOT_JITTER_SHARE = 0.1
+#: What a slot allows beyond an interval until this worker's ledger rows are known.
+WARM_UP_JITTER_SHARE = 0.2
 
 #: When the slot this task took is due (this process's clock; ``None``: no slot taken).
 _SLOT_DUE: ContextVar[float | None] = ContextVar("slot_due", default=None)
@@ -90,6 +92,13 @@ class SharedGate(BaseGate):
     def _slot_jitter(self, interval: float) -> float:
         """What a slot allows beyond ``interval`` for requests leaving late for their slots."""
         least = jitter_allowance(interval, SLOT_JITTER_S)
+        if len(self._leads) < LEADS_KEPT // 4:
+            # A worker's first requests open connections and write its first ledger rows
+            # (the slowest), and leave late for their slots by up to a fifth of an interval:
+            # the next worker's then arrived that much too soon for a limiter that allows no
+            # burst (four workers told the rate had 4-5 429s in their first 6 s, and backed
+            # off four times).
+            return max(least, interval * WARM_UP_JITTER_SHARE)
         # Until a 429 the limiter takes the jitter as it comes (a bucket, a window): none of
         # the rate is spent on it.
         if not self.refused or len(self._lateness) < LATENESS_KEPT // 4:
