@@ -5,7 +5,7 @@ status, retry, cancel), :mod:`~runner.cli.run`, :mod:`~runner.cli.money` (costs,
 probe-billing, reconcile), :mod:`~runner.cli.export`, :mod:`~runner.cli.compare`,
 :mod:`~runner.cli.sandbox` (sandbox, demo) and :mod:`~runner.cli.db`. A command's module is
 imported when the command is looked up, so ``imagerun status`` does not load what
-``imagerun run`` needs.
+``imagerun run`` needs, and ``imagerun --help`` loads none.
 """
 
 from __future__ import annotations
@@ -13,28 +13,76 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
-#: Command name → ``module:attribute`` of its :class:`click.Command`.
+
+class _Entry(NamedTuple):
+    """Where a command is defined, and its one-line help as ``imagerun --help`` lists it."""
+
+    where: str
+    help: str
+
+
+#: Command name → where its :class:`click.Command` is (``module:attribute``) and the first
+#: line of its docstring: ``imagerun --help`` lists every command without importing one.
 COMMANDS = {
-    "routes": "runner.cli.jobs:routes",
-    "check": "runner.cli.jobs:check",
-    "estimate": "runner.cli.jobs:estimate",
-    "submit": "runner.cli.jobs:submit",
-    "status": "runner.cli.jobs:status",
-    "retry": "runner.cli.jobs:retry",
-    "cancel": "runner.cli.jobs:cancel",
-    "run": "runner.cli.run:run",
-    "costs": "runner.cli.money:costs",
-    "probe-billing": "runner.cli.money:probe_billing",
-    "reconcile": "runner.cli.money:reconcile",
-    "export": "runner.cli.export:export",
-    "compare": "runner.cli.compare:compare",
-    "sandbox": "runner.cli.sandbox:sandbox",
-    "demo": "runner.cli.sandbox:demo",
-    "db": "runner.cli.db:db",
+    "routes": _Entry(
+        "runner.cli.routes:routes",
+        "List routes: provider, shape, endpoint, model, parameters, billing, key variable.",
+    ),
+    "check": _Entry(
+        "runner.cli.jobs:check", "Validate a manifest; exit 1 with every problem listed."
+    ),
+    "estimate": _Entry(
+        "runner.cli.jobs:estimate",
+        "Cost estimate per job and in total, with the price source and date.",
+    ),
+    "submit": _Entry(
+        "runner.cli.jobs:submit",
+        "Validate, then enqueue atomically (re-submitting adds nothing). Prints the batch id.",
+    ),
+    "status": _Entry(
+        "runner.cli.jobs:status",
+        "Counts by state, spend, failures by class, outputs; live workers.",
+    ),
+    "retry": _Entry("runner.cli.jobs:retry", "Requeue failed and/or unknown jobs of a batch."),
+    "cancel": _Entry(
+        "runner.cli.jobs:cancel",
+        "Cancel every job of the batch that has not started, and its remote batches.",
+    ),
+    "run": _Entry(
+        "runner.cli.run:run", "Work until the named (default: all) batches have no runnable job."
+    ),
+    "costs": _Entry(
+        "runner.cli.money:costs",
+        "Spend by route, outcome and charge status; failure charges expected vs observed.",
+    ),
+    "probe-billing": _Entry(
+        "runner.cli.money:probe_billing",
+        "A small, serial, confirmed billing test: which failures does ROUTE charge?",
+    ),
+    "reconcile": _Entry(
+        "runner.cli.money:reconcile",
+        "Match attempts with the provider's call log; record what was really charged.",
+    ),
+    "export": _Entry(
+        "runner.cli.export:export", "Export a batch: files, jsonl, csv, parquet, webdataset, html."
+    ),
+    "compare": _Entry(
+        "runner.cli.compare:compare",
+        "Compare routes: identical jobs on each, a side-by-side page, costs kept apart.",
+    ),
+    "sandbox": _Entry(
+        "runner.cli.sandbox:sandbox",
+        "Run the local provider emulator (official profile /openai/v1, gateway /laozhang/v1).",
+    ),
+    "demo": _Entry(
+        "runner.cli.sandbox:demo",
+        "The whole loop offline: sandbox, submit the examples, run, export a gallery.",
+    ),
+    "db": _Entry("runner.cli.db:db", "Database maintenance."),
 }
 
 
@@ -45,13 +93,23 @@ class _CommandTable(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        where = COMMANDS.get(cmd_name)
-        if where is None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module, attribute = where.split(":")
+        module, attribute = entry.where.split(":")
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands and their help from the table (click's own layout, no import)."""
+        limit = formatter.width - 6 - max(map(len, COMMANDS))
+        rows = [
+            (name, click.Command(name, help=COMMANDS[name].help).get_short_help_str(limit))
+            for name in self.list_commands(ctx)
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=_CommandTable, context_settings={"help_option_names": ["-h", "--help"]})

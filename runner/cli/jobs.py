@@ -1,13 +1,11 @@
-"""Routes, manifests and batches: ``routes``, ``check``, ``estimate``, ``submit``, ``status``,
-``retry`` and ``cancel``."""
+"""Manifests and batches: ``check``, ``estimate``, ``submit``, ``status``, ``retry`` and
+``cancel``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from runner import app
 from runner.cli.batch_status import print_status, status_json
@@ -15,20 +13,7 @@ from runner.cli.command import async_command, settings
 from runner.cli.estimates import estimate_json, print_estimate
 from runner.cli.output import console, emit_json, say
 from runner.errors import ValidationFailed
-from runner.routes import Catalog
 from runner.store import EnqueueResult
-
-
-@async_command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--all", "show_all", is_flag=True, help="Include the sandbox-* mirrors.")
-async def routes(ctx: click.Context, as_json: bool, show_all: bool) -> None:
-    """List routes: provider, shape, endpoint, model, parameters, billing, key variable."""
-    catalog = settings(ctx).catalog
-    if as_json:
-        emit_json([r.public_dict() for _, r in sorted(catalog.routes.items())])
-    else:
-        console.print(routes_table(catalog, show_all))
 
 
 @async_command()
@@ -118,33 +103,6 @@ async def cancel(ctx: click.Context, batch: str) -> None:
             f"{result.remote_batches} remote batch(es) cancelled: lines that finished anyway "
             "are kept and paid when `imagerun run` applies them; the rest are cancelled."
         )
-
-
-def routes_table(catalog: Catalog, show_sandbox: bool) -> Table:
-    """One row per route (the ``sandbox`` provider's only with ``show_sandbox``)."""
-    table = Table(title="Routes", show_lines=False)
-    for col in ("route", "provider", "shape", "model", "params", "billing", "key variable"):
-        table.add_column(col, overflow="fold")
-    for name in sorted(catalog.routes):
-        route = catalog.routes[name]
-        if route.provider == "sandbox" and not show_sandbox:
-            continue
-        params = sorted(route.params - {"images"})
-        if route.accepts_edits:
-            params.insert(0, "edits")
-        sizes = catalog.size_rule(route)
-        params = [f"size({sizes})" if p == "size" else p for p in params]
-        billing = (
-            f"${route.usd_per_call:.3f}/call"
-            if route.billing == "call"
-            else f"tokens×{route.price_factor:g}"
-        )
-        key = route.api_key_env + (" ✓" if route.api_key() else " (unset)")
-        if route.api_key_default and route.api_key_env not in os.environ:
-            key = f"{route.api_key_env} (sandbox default)"
-        shape = f"{route.shape.value} {', '.join(route.endpoints)}"
-        table.add_row(name, route.provider, shape, route.model, " ".join(params), billing, key)
-    return table
 
 
 def print_enqueued(result: EnqueueResult) -> None:

@@ -11,6 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from runner.cli import COMMANDS, main
 from runner.cli.command import INTERNAL_ERROR, async_command
 from runner.errors import ConfigError, StoreUnavailable
 
@@ -133,6 +134,53 @@ def test_status_loads_neither_the_engine_nor_billing_nor_the_exporters_nor_manif
 ) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _STATUS_IMPORTS, sqlite_url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=True,
+    )
+
+    assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("width", [60, 100])
+def test_help_lists_every_command_with_the_first_line_of_its_docstring(width: int) -> None:
+    """The table's help is the commands' own: ``--help`` reads as if click loaded them all."""
+    loaded = click.Group(
+        "imagerun", help=main.help, params=main.params, context_settings=main.context_settings
+    )
+    for name in COMMANDS:
+        command = main.get_command(click.Context(main), name)
+        assert command is not None
+        loaded.add_command(command, name)
+
+    ours = CliRunner().invoke(main, ["--help"], terminal_width=width, prog_name="imagerun")
+    theirs = CliRunner().invoke(loaded, ["--help"], terminal_width=width, prog_name="imagerun")
+
+    assert ours.exit_code == theirs.exit_code == 0
+    assert ours.output == theirs.output
+    assert all(f"\n  {name} " in ours.output for name in COMMANDS)
+
+
+_LOADED = """
+import sys
+from click.testing import CliRunner
+from runner.cli import main
+result = CliRunner().invoke(main, sys.argv[1:])
+assert result.exit_code == 0, result.output
+heavy = ("sqlalchemy", "aiosqlite", "asyncpg", "httpx", "aiohttp", "runner.app", "runner.store",
+         "runner.run", "runner.sandbox")
+print(" ".join(sorted(m for m in sys.modules if m.startswith(heavy))))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["routes"], ["routes", "--json"]])
+def test_help_and_routes_load_neither_the_database_nor_the_engine(
+    args: list[str], tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED, *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
