@@ -24,7 +24,7 @@ from .conftest import ROUTE
 from .invariants import sandbox_batches
 from .test_kill import Runner
 
-pytestmark = [pytest.mark.db_faults, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 #: What an ``imagerun run`` that stopped for a database outage exits with (EX_TEMPFAIL).
 EXIT_UNAVAILABLE = 75
@@ -89,6 +89,7 @@ def _ride_out(
     return began
 
 
+@pytest.mark.db_faults  # stops the server every other PostgreSQL test uses
 def test_a_postgresql_restart_while_the_remote_batch_is_polled_is_ridden_out(
     tmp_path: Path, pg_url: str, pg_server: PostgresServer, sandbox: SandboxHandle
 ) -> None:
@@ -104,6 +105,7 @@ def test_a_postgresql_restart_while_the_remote_batch_is_polled_is_ridden_out(
     assert all(_finished_at(a) > began for a in runner.ledger().attempts)
 
 
+@pytest.mark.db_faults  # stops the server every other PostgreSQL test uses
 def test_a_postgresql_restart_while_lines_are_applied_is_ridden_out(
     tmp_path: Path, pg_url: str, pg_server: PostgresServer, sandbox: SandboxHandle
 ) -> None:
@@ -121,6 +123,7 @@ def test_a_postgresql_restart_while_lines_are_applied_is_ridden_out(
     assert any(at > began for at in finished), "the outage came after every line was applied"
 
 
+# A cluster of its own (``private_pg``) goes down, not the shared server: not ``db_faults``.
 def test_past_the_outage_limit_the_run_stops_and_the_next_resumes_its_remote_batches(
     tmp_path: Path, private_pg: PrivatePostgres, sandbox: SandboxHandle
 ) -> None:

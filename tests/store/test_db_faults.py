@@ -7,6 +7,10 @@ their results wait in memory; no request leaves without its ledger row; afterwar
 is done exactly once and the ledger holds exactly the requests the sandbox saw.
 Past the outage limit the run stops cleanly (exit 75), and the next run finishes the batch
 without paying for anything twice.
+
+Only the test that stops the local server every other PostgreSQL test uses is ``db_faults``
+(run alone, after the parallel pass); the others take away a database of their own (a SQLite
+file, a private cluster) and share the machine like any other test.
 """
 
 from __future__ import annotations
@@ -34,8 +38,6 @@ RUN = ("--concurrency", "8", "--rpm", "60000")
 #: What an ``imagerun run`` that stopped for a database outage exits with (EX_TEMPFAIL).
 EXIT_UNAVAILABLE = 75
 
-pytestmark = pytest.mark.db_faults
-
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxHandle]:
@@ -56,6 +58,7 @@ def _assert_all_done_once(cluster: FaultCluster, data: list[Path]) -> None:
     assert check_outputs(ledger, data) == {}, "an image on disk is not recorded"
 
 
+@pytest.mark.db_faults  # stops the server every other PostgreSQL test uses
 @pytest.mark.timeout(120)
 def test_a_run_outlasts_a_postgresql_restart(
     tmp_path: Path, pg_url: str, pg_server: PostgresServer, sandbox: SandboxHandle
