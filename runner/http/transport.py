@@ -29,7 +29,7 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -231,7 +231,8 @@ class Outgoing:
     #: The URL's text (what :attr:`runner.http.send.Exchange.url` records).
     url_text: str
     #: Every header line, in order, as written (``Host`` and ``Content-Length`` included).
-    headers: list[tuple[str, str]]
+    #: Left out of the repr: ``Authorization`` carries the key (``httpx.Headers`` masks it).
+    headers: list[tuple[str, str]] = field(repr=False)
     #: The body: bytes, an httpx stream (a multipart upload: aiohttp frames it), or none.
     body: bytes | httpx.AsyncByteStream | None
     timeout: aiohttp.ClientTimeout

@@ -719,3 +719,21 @@ async def test_https_goes_through_an_https_proxy_tunnel(
     assert answer.text == "/through"
     assert tunnels == [f"CONNECT 127.0.0.1:{origin.port}"]
     assert origin.targets() == ["/through"]
+
+
+async def test_an_attempts_request_does_not_show_the_api_key_when_printed() -> None:
+    """What an attempt hands the wire names no key in its repr (as ``httpx.Headers``, whose
+    repr masks ``Authorization``): a traceback or a log line that prints it leaks nothing."""
+    async with ApiClient("http://api.invalid/v1", api_key="sk-secret", timeout=TIMEOUT) as api:
+        posts = [
+            PreparedRequest(endpoint="/images/generations", json={"prompt": "a lamp"}),
+            PreparedRequest(
+                endpoint="/images/edits",
+                data={"prompt": "a lamp"},
+                files=[("image[]", ("a.png", b"\x89PNG", "image/png"))],
+            ),
+        ]
+        for prepared in posts:
+            out = api.outgoing(prepared, "cr")
+            assert ("authorization", "Bearer sk-secret") in out.headers
+            assert "sk-secret" not in repr(out)
