@@ -77,13 +77,16 @@ def check_run(cluster: Cluster, pg_url: str) -> list[RequestRecord]:
     assert len(shares) == WORKERS
     assert min(shares.values()) >= JOBS / WORKERS / 3, f"a worker barely worked: {shares}"
     # Together they could go far faster than R: the shared schedule alone holds them to it.
-    # Over the steady part (10th to 90th percentile of arrival times); how far under R they
-    # stay says as much about the machine's load as about the schedule, and is not asserted.
+    # Over the steady part (10th to 90th percentile of arrival times).
+    assert achieved_rate(requests) <= RPM, f"{achieved_rate(requests):.0f}/min, limit {RPM}"
+    return requests
+
+
+def achieved_rate(requests: Sequence[RequestRecord]) -> float:
+    """Successful requests per minute between the 10th and 90th percentile of their arrivals."""
     times = sorted(r.time.timestamp() for r in requests if r.status == 200)
     low, high = len(times) // 10, len(times) * 9 // 10
-    achieved = (high - low) / (times[high] - times[low]) * 60
-    assert achieved <= RPM, f"{achieved:.0f} requests/min, limit {RPM}"
-    return requests
+    return (high - low) / (times[high] - times[low]) * 60
 
 
 @pytest.mark.slow
@@ -101,6 +104,11 @@ def test_four_workers_share_one_queue_and_one_rate_limit(
     # longer than that with slots booked sends them late and together: a handful, retried.
     refused = [r for r in requests if r.status == 429]
     assert len(refused) <= HANDFUL, f"{len(refused)} 429s in {len(requests)}"
+    # How far under R they stay says as much about the machine's load as about the schedule
+    # (0.57 of R at load 21 with a benchmark beside it): bounded below only where a schedule
+    # that makes its workers take turns falls (0.34 of R, its row locked per transaction).
+    achieved = achieved_rate(requests)
+    assert achieved >= 0.45 * RPM, f"{achieved:.0f} requests/min: the workers took turns"
     # Where the backoff left it the pinned route stayed (0.45-0.50 of R in a benchmark); a
     # backoff capped at what a loaded machine let through may start lower, and climbs back.
     if (pace := cluster.status()["paces"].get(ROUTE)) is not None:
