@@ -10,15 +10,13 @@ import pytest
 from runner import app
 from runner.compare import ComparisonOptions, ComparisonPlan, ComparisonReport, FitChoice
 from runner.errors import UsageError
-from runner.run.worker import RunOptions
 from runner.sandbox import SandboxHandle
 
-from .conftest import sandbox_settings, write_manifest
+from .conftest import FAST, sandbox_settings, write_manifest
 
 pytestmark = pytest.mark.anyio
 
 ROUTES = ("sandbox-openai", "sandbox-laozhang")
-FAST = RunOptions(retry_scale=0, handle_signals=False)
 
 
 async def test_two_routes_run_identical_jobs_with_costs_apart_and_edits_flagged(

@@ -18,7 +18,7 @@ from runner.sandbox import SandboxConfig, running_sandbox
 
 from ..export.cdp import Browser, find_chromium
 from ..export.test_gallery_browser import ARTIFACTS, LOAD_EVERY_IMAGE, problems
-from .conftest import HOSTILE, sandbox_settings, write_manifest
+from .conftest import HOSTILE, TOLD_RPM, sandbox_settings, write_manifest
 
 pytestmark = [pytest.mark.anyio, pytest.mark.browser]
 
@@ -64,7 +64,7 @@ async def test_the_page_shows_200_prompts_side_by_side_escaped_with_missing_imag
     choices = dict.fromkeys(ROUTES, FitChoice.ADAPT)
     with running_sandbox(SandboxConfig(tiny=True)) as handle:
         settings = sandbox_settings(handle, tmp_path)
-        run = RunOptions(retry_scale=0, handle_signals=False, concurrency=32)
+        run = RunOptions(retry_scale=0, handle_signals=False, concurrency=32, rpm=TOLD_RPM)
         how = ComparisonOptions(name=name, out_dir=tmp_path / "ran", choices=choices, run=run)
         first = await app.compare(settings, manifest, ROUTES, how)
     assert isinstance(first, ComparisonReport)

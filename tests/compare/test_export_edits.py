@@ -13,10 +13,9 @@ import pytest
 from runner import app
 from runner.config import load_settings
 from runner.export.batches_index import batch_card, render_index
-from runner.run.worker import RunOptions
 from runner.sandbox import SandboxHandle
 
-from .conftest import HOSTILE, sandbox_settings, write_manifest
+from .conftest import FAST, HOSTILE, sandbox_settings, write_manifest
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +26,7 @@ async def test_every_export_carries_the_fidelity_of_edit_rows(
     manifest = write_manifest(tmp_path / "in" / "m.jsonl", 8, size=False)
     settings = sandbox_settings(sandbox, tmp_path)
     await app.submit(settings, manifest, "sandbox-openai", name="edits")
-    await app.run(settings, ["edits"], RunOptions(retry_scale=0, handle_signals=False))
+    await app.run(settings, ["edits"], FAST)
     out = tmp_path / "out"
 
     report = await app.export(
@@ -67,7 +66,7 @@ async def test_an_index_of_several_batches_has_totals_and_thumbnails(
     ):
         manifest = write_manifest(tmp_path / name[:6] / "m.jsonl", count, size=False)
         await app.submit(settings, manifest, route, name=name)
-    await app.run(settings, names, RunOptions(retry_scale=0, handle_signals=False))
+    await app.run(settings, names, FAST)
     out = tmp_path / "out"
     statuses = (await app.status(settings, names)).batches
     cards = []
@@ -93,7 +92,7 @@ async def test_scores_are_kept_status_counts_flagged_edits_and_thresholds_reflag
     manifest = write_manifest(tmp_path / "in" / "m.jsonl", 8, size=False)
     settings = sandbox_settings(sandbox, tmp_path, db_url)
     await app.submit(settings, manifest, "sandbox-openai", name="kept")
-    await app.run(settings, ["kept"], RunOptions(retry_scale=0, handle_signals=False))
+    await app.run(settings, ["kept"], FAST)
     before = (await app.status(settings, ["kept"])).batches[0]
     assert before.flagged_edits == 0  # nothing scored yet
 
