@@ -31,6 +31,9 @@ from runner.store.tables import attempts, jobs, outputs
 
 #: Longest a test's run may take: past this it is a failure (a hang), not a slow pass.
 RUN_DEADLINE = 30.0
+#: A rate told far above what the sandbox serves, for runs that test something other than
+#: pacing: a sandbox route nobody gave a rate starts at 150 a minute and doubles every 2 s.
+TOLD_RPM = 60_000
 
 Row = dict[str, Any]
 

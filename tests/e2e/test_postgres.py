@@ -9,7 +9,7 @@ import pytest
 
 from runner.sandbox import FaultKind, FaultRule, SandboxConfig, SandboxHandle
 
-from .harness import RUN_DEADLINE, World, assert_log_matches_ledger, check_outputs, png
+from .harness import RUN_DEADLINE, TOLD_RPM, World, assert_log_matches_ledger, check_outputs, png
 
 
 @pytest.mark.anyio
@@ -31,7 +31,7 @@ async def test_basic_run_on_postgresql(server: SandboxHandle, tmp_path: Path, pg
     batch = await w.submit(lines, "sandbox-openai")
 
     with anyio.fail_after(RUN_DEADLINE):
-        result = await w.run([batch.id])
+        result = await w.run([batch.id], rpm=TOLD_RPM)
 
     assert result.report is not None
     assert result.report.clean

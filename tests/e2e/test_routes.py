@@ -10,7 +10,7 @@ import pytest
 from runner.sandbox import Profile
 
 from .conftest import MakeWorld
-from .harness import RUN_DEADLINE, assert_log_matches_ledger, check_outputs, png
+from .harness import RUN_DEADLINE, TOLD_RPM, assert_log_matches_ledger, check_outputs, png
 
 #: Per route: the extra options of the generation job and of the edit job. A size is asked for
 #: wherever the route takes one (the smallest its rule allows, to keep rendering cheap).
@@ -39,7 +39,7 @@ async def test_route_generates_and_edits(world: MakeWorld, route_name: str) -> N
     batch = await w.submit(lines, route_name)
 
     with anyio.fail_after(RUN_DEADLINE):
-        result = await w.run([batch.id])
+        result = await w.run([batch.id], rpm=TOLD_RPM)
 
     assert result.report is not None
     assert result.report.clean
@@ -88,7 +88,7 @@ async def test_url_results_are_downloaded_at_once(world: MakeWorld, route_name: 
     batch = await w.submit(lines, route_name)
 
     with anyio.fail_after(RUN_DEADLINE):
-        await w.run([batch.id])
+        await w.run([batch.id], rpm=TOLD_RPM)
 
     ledger = await w.rows(batch)
     assert ledger.states() == {"succeeded": 3}
