@@ -15,13 +15,14 @@ from runner.errors import NotFound, UsageError
 from runner.models import (
     JobSpec,
     JobState,
+    RemoteStep,
     utcnow,
 )
 from runner.store.bulk import JobRows, jobs_raw, roomy_cache
 from runner.store.database import Database
 from runner.store.outage import retried
 from runner.store.records import BatchInfo, EnqueueResult
-from runner.store.tables import batches, jobs
+from runner.store.tables import batches, jobs, remote_batches
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -223,13 +224,25 @@ class QueueOps:
 
     @retried
     async def any_live(self, batch_ids: list[str]) -> bool:
+        """Whether a run has anything to do: a job to send or settle, or a remote batch not
+        ended (one stopped after its last line was applied still has its files to delete)."""
         live = [JobState.QUEUED.value, JobState.WAITING.value, JobState.RUNNING.value]
+        ended = [s.value for s in RemoteStep if s.ended]
         async with self.db.reading() as conn:
             found = await conn.scalar(
                 select(jobs.c.id)
                 .where(jobs.c.batch_id.in_(batch_ids), jobs.c.state.in_(live))
                 .limit(1)
             )
+            if found is None:
+                found = await conn.scalar(
+                    select(remote_batches.c.id)
+                    .where(
+                        remote_batches.c.batch_id.in_(batch_ids),
+                        remote_batches.c.step.not_in(ended),
+                    )
+                    .limit(1)
+                )
         return found is not None
 
     @retried

@@ -299,3 +299,41 @@ async def test_an_output_file_not_yet_readable_is_waited_for(
     assert result.report is not None
     assert result.report.clean, (refused, result.report.stats.uncollected)
     await _collected_once(w, batch, 4)
+
+
+class _Stopped(Exception):
+    """The process ended right after the last line was applied (a kill, in effect)."""
+
+
+async def test_a_remote_batch_stopped_after_its_last_line_is_finished_by_the_next_run(
+    world: MakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every line applied (every job succeeded), then the run ended before the remote batch
+    was finished: the next run is not 'nothing to do', it deletes what we uploaded and marks
+    the remote batch done."""
+    w = world(SandboxConfig(batch_window=20.0))
+    batch = await w.submit(prompts(3), ROUTE)
+    finish = lifecycle.Lifecycle._finish
+
+    async def stopped(self: lifecycle.Lifecycle, rb: Any) -> Any:
+        raise _Stopped
+
+    monkeypatch.setattr(lifecycle.Lifecycle, "_finish", stopped)
+    with pytest.raises(BaseException) as raised:
+        await w.run()
+    assert (
+        raised.group_contains(_Stopped)
+        if isinstance(raised.value, BaseExceptionGroup)
+        else (isinstance(raised.value, _Stopped))
+    )
+    assert (await w.rows(batch)).states() == {JobState.SUCCEEDED.value: 3}
+    (rb,) = await remote_rows(w, batch)
+    assert rb.step is RemoteStep.APPLYING
+
+    monkeypatch.setattr(lifecycle.Lifecycle, "_finish", finish)
+    again = await w.run()
+
+    assert not again.nothing_to_do
+    await _collected_once(w, batch, 3)
+    uploads = [f.filename for f in w.handle.sandbox.uploads if f.filename.startswith("imagerun-")]
+    assert uploads == []
