@@ -124,7 +124,7 @@ def assert_matches_sandbox(ledger: Sequence[BilledAttempt], seen: Sequence[Reque
     assert round(ledger_total, 2) == round(sandbox_total, 2)
 
 
-@pytest.mark.serial  # a 1 s route timeout against hanging requests: run alone
+@pytest.mark.serial  # a 2 s route timeout against hanging requests
 @pytest.mark.parametrize("policy", list(POLICIES))
 async def test_probe_finds_the_policy_and_reconcile_settles_the_ledger_to_the_cent(
     world: MakeWorld, policy: str

@@ -11,7 +11,7 @@ from runner.sandbox import SandboxConfig
 from .conftest import MakeWorld
 from .harness import assert_log_matches_ledger, route_config
 
-#: Wall-clock rates: run alone (scripts/test runs `serial` tests after the parallel pass).
+#: Wall-clock rates: kept out of the parallel pass (scripts/test runs `serial` tests after it).
 pytestmark = pytest.mark.serial
 
 ROUTE = "sandbox-laozhang"

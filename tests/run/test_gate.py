@@ -15,7 +15,7 @@ from runner.run.pacing import HEADER_SHARE, Observation, Reason
 from runner.run.shared_gate import SharedGate
 from runner.store import Store
 
-#: Wall-clock rates: run alone (scripts/test runs `serial` tests after the parallel pass).
+#: Wall-clock rates: kept out of the parallel pass (scripts/test runs `serial` tests after it).
 pytestmark = [pytest.mark.anyio, pytest.mark.serial]
 
 #: 19.8 requests a second after the margin, one at a time.

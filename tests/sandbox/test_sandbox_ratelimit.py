@@ -99,7 +99,7 @@ async def test_images_per_minute_counts_n(in_process: InProcess, fake_clock: Fak
     assert "images per min" in one_more.json()["error"]["message"]
 
 
-@pytest.mark.serial  # wall-clock pacing against the real server: run alone
+@pytest.mark.serial  # wall-clock pacing against the real server
 async def test_real_server_burst_then_paced(live: SandboxHandle) -> None:
     live.sandbox.configure(rpm=1200, tiny=True)  # a bucket of 20, refilled at 20 per second
     async with httpx.AsyncClient(base_url=live.openai_base, timeout=5) as client:

@@ -17,7 +17,7 @@ from runner.sandbox import RequestRecord, SandboxHandle
 from tests.scale.cluster import ROUTE, Cluster, fast_sandbox, route_config, wait_until
 from tests.scale.ledger import Ledger, check_outputs, read_ledger, requests_by_worker
 
-#: Wall-clock rates: run alone (scripts/test runs `serial` tests after the parallel pass).
+#: Wall-clock rates: kept out of the parallel pass (scripts/test runs `serial` tests after it).
 pytestmark = pytest.mark.serial
 
 #: Well under what four workers manage together on a loaded machine: at 3,000 a minute the

@@ -96,7 +96,7 @@ async def test_broken_image_is_priced_from_its_usage(zoo_world: MakeWorld) -> No
 TRICKLE_TIMEOUT = 1.0
 
 
-@pytest.mark.serial  # a latency bound in wall-clock time: run alone
+@pytest.mark.serial  # a latency bound in wall-clock time
 async def test_timeout_is_a_deadline_for_the_whole_attempt(zoo_world: MakeWorld) -> None:
     """A body arriving in small pieces, each sooner than the timeout, for longer than it."""
     assert TRICKLE_PIECES * TRICKLE_GAP > 3 * TRICKLE_TIMEOUT
@@ -110,7 +110,7 @@ async def test_timeout_is_a_deadline_for_the_whole_attempt(zoo_world: MakeWorld)
     assert out.ledger.states() == {"failed": 1}
 
 
-@pytest.mark.serial  # a latency bound in wall-clock time: run alone
+@pytest.mark.serial  # a latency bound in wall-clock time
 async def test_timeout_covers_the_download_of_a_url_result(zoo_world: MakeWorld) -> None:
     """The API answers at once; the image at its URL trickles for four times the timeout:
     the attempt still ends within the timeout, a charged download failure."""
