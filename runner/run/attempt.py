@@ -99,6 +99,7 @@ class JobRunner:
         # never left.
         await lane.gate.depart()
         if lane.gate.stopped:
+            lane.gate.unsent()
             reservation.cancel()
             await self.leave_unsent(lane, job)
             return
@@ -106,6 +107,7 @@ class JobRunner:
         try:
             await self.ledger.start_attempt(start)
         except LeaseLost:
+            lane.gate.unsent()
             reservation.cancel()
             return
         lane.gate.sent()

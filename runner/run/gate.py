@@ -39,6 +39,10 @@ WARM_UP_SHARE = 1.1
 WARM_UP_REQUESTS = 8
 #: Requests closer than this are not spaced on the wire one by one (see ``depart``).
 SPACED_GAP_S = 0.005
+#: How long a request whose ledger row is still being written holds the next one's departure
+#: at most (seconds): a row that stalls (a loaded machine) is waited for, one whose task
+#: never says it left or will not (cancelled, the store away) holds nothing past this.
+PENDING_HELD_S = 2.0
 #: How many recent row writes the shortest one is taken from (what a departure allows for).
 LEADS_KEPT = 16
 #: What a request may take longer than the one before it to reach the server once it left
@@ -126,11 +130,16 @@ class Gate(Protocol):
     async def depart(self) -> None:
         """Hold an admitted request until one interval after the last one this process sent
         left (the ledger row written between departure and sending takes varying time); a
-        request still writing its row is reckoned to leave the shortest recent row write
-        after its departure, so rows are written side by side."""
+        request still writing its row leaves no sooner than now, and this one's row is
+        reckoned to take the shortest recent row write, so rows that take longer than an
+        interval are written side by side."""
 
     def sent(self) -> None:
         """Say that the request this task departed leaves now (its ledger row is written)."""
+
+    def unsent(self) -> None:
+        """Say that the request this task departed will not leave (its lease was lost, the
+        route stopped)."""
 
     async def observe(self, seen: Observation) -> None:
         """Let an attempt's answer (its status, its rate-limit headers) adjust the pace."""
@@ -188,6 +197,9 @@ class BaseGate(ABC):
         self._paused_until = 0.0
         self._departed_at = -1e9
         self._departed = 0
+        #: When the last request to depart did, while it has not left yet (``None``: it has,
+        #: or it never will).
+        self._pending: float | None = None
         #: When the request that left last left (after its ledger row).
         self._sent_at = -1e9
         #: Seconds from recent departures to their requests leaving (the ledger row).
@@ -258,12 +270,16 @@ class BaseGate(ABC):
     async def depart(self) -> None:
         # Spaced from when the request before really left: its ledger row takes varying time
         # after its departure, and a limiter that allows no burst refuses a request that
-        # arrives a hair early. A request whose row is still being written is reckoned to
-        # leave the shortest recent row write after its departure, so rows are written side
-        # by side and never hold departures back one by one; one that never leaves (its lease
-        # lost, the route stopped) holds nothing either.
+        # arrives a hair early. A request whose row is still being written leaves no sooner
+        # than now, and at least the shortest recent row write after its departure, and this
+        # one's row is reckoned to take that long too: rows that take longer than an
+        # interval are written side by side, and a row that stalls holds the next departure
+        # until it has left. One that never leaves (its lease lost, the route stopped) holds
+        # nothing once it says so.
         # One at a time: two requests whose slots came together would otherwise both leave one
         # interval after the one before, together.
+        if (mine := _DEPARTED.get()) is not None:
+            self._forget(mine)  # this task's request before never left
         if self._gap < SPACED_GAP_S:
             # Faster than an event loop can space requests: the schedule alone paces them.
             self._departing_now()
@@ -282,6 +298,14 @@ class BaseGate(ABC):
         share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
         lead = self._lead()
         left = max(self._sent_at, self._departed_at + lead)
+        if self._pending is not None:
+            # Its row is still being written: it has not left, so it leaves no sooner than
+            # now. Reckoned to leave the shortest row write after its departure, a request
+            # whose row stalled (an event loop or a commit held up for most of a second) let
+            # the next one depart, and both arrived together. It is waited for at most
+            # PENDING_HELD_S (or an interval), in case it never says.
+            held = max(PENDING_HELD_S, self._gap)
+            left = max(left, min(anyio.current_time(), self._pending + lead + held))
         return left + self._gap * share + jitter_allowance(self._gap) - lead
 
     def _lead(self) -> float:
@@ -292,6 +316,7 @@ class BaseGate(ABC):
     def _departing_now(self) -> None:
         """Note that a request departs now (its ledger row is written next, in this task)."""
         self._departed_at = anyio.current_time()
+        self._pending = self._departed_at
         self._departed += 1
         _DEPARTED.set(self._departed_at)
 
@@ -300,8 +325,18 @@ class BaseGate(ABC):
         # This task's own departure: rows written side by side finish in any order.
         if (departed := _DEPARTED.get()) is not None:
             self._leads.append(max(0.0, now - departed))
-            _DEPARTED.set(None)
+            self._forget(departed)
         self._sent_at = max(self._sent_at, now)
+
+    def unsent(self) -> None:
+        if (departed := _DEPARTED.get()) is not None:
+            self._forget(departed)
+
+    def _forget(self, departed: float) -> None:
+        """The request of this task that departed at ``departed`` is no longer on its way."""
+        _DEPARTED.set(None)
+        if self._pending == departed:
+            self._pending = None
 
     async def observe(self, seen: Observation) -> None:
         self.refused |= seen.rate_limited

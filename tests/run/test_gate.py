@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from runner.models import Limit, RateLimits
-from runner.run.gate import RATE_MARGIN, BaseGate, PaceKeeper, RouteGate
+from runner.run.gate import RATE_MARGIN, WARM_UP_REQUESTS, BaseGate, PaceKeeper, RouteGate
 from runner.run.pacing import HEADER_SHARE, Observation, Reason
 from runner.run.shared_gate import SharedGate
 from runner.store import Store
@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.serial]
 #: 19.8 requests a second after the margin, one at a time.
 RPM = 1200
 ROUTE = "sandbox-openai"
+#: Requests after which a gate knows how long its ledger rows take.
+WARM_UP = WARM_UP_REQUESTS
 
 
 async def admit_all(gate: BaseGate, count: int) -> float:
@@ -132,6 +134,45 @@ async def test_a_request_that_never_leaves_does_not_hold_the_next() -> None:
         await gate.admit()
         await gate.depart()
     # An interval after the first; waiting for its `sent()` held it two intervals more.
+    assert anyio.current_time() - first < 0.5 * 1.5
+
+
+async def test_a_request_whose_row_stalls_holds_the_next_until_it_has_left() -> None:
+    """Rows quick enough that a departure reckons the one before it gone at once; then one
+    row takes two and a half intervals (an event loop or a commit held up). The requests after it
+    still arrive an interval apart: before, the next one left while the stalled row was
+    still being written, and the two arrived together (a strict limiter's 429)."""
+    gate = RouteGate(600)  # one request every 0.1 s
+    left: list[float] = []
+    with anyio.fail_after(10):
+        for _ in range(WARM_UP):
+            await send_one(gate, 0.0, left)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_one, gate, 0.25, left)
+            for _ in range(3):
+                await anyio.sleep(0.01)  # after the stalled one, in order
+                tg.start_soon(send_one, gate, 0.0, left)
+    gaps = [b - a for a, b in itertools.pairwise(sorted(left))]
+    assert len(left) == WARM_UP + 4
+    assert min(gaps) >= 0.1 * 0.95
+
+
+async def test_a_request_that_will_not_leave_says_so_and_holds_nothing() -> None:
+    """A request whose lease was lost after it departed, in a task of its own: the next one
+    departs an interval after it, not an interval after a row that never comes."""
+    gate = RouteGate(120)  # one request every 0.5 s
+    with anyio.fail_after(10):
+
+        async def lost() -> None:
+            await gate.admit()
+            await gate.depart()
+            gate.unsent()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lost)
+        first = anyio.current_time()
+        await gate.admit()
+        await gate.depart()
     assert anyio.current_time() - first < 0.5 * 1.5
 
 
