@@ -227,6 +227,11 @@ _LEASE_COLUMNS = (jobs.c.id, jobs.c.attempts, jobs.c.lease_owner, jobs.c.state)
 _LEASE_OF = select(*_LEASE_COLUMNS).where(jobs.c.id == bindparam("b_id"))
 _LEASES = select(*_LEASE_COLUMNS).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_ATTEMPT = insert(attempts)
+#: An attempt still ours to finish: ``sending``, or closed as lost by recovery.
+_OPEN_OF = select(attempts.c.id).where(
+    attempts.c.id == bindparam("b_id"),
+    or_(attempts.c.state == bindparam("b_sending"), attempts.c.outcome == bindparam("b_lost")),
+)
 _INSERT_OUTPUT = insert(outputs)
 _FINISH_ATTEMPT = update(attempts).where(attempts.c.id == bindparam("b_id"))
 _MOVE_JOB = update(jobs).where(jobs.c.id == bindparam("b_id"))
@@ -257,18 +262,23 @@ def _still_open(conn: Connection, finishes: Sequence[Finish]) -> Sequence[Finish
     ids = [f.result.id for f in finishes if f.result is not None]
     if not ids:
         return finishes
-    query = select(attempts.c.id).where(
-        attempts.c.id.in_(ids),
-        or_(
-            attempts.c.state == AttemptState.SENDING.value,
-            attempts.c.outcome == Outcome.LOST.value,
-        ),
-    )
-    if conn.dialect.name == "postgresql":
-        # Two finishes of one attempt in concurrent transactions: the second waits here for
-        # the first to commit, then sees it closed.
-        query = query.with_for_update()
-    still = set(conn.scalars(query))
+    open_now = {"b_sending": AttemptState.SENDING.value, "b_lost": Outcome.LOST.value}
+    rows = fetch_each(conn, _OPEN_OF, [{"b_id": i, **open_now} for i in ids])
+    if rows is not None:
+        still = {r[0] for r in rows}
+    else:
+        query = select(attempts.c.id).where(
+            attempts.c.id.in_(ids),
+            or_(
+                attempts.c.state == AttemptState.SENDING.value,
+                attempts.c.outcome == Outcome.LOST.value,
+            ),
+        )
+        if conn.dialect.name == "postgresql":
+            # Two finishes of one attempt in concurrent transactions: the second waits here
+            # for the first to commit, then sees it closed.
+            query = query.with_for_update()
+        still = set(conn.scalars(query))
     if len(still) == len(ids):
         return finishes
     return [f for f in finishes if f.result is None or f.result.id in still]
