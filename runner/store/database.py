@@ -1,4 +1,4 @@
-"""One database: the async engine and, on SQLite, the writer lock, sync twin and writer thread.
+"""One database: the async engine and, on SQLite, the writer lock, sync twins and writer thread.
 
 Every verb of the store reaches the database through a :class:`Database`; nothing about a
 connection lives in module globals, so two stores on two files never share a lock or a thread.
@@ -7,15 +7,19 @@ connection lives in module globals, so two stores on two files never share a loc
 from __future__ import annotations
 
 import asyncio
+import enum
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import anyio
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from runner.errors import StoreUnavailable
+from runner.store.direct import execute_driver
 from runner.store.engine import create_engine, create_sync_twin, normalise_url, reading
 from runner.store.outage import OutagePolicy, translated
 
@@ -24,6 +28,17 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: Write transactions on the event loop between two checkpoints of the WAL (done by the
+#: writer thread). SQLite's own default is one per 1,000 WAL pages; a ledger commit writes
+#: a dozen or so.
+CHECKPOINT_EVERY = 64
+
+
+class _Busy(enum.Enum):
+    """The write lock of the file was held by another connection: nothing was written."""
+
+    BUSY = "busy"
 
 
 class Database:
@@ -54,6 +69,11 @@ class Database:
         self._twin: Engine | None = None
         self._twin_conn: Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
+        #: The event loop's own connection for writes (see ``_write_inline``); ``False`` once
+        #: the file turned out not to be in WAL mode (then every write goes to the thread).
+        self._inline: Engine | None = None
+        self._inline_conn: Connection | bool | None = None
+        self._inline_commits = 0
 
     @property
     def safe_url(self) -> str:
@@ -99,10 +119,12 @@ class Database:
     ) -> T:
         """Run ``fn(conn, ...)`` as one write transaction, committed before returning.
 
-        On SQLite the whole function runs in one hop to the writer thread, on a synchronous
-        engine over the same file (same pragmas, same BEGIN IMMEDIATE): aiosqlite hops to its
-        thread and back for every statement, and a transaction of a few statements then costs
-        milliseconds on a busy event loop. On PostgreSQL it runs on the async connection via
+        On SQLite the whole function runs on a synchronous engine over the same file (same
+        pragmas, same BEGIN IMMEDIATE), in one call: aiosqlite hops to its thread and back
+        for every statement, and a transaction of a few statements then costs milliseconds
+        on a busy event loop. It runs on the event loop itself when the file's write lock is
+        free at once (see ``_write_inline``), else in one hop to the writer thread, which
+        waits for the lock there. On PostgreSQL it runs on the async connection via
         ``run_sync``. Hot-path verbs (claim, ledger writes) use this; the rest use
         :meth:`writing`.
         """
@@ -118,10 +140,87 @@ class Database:
 
         with translated(self.safe_url):
             async with self._write_lock:
-                done = asyncio.wrap_future(self._writer_thread().submit(in_thread))
-                with anyio.CancelScope(shield=True):  # a started transaction is seen through
-                    result = await done
+                written = self._write_inline(fn, *args, **kwargs)
+                if written is _Busy.BUSY:
+                    return await self._in_writer_thread(in_thread)
+                if self._inline_commits % CHECKPOINT_EVERY == 0:
+                    # Under the write lock, as SQLite's own checkpoint runs inside a commit:
+                    # with writes appended meanwhile, a checkpoint never catches up, and the
+                    # WAL is only started over once one has.
+                    await self._in_writer_thread(self._checkpoint)
+        return written
+
+    async def _in_writer_thread(self, fn: Callable[[], T]) -> T:
+        done = asyncio.wrap_future(self._writer_thread().submit(fn))
+        with anyio.CancelScope(shield=True):  # a started transaction is seen through
+            result = await done
+        return result  # noqa: RET504 (a cancel scope may swallow what it exits with)
+
+    def _write_inline(
+        self,
+        fn: Callable[Concatenate[Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T | _Busy:
+        """``fn(conn, ...)`` as one write transaction on the event loop's own connection, or
+        ``_Busy.BUSY`` (nothing written) when the write lock is not free at once.
+
+        A ledger commit on a WAL file is a few statements and an append to the WAL, without
+        an fsync (``synchronous=NORMAL``): less time than handing it to a thread, and the
+        hand-off also had the two threads trade the GIL at each statement while the event
+        loop had requests to serve. What could block stays off the loop: this connection
+        never waits for a lock another process holds (``busy_timeout=0``; the writer thread,
+        which does wait, takes the write then) and never checkpoints (the writer thread does,
+        every ``CHECKPOINT_EVERY`` commits, while in-process writers wait for it as they would
+        for SQLite's own). Not used unless the file is in WAL mode.
+        """
+        conn = self._inline_connection()
+        if conn is None:
+            return _Busy.BUSY
+        try:
+            execute_driver(conn, "BEGIN IMMEDIATE")
+        except OperationalError as exc:
+            code = getattr(exc.orig, "sqlite_errorcode", None)  # the extended result code
+            if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY:
+                return _Busy.BUSY
+            raise
+        raw = conn.connection.dbapi_connection
+        try:
+            with conn.begin():  # commits (or rolls back) the transaction begun above
+                result = fn(conn, *args, **kwargs)
+        except BaseException:
+            if raw is not None and raw.in_transaction:
+                raw.rollback()
+            raise
+        self._inline_commits += 1
         return result
+
+    def _inline_connection(self) -> Connection | None:
+        """The event loop's write connection, or ``None`` where the file is not in WAL mode."""
+        if isinstance(self._inline_conn, Connection):
+            return self._inline_conn
+        if self._inline_conn is False:
+            return None
+        if self._inline is None:
+            self._inline = create_sync_twin(self.engine, inline=True)
+        conn = self._inline.connect()
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        conn.rollback()  # the PRAGMA began SQLAlchemy's transaction; BEGIN is ours to issue
+        if str(mode).lower() != "wal":
+            conn.close()
+            self._inline_conn = False
+            return None
+        self._inline_conn = conn
+        return conn
+
+    def _checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file (called in the writer thread).
+
+        PASSIVE waits for no reader or writer; a checkpoint that fails is harmless (the WAL
+        only grows until the next one).
+        """
+        with suppress(DBAPIError):
+            execute_driver(self._writer_connection(), "PRAGMA wal_checkpoint(PASSIVE)")
 
     async def retrying(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """``await fn(...)``, run again while it raises :class:`StoreUnavailable`.
@@ -175,6 +274,12 @@ class Database:
 
     async def close(self) -> None:
         """Wait for the writer thread, then close every connection."""
+        if isinstance(self._inline_conn, Connection):
+            await anyio.to_thread.run_sync(self._inline_conn.close)
+        self._inline_conn = None
+        if self._inline is not None:
+            inline, self._inline = self._inline, None
+            inline.dispose()
         if self._writer is not None:
             writer, self._writer = self._writer, None
             if self._twin_conn is not None:

@@ -85,7 +85,7 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, inline: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver so that we can issue BEGIN IMMEDIATE:
@@ -96,8 +96,18 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout() * 1000)}")
+        if inline:
+            # On the event loop: never wait for another process's lock (the caller then
+            # writes in its thread instead), and never checkpoint (a checkpoint syncs the
+            # file to disk; the caller has the writer thread do it).
+            cursor.execute("PRAGMA busy_timeout=0")
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        else:
+            cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout() * 1000)}")
         cursor.close()
+
+    if inline:
+        return  # its caller issues BEGIN IMMEDIATE itself, to learn whether the lock is free
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -108,17 +118,22 @@ def _configure_sqlite(engine: Engine) -> None:
         execute_driver(connection, f"BEGIN{mode}")
 
 
-def create_sync_twin(engine: AsyncEngine) -> Engine:
+def create_sync_twin(engine: AsyncEngine, *, inline: bool = False) -> Engine:
     """A synchronous engine on the same SQLite file as ``engine`` (same pragmas, same BEGIN
     IMMEDIATE), for a write done as one call in a worker thread (see
-    :meth:`runner.store.database.Database.run_write`)."""
+    :meth:`runner.store.database.Database.run_write`).
+
+    With ``inline``, for writes done on the event loop itself: its connections never wait for
+    a lock (``busy_timeout=0``), never checkpoint, and leave BEGIN to their caller.
+    """
     url = engine.url.set(drivername="sqlite")
+    timeout = 0.0 if inline else sqlite_busy_timeout()
     twin = create_sync_engine(
         url,
-        connect_args={"timeout": sqlite_busy_timeout(), "check_same_thread": False},
+        connect_args={"timeout": timeout, "check_same_thread": False},
         poolclass=StaticPool,
     )
-    _configure_sqlite(twin)
+    _configure_sqlite(twin, inline=inline)
     return twin
 
 
