@@ -102,6 +102,7 @@ def refused(job: Job, error: AttemptError) -> Observation:
         rate_limited=error.outcome is Outcome.RATE_LIMITED,
         limits=error.rate_limits,
         images=job_images(job),
+        retry_after=error.retry_after,
     )
 
 
@@ -306,7 +307,8 @@ class BaseGate(ABC):
             # PENDING_HELD_S (or an interval), in case it never says.
             held = max(PENDING_HELD_S, self._gap)
             left = max(left, min(anyio.current_time(), self._pending + lead + held))
-        return left + self._gap * share + jitter_allowance(self._gap) - lead
+        spaced = jitter_allowance(self._gap) + self.pace.spacing
+        return left + self._gap * share + spaced - lead
 
     def _lead(self) -> float:
         """The shortest recent time from a departure to its request leaving (the ledger row):

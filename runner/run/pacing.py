@@ -8,6 +8,8 @@ outcome as an :class:`Observation` and asks it for the gap to leave before the n
   pacing from them lowers the share of the limit used, a step at a time.
 - Without headers a 429 backs off multiplicatively and the pace probes upward while clean:
   quickly back to just under the rate that was refused, slowly beyond it (AIMD).
+- A 429 that asks to wait only a hair (a tenth of an interval at most) refused a request that
+  arrived a hair early: requests are kept that much further apart, the pace is kept.
 - A route whose rate nobody gave starts low and doubles while clean until the first 429 or
   the first headers.
 - A request for ``n`` images takes ``n`` of an images-per-minute limit; one reporting ``t``
@@ -69,6 +71,13 @@ DOUBLING_S = 2.0
 EPISODE_S = 1.0
 #: The slowest pace (requests a minute).
 FLOOR_RPM = 1.0
+#: A 429 asking to wait at most this share of an interval refused a request that arrived a
+#: hair early: a limiter that allows no burst and arrival times that jitter (a ledger row or
+#: an event loop slower than the one before), or a pace a hair too fast. The pace is kept and
+#: requests are kept that much further apart; backing off after it (by 5-50%) cost four
+#: workers told the true rate of a strict limiter 0.10 of it. Never more than this share of
+#: an interval is added: a refusal past that is a pace too fast.
+EARLY_SHARE = 0.1
 
 
 class Reason(StrEnum):
@@ -93,6 +102,7 @@ class Observation:
         images: images the request asked for.
         tokens: tokens the answer reported using, if it did.
         sent_at: when the request was sent (same clock; ``None``: when it was answered).
+        retry_after: the wait a refusal asked for (seconds), if it said.
     """
 
     at: float
@@ -101,6 +111,7 @@ class Observation:
     images: int = 1
     tokens: int | None = None
     sent_at: float | None = None
+    retry_after: float | None = None
 
     @property
     def latency(self) -> float:
@@ -120,6 +131,8 @@ class Learned:
         refused_rpm: the last pace a 429 without headers refused.
         backoff: names the backoff that set the pace last (``None``: none did). Workers that
             share a route take up each backoff once, not every slower pace another saved.
+        spacing_s: how much further apart than an interval requests are kept: what the
+            limiter's refusals of requests that arrived a hair early asked to wait, summed.
     """
 
     rpm: float
@@ -129,6 +142,7 @@ class Learned:
     tokens: int | None = None
     refused_rpm: float | None = None
     backoff: str | None = None
+    spacing_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,7 +150,7 @@ class Learned:
             "reason": self.reason.value,
             **{
                 name: getattr(self, name)
-                for name in ("requests", "images", "tokens", "refused_rpm", "backoff")
+                for name in ("requests", "images", "tokens", "refused_rpm", "backoff", "spacing_s")
                 if getattr(self, name) is not None
             },
         }
@@ -148,6 +162,7 @@ class Learned:
             return int(value) if value is not None else None
 
         refused, backoff = data.get("refused_rpm"), data.get("backoff")
+        spacing = data.get("spacing_s")
         return cls(
             rpm=float(data["rpm"]),
             reason=Reason(data.get("reason", Reason.LEARNED)),
@@ -156,6 +171,7 @@ class Learned:
             tokens=number("tokens"),
             refused_rpm=float(refused) if refused is not None else None,
             backoff=str(backoff) if backoff is not None else None,
+            spacing_s=float(spacing) if spacing is not None else None,
         )
 
     @property
@@ -219,8 +235,24 @@ class Pace:
         rpm = min(self.ceiling, learned.rpm)
         if at is not None and learned.backoff not in (None, self.learned.backoff):
             self._backoff_at = at
-        self.learned = replace(learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason))
+        spacing = max(self.learned.spacing_s or 0.0, learned.spacing_s or 0.0) or None
+        self.learned = replace(
+            learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason), spacing_s=spacing
+        )
         self._slow_start = False
+
+    def space_out(self, spacing_s: float | None) -> bool:
+        """Keep requests at least ``spacing_s`` further apart than an interval (what another
+        worker learned); ``True`` when that is more than before."""
+        if not spacing_s or spacing_s <= (self.learned.spacing_s or 0.0):
+            return False
+        self.learned = replace(self.learned, spacing_s=spacing_s)
+        return True
+
+    @property
+    def spacing(self) -> float:
+        """Seconds requests are kept further apart than an interval (see ``EARLY_SHARE``)."""
+        return min(self.learned.spacing_s or 0.0, EARLY_SHARE * self.interval())
 
     @property
     def rpm(self) -> float:
@@ -245,10 +277,18 @@ class Pace:
         before = self.learned
         if seen.tokens:
             self._tokens_avg = _average(self._tokens_avg, seen.tokens)
+        # A refusal of a request that arrived a hair early spaces requests out; any other
+        # backs the pace off.
+        early = seen.rate_limited and self._arrived_early(seen)
+        if early:
+            assert seen.retry_after is not None
+            self.learned = replace(self.learned, spacing_s=self.spacing + seen.retry_after)
+            self._slow_start = False  # the limit is about here
         if seen.limits is not None and _has_limit(seen.limits):
-            self._from_headers(seen)
+            self._from_headers(seen, refused=seen.rate_limited and not early)
         elif seen.rate_limited:
-            self._back_off(seen.at)
+            if not early:
+                self._back_off(seen.at)
         else:
             self._clean += 1
             self._passed_through(seen)
@@ -256,9 +296,16 @@ class Pace:
         self._last_at = seen.at
         return self.learned != before
 
-    def _from_headers(self, seen: Observation) -> None:
+    def _arrived_early(self, seen: Observation) -> bool:
+        """Whether a refusal asked for a wait short enough to say its request arrived a hair
+        early, while requests are not yet spaced out as far as that ever goes."""
+        most = EARLY_SHARE * self.interval(seen.images)
+        wait = seen.retry_after
+        return wait is not None and 0 < wait <= most and self.spacing + wait <= most
+
+    def _from_headers(self, seen: Observation, *, refused: bool) -> None:
         assert seen.limits is not None
-        if seen.rate_limited and not self._in_episode(seen.at):
+        if refused and not self._in_episode(seen.at):
             self._share = max(MIN_HEADER_SHARE, self._share - HEADER_SHARE_STEP)
             self._backoff_at = seen.at
         self._slow_start = False
@@ -269,7 +316,12 @@ class Pace:
         rpm = min(self.ceiling, requests * self._share) if requests else self.ceiling
         reason = Reason.HEADERS if rpm < self.ceiling else Reason.CEILING
         self.learned = Learned(
-            rpm=rpm, reason=reason, requests=requests, images=images, tokens=tokens
+            rpm=rpm,
+            reason=reason,
+            requests=requests,
+            images=images,
+            tokens=tokens,
+            spacing_s=self.learned.spacing_s,
         )
 
     def _back_off(self, at: float) -> None:

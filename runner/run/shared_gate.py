@@ -91,7 +91,7 @@ class SharedGate(BaseGate):
 
     def _slot_jitter(self, interval: float) -> float:
         """What a slot allows beyond ``interval`` for requests leaving late for their slots."""
-        least = jitter_allowance(interval, SLOT_JITTER_S)
+        least = jitter_allowance(interval, SLOT_JITTER_S) + self.pace.spacing
         if len(self._leads) < LEADS_KEPT // 4:
             # A worker's first requests open connections and write its first ledger rows
             # (the slowest), and leave late for their slots by up to a fifth of an interval:
@@ -127,6 +127,8 @@ class SharedGate(BaseGate):
         # that again (four workers stayed at half the limit for the rest of the run).
         if found is not None and found[1]:
             learned = found[0]
+            # How far apart the limiter wants arrivals is the route's, whoever was refused.
+            self.pace.space_out(learned.spacing_s)
             backoff = learned.backoff
             if backoff not in (None, self.pace.learned.backoff) and learned.rpm < self.pace.rpm:
                 self.pace.adopt(learned, at=anyio.current_time())

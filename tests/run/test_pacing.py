@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 import pytest
 
 from runner.models import Limit, RateLimits
@@ -185,25 +188,40 @@ def test_a_learned_pace_is_where_the_next_run_starts_under_its_ceiling() -> None
     assert "255 req/min" in learned.limit_text
 
 
-def simulate(shape: LimiterShape, *, limit: int, ceiling: float, headers: bool) -> list[bool]:
+def simulate(
+    shape: LimiterShape,
+    *,
+    limit: int,
+    ceiling: float,
+    headers: bool,
+    late: Callable[[], float] = lambda: 0.0,
+    arrived: list[float] | None = None,
+) -> list[bool]:
     """Send 600 requests through a pace and a sandbox limiter: ``True`` for each refusal.
 
-    Answers come back at once; requests leave one interval and the gate's allowance for
-    arrival jitter apart; a refusal holds the next request for its ``Retry-After`` as the
-    gate's pause does.
+    Answers come back at once, a refusal with the wait it asks for; requests leave one
+    interval, the gate's allowance for arrival jitter and the pace's spacing apart, and each
+    arrives ``late()`` seconds after it left; a refusal holds the next request for its
+    ``Retry-After`` as the gate's pause does. ``arrived`` collects the admitted arrivals.
     """
     now = 0.0
     limiter = RateLimiter(limit, None, lambda: now, shape=shape, window=10.0)
     pace = Pace(ceiling, told=True)
     refusals: list[bool] = []
     for _ in range(600):
-        admission = limiter.admit("key", 1)
+        at = now + late()
+        admission = limiter.admit("key", 1, at=at)
         assert admission is not None
         limits = requests_limit(limit) if headers else None
-        pace.observe(Observation(at=now, rate_limited=not admission.allowed, limits=limits))
+        wait = None if admission.allowed else admission.retry_after_s
+        pace.observe(
+            Observation(at=at, rate_limited=not admission.allowed, limits=limits, retry_after=wait)
+        )
         refusals.append(not admission.allowed)
+        if admission.allowed and arrived is not None:
+            arrived.append(at)
         gap = pace.interval()
-        now += max(gap + jitter_allowance(gap), admission.retry_after_s)
+        now += max(gap + jitter_allowance(gap) + pace.spacing, admission.retry_after_s)
     return refusals
 
 
@@ -220,3 +238,39 @@ def test_told_three_times_too_high_the_pace_converges(shape: LimiterShape, heade
 def test_told_the_truth_nothing_is_refused(shape: LimiterShape) -> None:
     refusals = simulate(shape, limit=300, ceiling=300 * HEADER_SHARE, headers=False)
     assert sum(refusals) == 0
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["headers", "no-headers"])
+def test_arrivals_that_jitter_past_the_allowance_space_requests_out_not_slow_them(
+    headers: bool,
+) -> None:
+    """Told the truth, a strict limiter, arrivals late by up to 4% of an interval (twice the
+    allowance): the first refusals each ask to wait a few milliseconds, requests are kept
+    that much further apart, and the pace stays at the limit. Before, each such 429 backed
+    the pace off by 5-50% (or took 2% off the headers' share), and it never got back."""
+    rng = random.Random(15)
+    arrived: list[float] = []
+    refusals = simulate(
+        "strict",
+        limit=300,
+        ceiling=300,
+        headers=headers,
+        late=lambda: rng.uniform(0.0, 0.008),
+        arrived=arrived,
+    )
+    assert sum(refusals[200:]) == 0
+    assert sum(refusals) <= 3
+    last = arrived[-400:]
+    assert (len(last) - 1) / (last[-1] - last[0]) * 60 >= 0.95 * 300
+
+
+def test_a_pace_takes_up_the_wider_spacing_another_worker_learned() -> None:
+    pace = Pace(300, told=True)
+    pace.observe(Observation(at=1.0, rate_limited=True, retry_after=0.003))
+    assert pace.rpm == 300
+    assert pace.spacing == pytest.approx(0.003)
+    other = Pace(300, told=True)
+    assert other.space_out(pace.learned.spacing_s)
+    assert not other.space_out(0.001)
+    assert other.spacing == pytest.approx(0.003)
+    assert Learned.from_json(pace.learned.to_json()).spacing_s == pytest.approx(0.003)
