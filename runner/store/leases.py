@@ -59,7 +59,7 @@ class LeaseOps:
         queries = []
         for runnable in branches:
             query = (
-                select(jobs, batches.c.route)
+                select(*JOB_COLUMNS, batches.c.route)
                 .join(batches, batches.c.id == jobs.c.batch_id)
                 .where(jobs.c.batch_id.in_(batch_ids), runnable)
                 .order_by(jobs.c.id)
@@ -213,7 +213,25 @@ async def _set_state(
     await conn.execute(update(jobs).where(jobs.c.id.in_(job_ids)).values(**values))
 
 
+#: The columns :func:`_job` reads: a claim converts no other (``meta`` is JSON, the lease and
+#: bookkeeping times are datetimes parsed from text on SQLite, all of them unused here).
+JOB_COLUMNS = (
+    jobs.c.id,
+    jobs.c.batch_id,
+    jobs.c.ext_id,
+    jobs.c.prompt,
+    jobs.c.params,
+    jobs.c.images,
+    jobs.c.mask,
+    jobs.c.attempts,
+    jobs.c.created_at,
+    jobs.c.first_attempt_at,
+    jobs.c.last_outcome,
+)
+
+
 def _job(row: Row[Any]) -> Job:
+    """A claimed job from a row holding ``JOB_COLUMNS`` and its batch's ``route``."""
     return Job(
         id=row.id,
         batch_id=row.batch_id,

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
 
 from runner.store.direct import execute_many
-from runner.store.tables import metadata, outputs
+from runner.store.tables import UTCDateTime, metadata, outputs
 
 #: A module-level statement, as ``execute_many`` requires.
 INSERT_OUTPUT = insert(outputs)
@@ -67,3 +69,26 @@ def test_a_constraint_broken_on_the_cursor_raises_sqlalchemys_error(tmp_path: Pa
     with engine.connect() as conn:
         assert conn.execute(select(outputs)).all() == []  # the whole write rolled back
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 3, 1, 16, 30, 5, tzinfo=timezone(timedelta(hours=2))),  # whole second
+        datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_datetimes_are_stored_as_the_text_sqlalchemys_sqlite_datetime_writes(
+    moment: datetime,
+) -> None:
+    """Our one-step SQLite processor writes what the composed one (ours, then the dialect's
+    DATETIME formatting) would: the text every reader of the file parses."""
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect)
+    composed = TypeDecorator.bind_processor(ours, dialect)
+    assert ours.bind_processor(dialect)(moment) == composed(moment)
+    assert ours.bind_processor(dialect)(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        ours.bind_processor(dialect)(moment.replace(tzinfo=None))
