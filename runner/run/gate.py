@@ -299,16 +299,26 @@ class BaseGate(ABC):
         share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
         lead = self._lead()
         left = max(self._sent_at, self._departed_at + lead)
-        if self._pending is not None:
-            # Its row is still being written: it has not left, so it leaves no sooner than
-            # now. Reckoned to leave the shortest row write after its departure, a request
-            # whose row stalled (an event loop or a commit held up for most of a second) let
-            # the next one depart, and both arrived together. It is waited for at most
+        now = anyio.current_time()
+        if self._pending is not None and now - self._pending > self._usual_lead():
+            # Its row has taken longer than rows do: it has stalled (an event loop or a
+            # commit held up) and has not left, so it leaves no sooner than now. Reckoned to
+            # leave the shortest row write after its departure, it let the next one depart,
+            # and both arrived together. A row within the usual spread is not waited for:
+            # where rows take longer than an interval, waiting for each one would send a
+            # request per row write, not per interval. It is waited for at most
             # PENDING_HELD_S (or an interval), in case it never says.
             held = max(PENDING_HELD_S, self._gap)
-            left = max(left, min(anyio.current_time(), self._pending + lead + held))
+            left = max(left, min(now, self._pending + lead + held))
         spaced = jitter_allowance(self._gap) + self.pace.spacing
         return left + self._gap * share + spaced - lead
+
+    def _usual_lead(self) -> float:
+        """How long a row write may take and not count as stalled: the longest recent one
+        but one (none until a few are known: then any row still being written has)."""
+        if len(self._leads) < LEADS_KEPT // 4:
+            return 0.0
+        return sorted(self._leads)[-2]
 
     def _lead(self) -> float:
         """The shortest recent time from a departure to its request leaving (the ledger row):
