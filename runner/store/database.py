@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
@@ -33,6 +34,10 @@ T = TypeVar("T")
 #: writer thread). SQLite's own default is one per 1,000 WAL pages; a ledger commit writes
 #: a dozen or so.
 CHECKPOINT_EVERY = 64
+#: Seconds a write may hold the event loop: one that took longer (a claim of thousands of
+#: jobs, a budget summed over a big batch, a full group commit) is done in the writer thread
+#: from then on, until it takes under half of this there.
+INLINE_BUDGET_S = 0.005
 
 
 class _Busy(enum.Enum):
@@ -74,6 +79,8 @@ class Database:
         self._inline: Engine | None = None
         self._inline_conn: Connection | bool | None = None
         self._inline_commits = 0
+        #: Write functions too slow for the event loop (see ``INLINE_BUDGET_S``).
+        self._off_loop: set[Callable[..., object]] = set()
 
     @property
     def safe_url(self) -> str:
@@ -124,9 +131,10 @@ class Database:
         for every statement, and a transaction of a few statements then costs milliseconds
         on a busy event loop. It runs on the event loop itself when the file's write lock is
         free at once (see ``_write_inline``), else in one hop to the writer thread, which
-        waits for the lock there. On PostgreSQL it runs on the async connection via
-        ``run_sync``. Hot-path verbs (claim, ledger writes) use this; the rest use
-        :meth:`writing`.
+        waits for the lock there; a function whose last write held the loop longer than
+        ``INLINE_BUDGET_S`` runs in the thread until it is quick again. On PostgreSQL it
+        runs on the async connection via ``run_sync``. Hot-path verbs (claim, ledger
+        writes) use this; the rest use :meth:`writing`.
         """
         if self.dialect != "sqlite":
             with translated(self.safe_url):
@@ -135,14 +143,25 @@ class Database:
 
         def in_thread() -> T:
             conn = self._writer_connection()
+            started = time.perf_counter()
             with conn.begin():
-                return fn(conn, *args, **kwargs)
+                result = fn(conn, *args, **kwargs)
+            if time.perf_counter() - started < INLINE_BUDGET_S / 2:
+                self._off_loop.discard(fn)  # quick again: back on the event loop
+            return result
 
         with translated(self.safe_url):
             async with self._write_lock:
+                if fn in self._off_loop:
+                    return await self._in_writer_thread(in_thread)
+                started = time.perf_counter()
                 written = self._write_inline(fn, *args, **kwargs)
                 if written is _Busy.BUSY:
                     return await self._in_writer_thread(in_thread)
+                if time.perf_counter() - started > INLINE_BUDGET_S:
+                    # It held every request in flight and every timer of this process that
+                    # long: the next ones go to the thread, whose SQLite calls let go of the GIL.
+                    self._off_loop.add(fn)
                 if self._inline_commits % CHECKPOINT_EVERY == 0:
                     # Under the write lock, as SQLite's own checkpoint runs inside a commit:
                     # with writes appended meanwhile, a checkpoint never catches up, and the

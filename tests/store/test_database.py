@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -9,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from runner.store import Database, Store
-from runner.store.database import CHECKPOINT_EVERY
+from runner.store.database import CHECKPOINT_EVERY, INLINE_BUDGET_S
 
 pytestmark = pytest.mark.anyio
 
@@ -178,3 +180,52 @@ async def test_the_store_is_built_on_the_database_it_is_given(sqlite_url: str) -
 def test_plain_urls_are_mapped_to_the_async_drivers() -> None:
     assert Database("sqlite:///x.db").url.startswith("sqlite+aiosqlite:")
     assert Database("postgresql://u@h/db").dialect == "postgresql"
+
+
+async def test_a_write_too_slow_for_the_event_loop_is_done_in_the_writer_thread_next_time(
+    sqlite_url: str,
+) -> None:
+    """A write that holds the event loop (a claim of thousands of jobs, as a Batch API lane
+    takes, held every request in flight and every timer of the process for 200 ms) runs in
+    the writer thread the next times, with the loop turning meanwhile; once it is quick
+    there, it is back on the loop."""
+    db = Database(sqlite_url)
+    ran_in: list[int] = []
+    slow = True
+
+    def write(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO t (v) VALUES (1)"))
+        ran_in.append(threading.get_ident())
+        if slow:
+            time.sleep(INLINE_BUDGET_S * 4)  # SQLite at work, past what the loop can spare
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.001)
+            ticks += 1
+
+    loop = threading.get_ident()
+    try:
+        await _make_table(db)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            await db.run_write(write)  # on the loop: found too slow for it
+            ticks = 0
+            await db.run_write(write)  # in the thread, the loop turning
+            turned = ticks
+            slow = False
+            await db.run_write(write)  # quick in the thread: back on the loop
+            await db.run_write(write)
+            tg.cancel_scope.cancel()
+        assert ran_in[0] == loop
+        assert ran_in[1] != loop
+        assert turned > 0
+        assert ran_in[2] != loop
+        assert ran_in[3] == loop
+        async with db.reading() as conn:
+            assert await conn.scalar(text("SELECT count(*) FROM t")) == 4
+    finally:
+        await db.close()
