@@ -66,8 +66,10 @@ def jitter_allowance(interval: float, seconds: float = WIRE_JITTER_S) -> float:
 #: an attempt departs and says it has left in one task.
 _DEPARTED: ContextVar[float | None] = ContextVar("departed", default=None)
 
-#: The learned pace is written to the store at most this often (seconds).
+#: The learned pace is written to the store at most this often (seconds), but for a backoff.
 SAVE_EVERY_S = 1.0
+#: Loads and saves of the pace at most, when other workers save theirs in between.
+SAVE_TRIES = 3
 
 
 def job_images(job: Job) -> int:
@@ -166,16 +168,38 @@ class PaceKeeper:
         self.route = route
         #: Tells this gate's saves from other workers'.
         self.token = uuid.uuid4().hex
+        #: The version of the saved pace this gate last loaded or saved, and the last loaded.
+        self.seq = 0
+        self.found_seq = 0
+        #: The last save found another's saved meanwhile.
+        self.conflict = False
+        #: The backoff named in the pace last saved or taken up here.
+        self.backoff: str | None = None
 
     async def load(self) -> tuple[Learned, bool] | None:
         """The saved pace and whether another gate saved it, or ``None``."""
         data = await self.store.load_pace(self.route, PACE_MAX_AGE_S)
         if data is None:
             return None
+        self.found_seq = int(data.get("seq", 0))
         return Learned.from_json(data), data.get("by") != self.token
 
-    async def save(self, learned: Learned) -> None:
-        await self.store.save_pace(self.route, {**learned.to_json(), "by": self.token})
+    @property
+    def newer(self) -> bool:
+        """Whether the pace last loaded was saved after the one this gate works from."""
+        return self.found_seq != self.seq
+
+    async def save(self, learned: Learned) -> bool:
+        """Save ``learned`` over the version this gate works from; ``False`` when another
+        gate saved one meanwhile (then nothing is written)."""
+        pace = {**learned.to_json(), "by": self.token, "seq": self.seq + 1}
+        saved = await self.store.save_pace(
+            self.route, pace, after=self.seq, max_age_s=PACE_MAX_AGE_S
+        )
+        if saved:
+            self.seq, self.backoff = self.seq + 1, learned.backoff
+        self.conflict = not saved
+        return saved
 
 
 class BaseGate(ABC):
@@ -220,6 +244,7 @@ class BaseGate(ABC):
         await self._keeper.store.ensure_route_state(self._keeper.route)
         if (found := await self._keeper.load()) is not None:
             self.pace.adopt(replace(found[0], reason=Reason.LEARNED))
+            self._keeper.seq = self._keeper.found_seq
 
     @property
     def paused_for(self) -> float:
@@ -352,22 +377,30 @@ class BaseGate(ABC):
 
     async def observe(self, seen: Observation) -> None:
         self.refused |= seen.rate_limited
+        backoff = self.pace.learned.backoff
         self._dirty |= self.pace.observe(seen)
         now = anyio.current_time()
-        if self._keeper is None or now - self._saved_at < SAVE_EVERY_S:
+        # A backoff is kept at once (other workers slow down with it); the rest once a second.
+        urgent = self.pace.learned.backoff != backoff
+        if self._keeper is None or (now - self._saved_at < SAVE_EVERY_S and not urgent):
             return
         self._saved_at = now
         try:
-            await self._refresh(self._keeper)
-            if self._dirty:
-                self._dirty = False
-                await self._keeper.save(self.pace.learned)
+            for _ in range(SAVE_TRIES):
+                await self._refresh(self._keeper)
+                if not self._dirty or await self._keeper.save(self.pace.learned):
+                    self._dirty = False
+                    return
         except StoreUnavailable:
             return  # the pace is an optimisation: it never costs an answer its image
 
     async def _refresh(self, keeper: PaceKeeper) -> None:
-        """Take up a slower pace another worker saved (only :class:`SharedGate` shares one)."""
-        return
+        """Take up what another worker saved (only :class:`SharedGate` shares the pace); here,
+        once another process saved over this one's, save over it in turn, as before."""
+        if keeper.conflict:
+            await keeper.load()
+            keeper.seq = keeper.found_seq
+            keeper.conflict = False
 
     def _hold(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)

@@ -138,6 +138,8 @@ class Learned:
             share a route take up each backoff once, not every slower pace another saved.
         spacing_s: how much further apart than an interval requests are kept: what the
             limiter's refusals of requests that arrived a hair early asked to wait, summed.
+        recover_rpm: where the pace climbs back quickly to after the last backoff (under the
+            rate refused, and under what the limiter let through).
     """
 
     rpm: float
@@ -148,16 +150,13 @@ class Learned:
     refused_rpm: float | None = None
     backoff: str | None = None
     spacing_s: float | None = None
+    recover_rpm: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rpm": self.rpm,
             "reason": self.reason.value,
-            **{
-                name: getattr(self, name)
-                for name in ("requests", "images", "tokens", "refused_rpm", "backoff", "spacing_s")
-                if getattr(self, name) is not None
-            },
+            **{name: getattr(self, name) for name in _OPTIONAL if getattr(self, name) is not None},
         }
 
     @classmethod
@@ -167,7 +166,7 @@ class Learned:
             return int(value) if value is not None else None
 
         refused, backoff = data.get("refused_rpm"), data.get("backoff")
-        spacing = data.get("spacing_s")
+        spacing, recover = data.get("spacing_s"), data.get("recover_rpm")
         return cls(
             rpm=float(data["rpm"]),
             reason=Reason(data.get("reason", Reason.LEARNED)),
@@ -177,6 +176,7 @@ class Learned:
             refused_rpm=float(refused) if refused is not None else None,
             backoff=str(backoff) if backoff is not None else None,
             spacing_s=float(spacing) if spacing is not None else None,
+            recover_rpm=float(recover) if recover is not None else None,
         )
 
     @property
@@ -188,6 +188,9 @@ class Learned:
             if value
         ]
         return ", ".join(parts) or f"~{self.rpm:.0f} req/min ({self.reason})"
+
+
+_OPTIONAL = ("requests", "images", "tokens", "refused_rpm", "backoff", "spacing_s", "recover_rpm")
 
 
 class Pace:
@@ -211,8 +214,6 @@ class Pace:
         #: When the first 429 without headers came, and the successes since: (sent, latency).
         self._bound_since: float | None = None
         self._passed: deque[tuple[float, float]] = deque()
-        #: Where the pace climbs back quickly to after a backoff.
-        self._target: float | None = None
         #: The route's successes for each of this process's (several workers share a route's
         #: schedule, and each sees only its own answers): what the rate let through is
         #: judged on.
@@ -244,7 +245,8 @@ class Pace:
         self.learned = replace(
             learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason), spacing_s=spacing
         )
-        self._slow_start = False
+        # Another worker's pace still doubling from a start nobody gave goes on doubling here.
+        self._slow_start = self._slow_start and _probing(learned)
 
     def space_out(self, spacing_s: float | None) -> bool:
         """Keep requests at least ``spacing_s`` further apart than an interval (what another
@@ -347,11 +349,10 @@ class Pace:
             share, self._near = BACKOFF_NEAR, self._near + 1
         else:
             share, self._near = (FIRST_BACKOFF if before is None else BACKOFF), 0
-        new = rpm * share
-        self._target = rpm * RECOVER_TO
+        new, target = rpm * share, rpm * RECOVER_TO
         if (passed := self._goodput(at)) is not None:
             new = min(new, passed)
-            self._target = min(self._target, passed * (1 + NEAR))
+            target = min(target, passed * (1 + NEAR))
         self._backoffs += 1
         self.learned = replace(
             self.learned,
@@ -359,6 +360,7 @@ class Pace:
             reason=Reason.BACKED_OFF,
             refused_rpm=rpm,
             backoff=f"{self._name}.{self._backoffs}",
+            recover_rpm=target,
         )
 
     def _passed_through(self, seen: Observation) -> None:
@@ -391,7 +393,9 @@ class Pace:
         rpm, refused = self.rpm, self.learned.refused_rpm
         if self._slow_start:
             rpm *= 2 ** (dt / DOUBLING_S)
-        elif refused is not None and rpm < (target := self._target or refused * RECOVER_TO):
+        elif refused is not None and rpm < (
+            target := self.learned.recover_rpm or refused * RECOVER_TO
+        ):
             rpm = min(target, rpm * (1 + RECOVER_RATE * dt))
         elif refused is not None and rpm < refused * (1 - NEAR):
             # Below where the limit was found, the rate let through said to stop: probe on.
@@ -411,6 +415,11 @@ class Pace:
 
     def _in_episode(self, at: float) -> bool:
         return self._backoff_at is not None and at - self._backoff_at < EPISODE_S
+
+
+def _probing(learned: Learned) -> bool:
+    """Whether ``learned`` is a pace still doubling from a start nobody gave."""
+    return learned.reason is Reason.PROBING and learned.refused_rpm is None and not learned.requests
 
 
 def _has_limit(limits: RateLimits) -> bool:

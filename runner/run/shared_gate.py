@@ -16,7 +16,7 @@ import anyio
 
 from runner.errors import StoreUnavailable
 from runner.run.gate import LEADS_KEPT, BaseGate, PaceKeeper, PaceStore, jitter_allowance
-from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S, Observation
+from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S, Learned, Observation
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the
 #: schedule to the server (the slot's answer, the sleep, the ledger row, the event loops):
@@ -121,18 +121,26 @@ class SharedGate(BaseGate):
 
     async def _refresh(self, keeper: PaceKeeper) -> None:
         found = await keeper.load()
-        # A worker that was refused slows every worker down, once per backoff. Taking up any
-        # slower pace another saved held the route where it was after a 429: each worker's
-        # climb back was undone by a save another made before its own climb, and it saved
-        # that again (four workers stayed at half the limit for the rest of the run).
-        if found is not None and found[1]:
-            learned = found[0]
-            # How far apart the limiter wants arrivals is the route's, whoever was refused.
-            self.pace.space_out(learned.spacing_s)
-            backoff = learned.backoff
-            if backoff not in (None, self.pace.learned.backoff) and learned.rpm < self.pace.rpm:
-                self.pace.adopt(learned, at=anyio.current_time())
+        if found is not None and keeper.newer:
+            self._take_up(found[0], keeper)
         await self._count_passed()
+
+    def _take_up(self, theirs: Learned, keeper: PaceKeeper) -> None:
+        """One pace for the route: take up the one saved since this worker's, unless this
+        worker backed off to a slower one since (a 429 the saver had not seen), which is then
+        saved over it. Each worker keeping a pace of its own and taking up only the others'
+        backoffs, the paces parted (60-175 a minute at once, four workers told 3x on a strict
+        limiter), and the fast ones' requests were refused after the slow ones'."""
+        mine = self.pace.learned
+        own_backoff = self._dirty and mine.backoff not in (None, keeper.backoff)
+        keeper.seq = keeper.found_seq
+        if own_backoff and mine.rpm < theirs.rpm:
+            # How far apart the limiter wants arrivals is the route's, whoever was refused.
+            self.pace.space_out(theirs.spacing_s)
+            return
+        self.pace.adopt(theirs, at=anyio.current_time())
+        keeper.backoff = theirs.backoff
+        self._dirty = False
 
     async def _count_passed(self) -> None:
         """Add this worker's successes to the route's count, and judge from the counts what

@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import literal_column, or_, select, text, update
 
 from runner.models import utcnow
 from runner.store.database import Database
@@ -41,6 +41,13 @@ _KEEP_PASSED = {
     "ELSE (CAST(:pace AS jsonb) || jsonb_build_object('passed', pace->'passed'))::json END",
     "sqlite": "CASE WHEN json_extract(pace, '$.passed') IS NULL THEN :pace "
     "ELSE json_set(:pace, '$.passed', json_extract(pace, '$.passed')) END",
+}
+
+
+#: The version of the saved pace (``seq`` in its object; none saved yet: 0).
+_SEQ = {
+    "postgresql": "COALESCE(CAST(pace->>'seq' AS bigint), 0)",
+    "sqlite": "COALESCE(json_extract(pace, '$.seq'), 0)",
 }
 
 
@@ -74,15 +81,25 @@ class PaceOps:
         return _learned(pace) if pace else None
 
     @retried
-    async def save_pace(self, route: str, pace: dict[str, Any]) -> None:
+    async def save_pace(
+        self, route: str, pace: dict[str, Any], *, after: int | None = None, max_age_s: float = 0.0
+    ) -> bool:
         kept = text(_KEEP_PASSED[self.db.dialect]).bindparams(pace=json.dumps(_learned(pace)))
-        statement = (
-            update(route_state)
-            .where(route_state.c.route == route)
-            .values(pace=kept, pace_at=utcnow())
-        )
+        now = utcnow()
+        statement = update(route_state).where(route_state.c.route == route)
+        if after is not None:
+            # Compare and set: over the version the caller last saw, or over a pace too old
+            # for anyone to load (which the caller saw as none).
+            statement = statement.where(
+                or_(
+                    literal_column(_SEQ[self.db.dialect]) == after,
+                    route_state.c.pace_at.is_(None),
+                    route_state.c.pace_at < now - timedelta(seconds=max_age_s),
+                )
+            )
+        statement = statement.values(pace=kept, pace_at=now).returning(route_state.c.route)
         async with self._one_statement() as conn:
-            await conn.execute(statement)
+            return (await conn.execute(statement)).first() is not None
 
     @retried
     async def count_passed(self, route: str, passed: int) -> int:

@@ -11,7 +11,14 @@ import anyio
 import pytest
 
 from runner.models import Limit, RateLimits
-from runner.run.gate import RATE_MARGIN, WARM_UP_REQUESTS, BaseGate, PaceKeeper, RouteGate
+from runner.run.gate import (
+    PACE_MAX_AGE_S,
+    RATE_MARGIN,
+    WARM_UP_REQUESTS,
+    BaseGate,
+    PaceKeeper,
+    RouteGate,
+)
 from runner.run.pacing import HEADER_SHARE, Observation, Reason
 from runner.run.shared_gate import SharedGate
 from runner.store import Store
@@ -457,6 +464,48 @@ async def test_shared_gates_climb_back_after_one_backoff(
     assert b.pace.learned.backoff == a.pace.learned.backoff, "b never took up the backoff"
     for gate in (a, b):
         assert gate.pace.rpm >= 0.95 * RPM, (a.pace.rpm, b.pace.rpm)
+
+
+async def test_shared_gates_keep_one_pace_whatever_each_sees(
+    pg_stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pace for the route: however the two workers' answers differ (429s on one, clean
+    answers on the other, each probing upward from its own), after comparing notes both pace
+    by the one the route's row holds. Each keeping its own and taking up only the other's
+    backoffs, their paces parted (here 172 and 400 a minute at once; in a bench run four
+    workers' were 60-175)."""
+    monkeypatch.setattr("runner.run.gate.SAVE_EVERY_S", 0.0)
+    a, b = await shared_pair(pg_stores)
+    store = pg_stores[0]
+    start = anyio.current_time()
+    for k in range(1, 121):
+        at = start + k * 0.5
+        gate = a if k % 3 else b
+        # a is refused now and then (a probe past the limit); b never is.
+        refused = gate is a and k % 20 == 1
+        await gate.observe(Observation(at=at, rate_limited=refused, sent_at=at - 1.0))
+        saved = await store.load_pace(ROUTE, PACE_MAX_AGE_S)
+        assert saved is not None
+        assert gate.pace.rpm == pytest.approx(saved["rpm"]), (k, gate.pace.rpm, saved)
+        if k % 10 == 0:
+            # Both answered now, then compare notes with no time to probe in: one pace.
+            for other in (b, a, b, a):
+                await other.observe(Observation(at=at, rate_limited=False, sent_at=at - 1.0))
+            assert a.pace.rpm == pytest.approx(b.pace.rpm), (k, a.pace.rpm, b.pace.rpm)
+    assert a.pace.learned.backoff == b.pace.learned.backoff
+    assert a.pace.rpm < 0.2 * RPM, "the backoffs were lost"
+
+
+async def test_a_pace_saved_over_another_workers_newer_one_is_refused(store: Store) -> None:
+    """Compare and set: a save made from an older version of the route's pace writes nothing,
+    so a worker's stale pace never undoes another's backoff."""
+    await store.ensure_route_state(ROUTE)
+    assert await store.save_pace(ROUTE, {"rpm": 60.0, "seq": 1}, after=0, max_age_s=60.0)
+    assert not await store.save_pace(ROUTE, {"rpm": 120.0, "seq": 1}, after=0, max_age_s=60.0)
+    assert await store.save_pace(ROUTE, {"rpm": 30.0, "seq": 2}, after=1, max_age_s=60.0)
+    saved = await store.load_pace(ROUTE, 60.0)
+    assert saved is not None
+    assert saved["rpm"] == 30.0
 
 
 async def test_shared_gates_back_off_to_what_the_route_as_a_whole_let_through(

@@ -274,3 +274,27 @@ def test_a_pace_takes_up_the_wider_spacing_another_worker_learned() -> None:
     assert not other.space_out(0.001)
     assert other.spacing == pytest.approx(0.003)
     assert Learned.from_json(pace.learned.to_json()).spacing_s == pytest.approx(0.003)
+
+
+def test_a_worker_taking_up_a_pace_still_doubling_goes_on_doubling() -> None:
+    """Untold, workers share one pace: one taking up another's (it saved first) keeps the
+    start nobody gave, and doubles on from it, rather than creep from a quarter of the ceiling."""
+    first, second = Pace(600, told=False), Pace(600, told=False)
+    first.observe(clean(0.0))
+    first.observe(clean(2.0))
+    second.observe(clean(0.0))
+    second.adopt(first.learned, at=2.0)
+    second.observe(clean(2.0))
+    second.observe(clean(4.0))
+    assert second.rpm == pytest.approx(4 * 600 * START_SHARE)
+
+
+def test_where_a_backoff_climbs_back_to_is_learned_with_it() -> None:
+    """The quick climb after a backoff stops where the worker that backed off said (under
+    what the limiter let through), for every worker taking the backoff up."""
+    pace = Pace(600, told=True)
+    pace.observe(refused(0.0))
+    other = Pace(600, told=True)
+    other.adopt(Learned.from_json(pace.learned.to_json()), at=0.0)
+    assert pace.learned.recover_rpm == pytest.approx(0.97 * 600)
+    assert other.learned.recover_rpm == pytest.approx(pace.learned.recover_rpm)
