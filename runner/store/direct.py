@@ -91,9 +91,21 @@ def fetch_each(
     plan = _plan(statement, tuple(rows[0]), conn.dialect)
     if plan is None:
         return None
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     found: list[tuple[Any, ...]] = []
-    for row in rows:
-        found.extend(_run(conn, plan.sql, plan.parameters(row), many=False, fetch=True))
+    parameters: tuple[Any, ...] = ()
+    try:  # one cursor for every query (a cursor each cost as much as the query)
+        for row in rows:
+            parameters = plan.parameters(row)
+            cursor.execute(plan.sql, parameters)
+            found.extend(cursor.fetchall())
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(
+            plan.sql, parameters, exc, dbapi.Error, dialect=conn.dialect, ismulti=False
+        ) from exc
+    finally:
+        cursor.close()
     return found
 
 

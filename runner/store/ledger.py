@@ -306,27 +306,34 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+#: The fields of a finished attempt's row and their bind names (``id`` is the row's key).
+_RESULT_BINDS = tuple(
+    (f.name, f"v_{f.name}") for f in fields(AttemptResult) if f.name not in ("id", "job_id")
+)
+_DONE = AttemptState.DONE.value
+
+
 def _attempt_values(result: AttemptResult) -> dict[str, Any]:
-    values = _shallow(result)
-    del values["id"], values["job_id"]
-    values["state"] = AttemptState.DONE.value
-    values["outcome"] = result.outcome.value
-    values["charge_status"] = result.charge_status.value
-    values["charge_evidence"] = result.charge_evidence.value
-    return {"b_id": result.id, **{f"v_{k}": v for k, v in values.items()}}
+    values = {"b_id": result.id}
+    values.update({bind: getattr(result, name) for name, bind in _RESULT_BINDS})
+    values["v_outcome"] = result.outcome.value
+    values["v_charge_status"] = result.charge_status.value
+    values["v_charge_evidence"] = result.charge_evidence.value
+    values["v_state"] = _DONE
+    return values
 
 
 def _job_values(finish: Finish) -> dict[str, Any]:
     result = finish.result
     at = result.finished_at if result is not None else utcnow()
-    values = {
-        "state": finish.state.value,
-        "next_at": finish.next_at,
-        "lease_owner": None,
-        "lease_expires": None,
-        "last_outcome": result.outcome.value if result is not None else None,
-        "last_error": result.error_message if result is not None else None,
-        "updated_at": at,
-        "finished_at": at if finish.finished else None,
+    return {
+        "b_id": finish.job_id,
+        "v_state": finish.state.value,
+        "v_next_at": finish.next_at,
+        "v_lease_owner": None,
+        "v_lease_expires": None,
+        "v_last_outcome": result.outcome.value if result is not None else None,
+        "v_last_error": result.error_message if result is not None else None,
+        "v_updated_at": at,
+        "v_finished_at": at if finish.finished else None,
     }
-    return {"b_id": finish.job_id, **{f"v_{k}": v for k, v in values.items()}}

@@ -52,13 +52,31 @@ class UTCDateTime(TypeDecorator[datetime]):
     def bind_processor(self, dialect: Dialect) -> Any:
         """On SQLite, the text SQLAlchemy's ``DATETIME`` writes (``2026-01-02 03:04:05.000006``)
         made in one step: the ledger binds several datetimes per job, and the composed
-        processor (ours, then the dialect's ``%``-formatting) cost twice as much."""
+        processor (ours, then the dialect's ``%``-formatting) cost twice as much.
+
+        A value already in UTC (``utcnow()``, what the engine binds) is not converted, and
+        the last value's text is kept: a finishing write binds the same moment as the
+        attempt's end, its job's last update and its job's end."""
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
+        # One tuple, replaced whole: the event loop and the writer thread may both bind.
+        last: tuple[datetime | None, str | None] = (None, None)
 
         def process(value: datetime | None) -> str | None:
-            naive = self.process_bind_param(value, dialect)
-            return None if naive is None else naive.isoformat(" ", "microseconds")
+            nonlocal last
+            if value is None:
+                return None
+            seen, text = last
+            if value is seen:
+                return text
+            if value.tzinfo is UTC:  # the text without its "+00:00" (cheaper than replace())
+                text = value.isoformat(" ", "microseconds")[:-6]
+            else:
+                naive = self.process_bind_param(value, dialect)
+                assert naive is not None
+                text = naive.isoformat(" ", "microseconds")
+            last = (value, text)
+            return text
 
         return process
 

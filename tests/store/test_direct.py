@@ -92,3 +92,18 @@ def test_datetimes_are_stored_as_the_text_sqlalchemys_sqlite_datetime_writes(
     assert ours.bind_processor(dialect)(None) is None
     with pytest.raises(ValueError, match="naive"):
         ours.bind_processor(dialect)(moment.replace(tzinfo=None))
+
+
+def test_a_processor_binding_moments_in_turn_writes_each_ones_own_text() -> None:
+    """The processor keeps the last value's text: a value bound again, and the one after
+    it, each still get their own (the same moment in another zone is the same text)."""
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect)
+    composed = TypeDecorator.bind_processor(ours, dialect)
+    process = ours.bind_processor(dialect)
+    first = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
+    later = first + timedelta(microseconds=1)
+    elsewhere = first.astimezone(timezone(timedelta(hours=-5)))
+    order = [first, first, later, first, None, elsewhere, later, later]
+    assert [process(m) for m in order] == [composed(m) for m in order]
+    assert process(elsewhere) == process(first) == "2026-03-01 12:30:05.123456"
