@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Select, and_, func, select, text, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, select, text, update
 from sqlalchemy.engine import Row
 
 from runner.models import (
@@ -48,33 +49,16 @@ class LeaseOps:
         cap: int | None = None,
     ) -> list[Job]:
         now = utcnow()
-        # Queued jobs and due retries are looked up apart, each oldest first, then merged: a
-        # single ``queued OR (waiting AND due)`` condition cannot walk the (batch_id, state)
-        # index in id order, so it sorted every runnable job of the batches on every claim
-        # (a quarter of a second with a million queued).
-        branches = [
-            jobs.c.state == JobState.QUEUED.value,
-            and_(jobs.c.state == JobState.WAITING.value, jobs.c.next_at <= now),
-        ]
-        queries = []
-        for runnable in branches:
-            query = (
-                select(*JOB_COLUMNS, batches.c.route)
-                .join(batches, batches.c.id == jobs.c.batch_id)
-                .where(jobs.c.batch_id.in_(batch_ids), runnable)
-                .order_by(jobs.c.id)
-            )
-            if self.db.dialect == "postgresql":
-                # Concurrent claimers skip each other's rows instead of queueing behind them.
-                query = query.with_for_update(of=jobs, skip_locked=True)
-            queries.append(query)
-        lease = {
-            "state": JobState.RUNNING.value,
-            "lease_owner": worker_id,
-            "lease_expires": now + timedelta(seconds=lease_seconds),
-            "updated_at": now,
+        params = {
+            "batch_ids": batch_ids,
+            "now": now,
+            "v_state": JobState.RUNNING.value,
+            "v_owner": worker_id,
+            "v_expires": now + timedelta(seconds=lease_seconds),
+            "v_at": now,
         }
-        return await self.db.run_write(_lease, queries, lease, cap, batch_ids, limit)
+        queries = _claim_queries(self.db.dialect == "postgresql")
+        return await self.db.run_write(_lease, queries, params, cap, batch_ids, limit)
 
     @retried
     async def heartbeat(self, worker_id: str, job_ids: list[int], lease_seconds: float) -> int:
@@ -155,10 +139,50 @@ class LeaseOps:
         return Recovery(requeued=len(back) - len(resend), unknown=len(hold), resent=len(resend))
 
 
+@functools.cache
+def _claim_queries(postgres: bool) -> tuple[Select[Any], ...]:
+    """The claim's two lookups, built once (values bound per claim: ``batch_ids``, ``now``).
+
+    Queued jobs and due retries are looked up apart, each oldest first, then merged: a single
+    ``queued OR (waiting AND due)`` condition cannot walk the (batch_id, state) index in id
+    order, so it sorted every runnable job of the batches on every claim (a quarter of a
+    second with a million queued).
+    """
+    branches = [
+        jobs.c.state == JobState.QUEUED.value,
+        and_(jobs.c.state == JobState.WAITING.value, jobs.c.next_at <= bindparam("now")),
+    ]
+    queries = []
+    for runnable in branches:
+        query = (
+            select(*JOB_COLUMNS, batches.c.route)
+            .join(batches, batches.c.id == jobs.c.batch_id)
+            .where(jobs.c.batch_id.in_(bindparam("batch_ids", expanding=True)), runnable)
+            .order_by(jobs.c.id)
+        )
+        if postgres:
+            # Concurrent claimers skip each other's rows instead of queueing behind them.
+            query = query.with_for_update(of=jobs, skip_locked=True)
+        queries.append(query)
+    return tuple(queries)
+
+
+_TAKE = (
+    update(jobs)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        state=bindparam("v_state"),
+        lease_owner=bindparam("v_owner"),
+        lease_expires=bindparam("v_expires"),
+        updated_at=bindparam("v_at"),
+    )
+)
+
+
 def _lease(
     conn: Connection,
-    queries: list[Select[Any]],
-    values: dict[str, Any],
+    queries: tuple[Select[Any], ...],
+    params: dict[str, Any],
     cap: int | None,
     batch_ids: list[str],
     limit: int,
@@ -185,10 +209,10 @@ def _lease(
         if room <= 0:
             return []
     # On PostgreSQL the rows found but not taken stay locked only until this transaction ends.
-    found = [row for query in queries for row in conn.execute(query.limit(room))]
+    found = [row for query in queries for row in conn.execute(query.limit(room), params)]
     rows = sorted(found, key=lambda row: int(row.id))[:room]
     if rows:
-        conn.execute(update(jobs).where(jobs.c.id.in_([r.id for r in rows])).values(**values))
+        conn.execute(_TAKE, {**params, "ids": [r.id for r in rows]})
     return [_job(r) for r in rows]
 
 
