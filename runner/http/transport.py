@@ -24,12 +24,12 @@ never re-sent here, and a connection whose answer could not be parsed is closed,
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -121,15 +121,25 @@ AIOHTTP_EXC_MAP: dict[type[BaseException], type[httpx.HTTPError]] = {
 }
 
 
-@contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    """Raise the mapped httpx exception for an aiohttp one."""
-    try:
-        yield
-    except aiohttp.ClientError as exc:
-        raise _translate(exc) from exc
-    except ValueError as exc:  # aiohttp refuses a header it would not write (CR/LF in it)
-        raise httpx.LocalProtocolError(str(exc)) from exc
+class _Mapped:
+    """Raise the mapped httpx exception for an aiohttp one (a class, not a generator
+    context manager: 1.1 -> 0.2 us, three times a request)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, aiohttp.ClientError):
+            raise _translate(exc) from exc
+        if isinstance(exc, ValueError):  # aiohttp refuses a header it would not write (CR/LF)
+            raise httpx.LocalProtocolError(str(exc)) from exc
 
 
 def _translate(exc: aiohttp.ClientError) -> httpx.HTTPError:
@@ -154,12 +164,12 @@ class _Body(httpx.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped():
+        with _Mapped():
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
     async def aclose(self) -> None:
-        with _mapped():
+        with _Mapped():
             await self._response.__aexit__(None, None, None)
 
 
@@ -347,7 +357,7 @@ class Transport(httpx.AsyncBaseTransport):
         pool = self._pool(self.proxy_for(out.url))
         token = _on_written.set(on_written)
         try:
-            with _mapped():
+            with _Mapped():
                 return await pool.session.request(
                     out.method,
                     out.wire_url or self.wire_url(out.url),
