@@ -69,24 +69,26 @@ def _ride_out(
     """One run; the server down for :data:`OUTAGE_S` once ``when`` holds; the run exits 0
     with every job done once. Returns when the outage began."""
     condition = _polling if when == "polling" else _applying
-    proc = runner.start()
-    try:
-        _wait_for(proc, runner, lambda: condition(runner), when)
-        with pg_server.down():
-            began = datetime.now(UTC)
-            time.sleep(OUTAGE_S)
-        code = proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    # This session's turn is taken before the run starts: once ``when`` holds, no other test
+    # session's outage delays the stop.
+    with pg_server.turn():
+        proc = runner.start()
+        try:
+            _wait_for(proc, runner, lambda: condition(runner), when)
+            with pg_server.stopped() as outage:  # began: before the stop's first step
+                time.sleep(OUTAGE_S)
+            code = proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
     output = runner.log.read_text()
     assert code == 0, output[-3000:]
     assert "internal error" not in output
     runner.check(sandbox, jobs)  # every job succeeded, once; ledger total = sandbox's billed
     assert runner.ledger().unknown_jobs() == []
     assert len(sandbox_batches(sandbox.sandbox)) == 1, "a second remote batch for the same jobs"
-    return began
+    return outage.began
 
 
 @pytest.mark.db_faults  # stops the server every other PostgreSQL test uses

@@ -13,9 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.scale.cluster import Cluster, Worker
@@ -39,6 +41,21 @@ def _pg_version() -> str | None:
     root = Path("/etc/postgresql")
     versions = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
     return versions[-1] if versions else None
+
+
+@dataclass(slots=True)
+class Outage:
+    """How long the database was away, measured from before the stop to after the start."""
+
+    #: ``time.monotonic()`` just before the stop began, and once the server was started again.
+    started: float = 0.0
+    ended: float = 0.0
+    #: The wall-clock moment the stop began (UTC), to compare with the ledger's timestamps.
+    began: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,36 +89,37 @@ class PostgresServer:
             assert result.returncode == 0 or self.running(), result.stderr
 
     @contextmanager
-    def down(self) -> Iterator[None]:
-        """The server stopped for the duration of the block; started again however it ends.
-
-        Test sessions running at once take turns (a lock file): two outages never overlap,
-        and one never starts the server under the other's feet.
-        """
+    def turn(self) -> Iterator[None]:
+        """This session's turn to take the server down (a lock file shared by every test
+        session on the machine): two outages never overlap, and one never starts the server
+        under the other's feet. Held around :meth:`stopped`."""
         with RESTART_LOCK.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self.stop()
-            try:
-                yield
-            finally:
-                self.start()
+            yield
+
+    @contextmanager
+    def stopped(self) -> Iterator[Outage]:
+        """The server stopped for the duration of the block, started again however it ends;
+        the caller holds :meth:`turn`. The outage's times are taken before the stop begins
+        and after the start: what happened while the server was stopping is inside it."""
+        outage = Outage(started=time.monotonic(), began=datetime.now(UTC))
+        self.stop()
+        try:
+            yield outage
+        finally:
+            self.start()
+            outage.ended = time.monotonic()
+
+    @contextmanager
+    def down(self) -> Iterator[Outage]:
+        """:meth:`stopped` in this session's :meth:`turn`."""
+        with self.turn(), self.stopped() as outage:
+            yield outage
 
 
 def safety_net(server: PostgresServer) -> None:
     """Start the server at interpreter exit too, should a test die between stop and start."""
     atexit.register(server.start)
-
-
-@dataclass(slots=True)
-class Outage:
-    """How long the database was away, measured around the stop and the start."""
-
-    started: float = 0.0
-    ended: float = 0.0
-
-    @property
-    def seconds(self) -> float:
-        return self.ended - self.started
 
 
 @contextmanager

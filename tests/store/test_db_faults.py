@@ -27,7 +27,6 @@ from tests.scale.ledger import assert_each_job_once, check_outputs, read_ledger
 
 from .outages import (
     FaultCluster,
-    Outage,
     PostgresServer,
     PrivatePostgres,
     sqlite_locked,
@@ -66,18 +65,15 @@ def test_a_run_outlasts_a_postgresql_restart(
     """PostgreSQL stopped for 5 s mid-run: exit 0, every job done once, ledger = requests seen."""
     cluster = FaultCluster(tmp_path, pg_url, sandbox)
     cluster.submit("restart", JOBS)
-    outage = Outage()
     try:
         worker = cluster.start(*RUN)
         _started(cluster, 24)
-        with pg_server.down():
-            outage.started = time.monotonic()
+        with pg_server.down() as outage:
             sent = len(cluster.requests())
             time.sleep(5.0)
             # No request leaves while its start row cannot be written: what was in flight
             # when the server went (at most the concurrency) is all that arrives meanwhile.
             assert len(cluster.requests()) - sent <= 8
-        outage.ended = time.monotonic()
         code = worker.finish()
     finally:
         cluster.stop_all()
