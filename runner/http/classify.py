@@ -20,7 +20,7 @@ import httpx
 
 from runner.errors import AttemptError
 from runner.http.hints import rate_limits, retry_after
-from runner.http.transport import UnreadableResponse
+from runner.http.wire_errors import UnreadableResponse
 from runner.models import Outcome
 
 

@@ -17,8 +17,8 @@ worked out once (aiohttp's own ``trust_env`` would look both up in a worker thre
 request, two thread hops per call). Private CAs come through the TLS context
 (``httpx.create_ssl_context`` reads ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``).
 
-aiohttp's exceptions never leave this module: :data:`AIOHTTP_EXC_MAP` turns each into the
-httpx exception that says what happened, for :mod:`runner.http.classify` to judge. A POST is
+aiohttp's exceptions never leave this module: :mod:`runner.http.wire_errors` turns each into
+the httpx exception that says what happened, for :mod:`runner.http.classify` to judge. A POST is
 never re-sent here, and a connection whose answer could not be parsed is closed, not reused.
 """
 
@@ -29,7 +29,6 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -38,6 +37,8 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 from yarl import URL
+
+from runner.http.wire_errors import mapped
 
 #: Longest status or header line accepted (aiohttp's default, 8190, is below what some CDNs
 #: send in a ``Set-Cookie`` or ``Content-Security-Policy``).
@@ -93,65 +94,6 @@ class _Connector(aiohttp.TCPConnector):
         return connection
 
 
-class UnreadableResponse(httpx.RemoteProtocolError):
-    """The server answered, but its status line or headers could not be parsed.
-
-    The request was delivered whole (the server was answering it), so the provider may have
-    done, and billed, the work: such an attempt is recorded, never re-sent by itself.
-    """
-
-
-#: aiohttp exception → the httpx exception raised in its place (the most specific class wins).
-AIOHTTP_EXC_MAP: dict[type[BaseException], type[httpx.HTTPError]] = {
-    aiohttp.ClientError: httpx.TransportError,
-    aiohttp.InvalidURL: httpx.UnsupportedProtocol,
-    aiohttp.ClientConnectionError: httpx.NetworkError,
-    aiohttp.ClientOSError: httpx.NetworkError,
-    # Before a connection existed: nothing was sent.
-    aiohttp.ClientConnectorError: httpx.ConnectError,
-    aiohttp.ClientProxyConnectionError: httpx.ProxyError,
-    aiohttp.ConnectionTimeoutError: httpx.ConnectTimeout,
-    # After the request was written (or while writing it).
-    aiohttp.ServerDisconnectedError: httpx.RemoteProtocolError,
-    aiohttp.ServerTimeoutError: httpx.ReadTimeout,
-    aiohttp.SocketTimeoutError: httpx.ReadTimeout,
-    aiohttp.ClientPayloadError: httpx.ReadError,
-    aiohttp.ClientHttpProxyError: httpx.ProxyError,
-    aiohttp.ClientResponseError: UnreadableResponse,
-}
-
-
-class _Mapped:
-    """Raise the mapped httpx exception for an aiohttp one (a class, not a generator
-    context manager: 1.1 -> 0.2 us, three times a request)."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, aiohttp.ClientError):
-            raise _translate(exc) from exc
-        if isinstance(exc, ValueError):  # aiohttp refuses a header it would not write (CR/LF)
-            raise httpx.LocalProtocolError(str(exc)) from exc
-
-
-def _translate(exc: aiohttp.ClientError) -> httpx.HTTPError:
-    if isinstance(exc, aiohttp.ClientResponseError) and not exc.history:
-        # Its status is aiohttp's parser's code (400), not the server's: only the reason says.
-        return UnreadableResponse(f"malformed answer: {exc.message}")
-    for cls in type(exc).__mro__:
-        if (mapped := AIOHTTP_EXC_MAP.get(cls)) is not None:
-            return mapped(str(exc) or type(exc).__name__)
-    return httpx.TransportError(str(exc))
-
-
 class _Body(httpx.AsyncByteStream):
     """An aiohttp response's body as httpx streams it, read errors mapped.
 
@@ -164,12 +106,12 @@ class _Body(httpx.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _Mapped():
+        with mapped:
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
     async def aclose(self) -> None:
-        with _Mapped():
+        with mapped:
             await self._response.__aexit__(None, None, None)
 
 
@@ -357,7 +299,7 @@ class Transport(httpx.AsyncBaseTransport):
         pool = self._pool(self.proxy_for(out.url))
         token = _on_written.set(on_written)
         try:
-            with _Mapped():
+            with mapped:
                 return await pool.session.request(
                     out.method,
                     out.wire_url or self.wire_url(out.url),

@@ -30,7 +30,7 @@ from runner.pricing import (
 )
 from runner.routes import Route
 from runner.run import verdict
-from runner.run.gate import answered, job_images, refused
+from runner.run.answers import answered, job_images, refused
 from runner.run.lane import Lane
 from runner.run.memory import ByteBudget
 from runner.run.records import result_record, start_record

@@ -11,7 +11,6 @@ none refuses every request of a burst but the first.
 
 from __future__ import annotations
 
-import uuid
 from abc import ABC, abstractmethod
 from collections import deque
 from contextvars import ContextVar
@@ -20,16 +19,13 @@ from typing import Protocol
 
 import anyio
 
-from runner.abc import RoutePace, RouteState
-from runner.errors import AttemptError, StoreUnavailable
-from runner.models import Job, Outcome, RateLimits, Usage
-from runner.run.pacing import Learned, Observation, Pace, Reason
+from runner.errors import StoreUnavailable
+from runner.run.pace_keeper import PaceKeeper
+from runner.run.pacing import Observation, Pace, Reason
 
 #: The share of the configured rate the pace may reach (arrival times that jitter are allowed
 #: for on the wire: see WIRE_JITTER_S).
 RATE_MARGIN = 1.0
-#: A learned pace older than this is not used by the next run (seconds).
-PACE_MAX_AGE_S = 24 * 3600.0
 #: Two requests this process sends leave at least this share of an interval apart, measured
 #: from when the one before really left (after its ledger row), not from when it was let go.
 DEPART_SHARE = 1.0
@@ -70,42 +66,6 @@ _DEPARTED: ContextVar[float | None] = ContextVar("departed", default=None)
 SAVE_EVERY_S = 1.0
 #: Loads and saves of the pace at most, when other workers save theirs in between.
 SAVE_TRIES = 3
-
-
-def job_images(job: Job) -> int:
-    """Images ``job`` asks for: what one request of it takes of an images-per-minute limit."""
-    try:
-        return max(1, int(job.params.get("n", 1)))
-    except (TypeError, ValueError):
-        return 1
-
-
-def answered(
-    job: Job, limits: RateLimits | None, usage: Usage | None, latency_ms: float | None = None
-) -> Observation:
-    """What the pace learns from an answer that was not refused (``latency_ms`` after it was
-    sent)."""
-    tokens = sum(usage.to_json().values()) if usage is not None else None
-    now = anyio.current_time()
-    return Observation(
-        at=now,
-        rate_limited=False,
-        limits=limits,
-        images=job_images(job),
-        tokens=tokens or None,
-        sent_at=now - latency_ms / 1000 if latency_ms is not None else None,
-    )
-
-
-def refused(job: Job, error: AttemptError) -> Observation:
-    """What the pace learns from a failed attempt (a 429 slows it; other failures do not)."""
-    return Observation(
-        at=anyio.current_time(),
-        rate_limited=error.outcome is Outcome.RATE_LIMITED,
-        limits=error.rate_limits,
-        images=job_images(job),
-        retry_after=error.retry_after,
-    )
 
 
 class Gate(Protocol):
@@ -149,57 +109,6 @@ class Gate(Protocol):
 
     def stop(self, reason: str) -> None:
         """Stop the route for this run (bad key, no quota): nothing more is sent."""
-
-
-class PaceStore(RouteState, RoutePace, Protocol):
-    """What keeping a route's pace needs of the store."""
-
-
-class PaceKeeper:
-    """Where a gate keeps its route's learned pace: the store's ``route_state`` row.
-
-    Args:
-        store: the store holding route state.
-        route: the route's name.
-    """
-
-    def __init__(self, store: PaceStore, route: str) -> None:
-        self.store = store
-        self.route = route
-        #: Tells this gate's saves from other workers'.
-        self.token = uuid.uuid4().hex
-        #: The version of the saved pace this gate last loaded or saved, and the last loaded.
-        self.seq = 0
-        self.found_seq = 0
-        #: The last save found another's saved meanwhile.
-        self.conflict = False
-        #: The backoff named in the pace last saved or taken up here.
-        self.backoff: str | None = None
-
-    async def load(self) -> tuple[Learned, bool] | None:
-        """The saved pace and whether another gate saved it, or ``None``."""
-        data = await self.store.load_pace(self.route, PACE_MAX_AGE_S)
-        if data is None:
-            return None
-        self.found_seq = int(data.get("seq", 0))
-        return Learned.from_json(data), data.get("by") != self.token
-
-    @property
-    def newer(self) -> bool:
-        """Whether the pace last loaded was saved after the one this gate works from."""
-        return self.found_seq != self.seq
-
-    async def save(self, learned: Learned) -> bool:
-        """Save ``learned`` over the version this gate works from; ``False`` when another
-        gate saved one meanwhile (then nothing is written)."""
-        pace = {**learned.to_json(), "by": self.token, "seq": self.seq + 1}
-        saved = await self.store.save_pace(
-            self.route, pace, after=self.seq, max_age_s=PACE_MAX_AGE_S
-        )
-        if saved:
-            self.seq, self.backoff = self.seq + 1, learned.backoff
-        self.conflict = not saved
-        return saved
 
 
 class BaseGate(ABC):

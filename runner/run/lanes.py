@@ -21,8 +21,9 @@ from runner.errors import ConfigError
 from runner.http.client import ApiClient
 from runner.http.download import fetch_client
 from runner.routes import Route
-from runner.run.gate import Gate, PaceKeeper, PaceStore, RouteGate
+from runner.run.gate import Gate, RouteGate
 from runner.run.lane import Lane
+from runner.run.pace_keeper import PaceKeeper, PaceStore
 from runner.run.retry import RetryPolicy
 from runner.run.shared_gate import SharedGate
 from runner.run.sources import SourceLoader

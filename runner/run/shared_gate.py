@@ -15,7 +15,8 @@ from contextvars import ContextVar
 import anyio
 
 from runner.errors import StoreUnavailable
-from runner.run.gate import LEADS_KEPT, BaseGate, PaceKeeper, PaceStore, jitter_allowance
+from runner.run.gate import LEADS_KEPT, BaseGate, jitter_allowance
+from runner.run.pace_keeper import PaceKeeper, PaceStore
 from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S, Learned, Observation
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the

@@ -10,7 +10,7 @@ import pytest
 from runner.errors import AttemptError
 from runner.http.classify import classify_error, failure, request_id_in_text, translated
 from runner.http.hints import retry_after
-from runner.http.transport import UnreadableResponse
+from runner.http.wire_errors import UnreadableResponse
 from runner.models import Outcome
 
 

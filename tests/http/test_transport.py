@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from runner.http.client import ApiClient
-from runner.http.transport import Transport, UnreadableResponse
+from runner.http.transport import Transport
+from runner.http.wire_errors import UnreadableResponse
 from runner.shapes.base import PreparedRequest
 
 from .loopback import Peer, Received, echo, replying, response, serve
