@@ -137,7 +137,7 @@ def undriven_hints(
 
 def paces_table(paces: Mapping[str, Mapping[str, Any]]) -> Table:
     """Each route's learned limit and pace (kept for the next run for a day)."""
-    from runner.run.pacing import Learned  # the pace controller: only when paces are shown
+    from runner.run.pace_state import Learned  # only when paces are shown
 
     table = Table(title="Learned route limits")
     for col in ("route", "limit", "pace", "why", "learned at"):

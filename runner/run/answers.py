@@ -6,7 +6,7 @@ import anyio
 
 from runner.errors import AttemptError
 from runner.models import Job, Outcome, RateLimits, Usage
-from runner.run.pacing import Observation
+from runner.run.pace_state import Observation
 
 
 def job_images(job: Job) -> int:

@@ -21,7 +21,8 @@ import anyio
 
 from runner.errors import StoreUnavailable
 from runner.run.pace_keeper import PaceKeeper
-from runner.run.pacing import Observation, Pace, Reason
+from runner.run.pace_state import Observation, Reason
+from runner.run.pacing import Pace
 
 #: The share of the configured rate the pace may reach (arrival times that jitter are allowed
 #: for on the wire: see WIRE_JITTER_S).

@@ -7,7 +7,7 @@ import uuid
 from typing import Protocol
 
 from runner.abc import RoutePace, RouteState
-from runner.run.pacing import Learned
+from runner.run.pace_state import Learned
 
 #: A learned pace older than this is not used by the next run (seconds).
 PACE_MAX_AGE_S = 24 * 3600.0

@@ -17,7 +17,8 @@ import anyio
 from runner.errors import StoreUnavailable
 from runner.run.gate import LEADS_KEPT, BaseGate, jitter_allowance
 from runner.run.pace_keeper import PaceKeeper, PaceStore
-from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S, Learned, Observation
+from runner.run.pace_state import Learned, Observation
+from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the
 #: schedule to the server (the slot's answer, the sleep, the ledger row, the event loops):

@@ -11,7 +11,8 @@ from runner.cli.batch_status import paces_table
 from runner.cli.progress import describe
 from runner.models import Limit, RateLimits
 from runner.run.gate import RATE_MARGIN, RouteGate
-from runner.run.pacing import HEADER_SHARE, Learned, Observation, Reason
+from runner.run.pace_state import Learned, Observation, Reason
+from runner.run.pacing import HEADER_SHARE
 from runner.run.stats import RunStats
 
 pytestmark = pytest.mark.anyio

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from runner.run.pacing import Reason
+from runner.run.pace_state import Reason
 from runner.sandbox import SandboxConfig
 
 from .conftest import MakeWorld

@@ -13,7 +13,8 @@ import pytest
 from runner.models import Limit, RateLimits
 from runner.run.gate import RATE_MARGIN, WARM_UP_REQUESTS, BaseGate, RouteGate
 from runner.run.pace_keeper import PACE_MAX_AGE_S, PaceKeeper
-from runner.run.pacing import HEADER_SHARE, Observation, Reason
+from runner.run.pace_state import Observation, Reason
+from runner.run.pacing import HEADER_SHARE
 from runner.run.shared_gate import SharedGate
 from runner.store import Store
 

@@ -9,6 +9,7 @@ import pytest
 
 from runner.models import Limit, RateLimits
 from runner.run.gate import jitter_allowance
+from runner.run.pace_state import Learned, Observation, Reason
 from runner.run.pacing import (
     BACKOFF,
     BACKOFF_NEAR,
@@ -19,10 +20,7 @@ from runner.run.pacing import (
     MIN_HEADER_SHARE,
     RECOVER_TO,
     START_SHARE,
-    Learned,
-    Observation,
     Pace,
-    Reason,
 )
 from runner.sandbox.ratelimit import SHAPES, LimiterShape, RateLimiter
 
