@@ -82,6 +82,10 @@ EARLY_SHARE = 0.1
 #: pace too fast, backed off. Four workers whose paces differ refuse each other's requests by
 #: small waits too, and summed without a bound those cost a tenth of the rate for good.
 MAX_SPACING_SHARE = 0.04
+#: Nor is more than this ever kept (seconds): what is added is arrival jitter, which does not
+#: grow with the interval. Counted against the long interval of a pace backed off far below
+#: the limit, small waits summed to over half a second, kept as route state.
+MAX_SPACING_S = 0.025
 
 
 class Pace:
@@ -180,7 +184,8 @@ class Pace:
         early = seen.rate_limited and self._arrived_early(seen)
         if early:
             assert seen.retry_after is not None
-            self.learned = replace(self.learned, spacing_s=self.spacing + seen.retry_after)
+            spacing = min(MAX_SPACING_S, self.spacing + seen.retry_after)
+            self.learned = replace(self.learned, spacing_s=spacing)
             self._slow_start = False  # the limit is about here
         if seen.limits is not None and _has_limit(seen.limits):
             self._from_headers(seen, refused=seen.rate_limited and not early)

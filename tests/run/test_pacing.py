@@ -274,6 +274,26 @@ def test_a_pace_takes_up_the_wider_spacing_another_worker_learned() -> None:
     assert Learned.from_json(pace.learned.to_json()).spacing_s == pytest.approx(0.003)
 
 
+def test_a_spacing_learned_far_below_the_limit_stays_within_arrival_jitter() -> None:
+    """Backed off far under the limit, small-wait 429s still count as a hair early (the
+    interval is long): summed, they reached 0.6 s and more, kept as route state. What is kept
+    is bounded, as arrival jitter does not grow with the interval, and once the pace has
+    climbed back it holds requests no more apart than 4% of an interval."""
+    pace = Pace(120, told=True)
+    for k in range(6):  # back off far under the limit
+        pace.observe(refused(10.0 * k))
+    assert pace.interval() > 2.0
+    for k in range(200):  # then many refusals asking for a short wait
+        pace.observe(Observation(at=100.0 + k, rate_limited=True, retry_after=0.05))
+    learned = pace.learned.spacing_s
+    assert learned is not None
+    assert learned <= 0.025
+    for k in range(10_000):
+        pace.observe(clean(400.0 + k * 0.5))
+    assert pace.rpm == 120  # climbed back
+    assert pace.spacing <= 0.04 * pace.interval()
+
+
 def test_a_worker_taking_up_a_pace_still_doubling_goes_on_doubling() -> None:
     """Untold, workers share one pace: one taking up another's (it saved first) keeps the
     start nobody gave, and doubles on from it, rather than creep from a quarter of the ceiling."""
