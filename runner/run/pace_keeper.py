@@ -54,11 +54,14 @@ class PaceKeeper:
     async def save(self, learned: Learned) -> bool:
         """Save ``learned`` over the version this gate works from; ``False`` when another
         gate saved one meanwhile (then nothing is written)."""
-        pace = {**learned.to_json(), "by": self.token, "seq": self.seq + 1}
-        saved = await self.store.save_pace(
-            self.route, pace, after=self.seq, max_age_s=PACE_MAX_AGE_S
-        )
-        if saved:
-            self.seq, self.backoff = self.seq + 1, learned.backoff
+        # The versions are taken before the wait: another task of this gate may take up or
+        # save a newer one meanwhile, and counting on from that would leave this gate a
+        # version ahead of the row, blind to the next worker's save (and saving over it).
+        after = self.seq
+        written = after + 1
+        pace = {**learned.to_json(), "by": self.token, "seq": written}
+        saved = await self.store.save_pace(self.route, pace, after=after, max_age_s=PACE_MAX_AGE_S)
+        if saved and written >= self.seq:
+            self.seq, self.backoff = written, learned.backoff
         self.conflict = not saved
         return saved
