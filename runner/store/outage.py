@@ -15,12 +15,11 @@ import os
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from runner.errors import StoreError, StoreUnavailable
+from runner.errors import StoreError, StoreUnavailable, Translating
 
 if TYPE_CHECKING:
     from stamina import Attempt
@@ -102,27 +101,18 @@ def translated(where: str) -> _Translated:
     return _Translated(where)
 
 
-class _Translated:
-    """:func:`translated`'s block: a class, not a ``contextmanager`` generator (1.1 -> 0.2 us,
-    around every commit and claim)."""
+class _Translated(Translating):
+    """:func:`translated`'s block (around every commit and claim)."""
 
     __slots__ = ("_where",)
 
     def __init__(self, where: str) -> None:
         self._where = where
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def translate(self, exc: BaseException) -> StoreUnavailable | None:
         if isinstance(exc, Exception) and not isinstance(exc, StoreError) and is_transient(exc):
-            said = _said(exc)
-            raise StoreUnavailable(f"the database {self._where} is unreachable: {said}") from exc
+            return StoreUnavailable(f"the database {self._where} is unreachable: {_said(exc)}")
+        return None
 
 
 def _said(exc: BaseException) -> str:

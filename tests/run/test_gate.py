@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -297,18 +296,6 @@ async def test_a_stop_while_paused_is_seen_when_admission_returns() -> None:
             assert seen == []
             gate.stop("auth: bad key")
     assert seen == ["auth: bad key"]
-
-
-@pytest.fixture
-async def pg_stores(pg_url: str) -> AsyncIterator[tuple[Store, Store]]:
-    """Two stores on one PostgreSQL database, as two worker processes would hold."""
-    first = await Store.open(pg_url)
-    second = await Store.open(pg_url, migrate=False)
-    try:
-        yield first, second
-    finally:
-        await second.close()
-        await first.close()
 
 
 async def shared_pair(stores: tuple[Store, Store], rpm: int = RPM) -> tuple[SharedGate, SharedGate]:

@@ -6,7 +6,6 @@ compare-and-set is there to prevent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -43,17 +42,6 @@ class HeldSave:
             self.entered.set()
             await self.release.wait()
         return saved
-
-
-@pytest.fixture
-async def pg_stores(pg_url: str) -> AsyncIterator[tuple[Store, Store]]:
-    first = await Store.open(pg_url)
-    second = await Store.open(pg_url, migrate=False)
-    try:
-        yield first, second
-    finally:
-        await second.close()
-        await first.close()
 
 
 def seen(refused: bool = False, limit: int | None = None) -> Observation:
