@@ -63,6 +63,9 @@ class Database:
         self.engine: AsyncEngine = create_engine(self.url)
         self.dialect: str = self.engine.dialect.name
         self.policy = policy or OutagePolicy.from_environ()
+        #: The URL with any password masked, for messages (rendered once: every commit's
+        #: error mapping names it).
+        self.safe_url: str = self.engine.url.render_as_string(hide_password=True)
         #: The outage that ran past the policy's limit, once one has: from then on every
         #: call through :meth:`retrying` fails at once with it (the command is stopping, and
         #: must not wait out a busy timeout, let alone the limit, at each of its steps).
@@ -81,11 +84,6 @@ class Database:
         self._inline_commits = 0
         #: Write functions too slow for the event loop (see ``INLINE_BUDGET_S``).
         self._off_loop: set[Callable[..., object]] = set()
-
-    @property
-    def safe_url(self) -> str:
-        """The URL with any password masked, for messages."""
-        return self.engine.url.render_as_string(hide_password=True)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

@@ -15,6 +15,7 @@ SQLAlchemy's exceptions, as ``execute`` would raise them.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,28 @@ from sqlalchemy.sql.dml import UpdateBase
 @dataclass(frozen=True, slots=True)
 class _Plan:
     sql: str
-    #: Per positional parameter: the row key it comes from and its bind processor.
-    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    #: The row's values of the positional parameters, in order (one C call for them all).
+    pick: Callable[[Mapping[str, Any]], Sequence[Any]]
+    #: The parameters that need converting (most do not): their position and bind processor.
+    conversions: tuple[tuple[int, Callable[[Any], Any]], ...]
 
-    def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(row[k] if p is None else p(row[k]) for k, p in self.binds)
+    def parameters(self, row: Mapping[str, Any]) -> Sequence[Any]:
+        values = self.pick(row)
+        if not self.conversions:
+            return values
+        converted = list(values)
+        for at, convert in self.conversions:
+            converted[at] = convert(converted[at])
+        return converted
+
+
+def _picker(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    if not keys:
+        return lambda row: ()
+    if len(keys) == 1:  # an itemgetter of one key returns the value, not a tuple of it
+        (key,) = keys
+        return lambda row: (row[key],)
+    return operator.itemgetter(*keys)
 
 
 #: (statement, row keys, driver) → its plan, or ``None`` where ``execute`` must do it.
@@ -50,10 +68,11 @@ def _plan(statement: Executable, keys: tuple[str, ...], dialect: Dialect) -> _Pl
         # The dialect's own type (SQLite's DATETIME text format, its JSON serialiser), as
         # SQLAlchemy's execution uses: the generic type's processor would leave datetimes
         # to the driver's adapter, which writes another text.
-        binds = tuple(
-            (n, compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names
-        )
-        plan = _Plan(sql=compiled.string, binds=binds)
+        processors = [
+            compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
+        ]
+        conversions = tuple((at, p) for at, p in enumerate(processors) if p is not None)
+        plan = _Plan(sql=compiled.string, pick=_picker(names), conversions=conversions)
     # Statements are module-level constants, so their ids stay theirs for the process.
     _PLANS[cache_key] = plan
     return plan
@@ -94,7 +113,7 @@ def fetch_each(
     dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     found: list[tuple[Any, ...]] = []
-    parameters: tuple[Any, ...] = ()
+    parameters: Sequence[Any] = ()
     try:  # one cursor for every query (a cursor each cost as much as the query)
         for row in rows:
             parameters = plan.parameters(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -85,7 +86,17 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def _bound_as_null(value: None) -> None:
+    return value
+
+
 def _configure_sqlite(engine: Engine, *, inline: bool = False) -> None:
+    # The driver asks the adapter registry about every bound value not an int, float, str or
+    # bytes, None included, and with no adapter registered for it, builds and discards an
+    # AttributeError looking for one (a finishing write binds a dozen NULLs a job). Adapted
+    # to itself, None is still bound as NULL. Process-wide, and the same for every caller.
+    sqlite3.register_adapter(type(None), _bound_as_null)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver so that we can issue BEGIN IMMEDIATE:
