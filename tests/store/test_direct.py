@@ -12,8 +12,11 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 
+from runner.store import ledger
 from runner.store.direct import execute_many
-from runner.store.tables import UTCDateTime, metadata, outputs
+from runner.store.engine import _configure_sqlite
+from runner.store.tables import UTCDateTime, attempts, batches, metadata, outputs
+from runner.store.tables import jobs as job_table
 
 #: A module-level statement, as ``execute_many`` requires.
 INSERT_OUTPUT = insert(outputs)
@@ -107,3 +110,133 @@ def test_a_processor_binding_moments_in_turn_writes_each_ones_own_text() -> None
     order = [first, first, later, first, None, elsewhere, later, later]
     assert [process(m) for m in order] == [composed(m) for m in order]
     assert process(elsewhere) == process(first) == "2026-03-01 12:30:05.123456"
+
+
+def _attempt(n: int, **changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": f"ir-{n}",
+        "job_id": n,
+        "batch_id": "b1",
+        "number": 1,
+        "worker_id": None,
+        "route": "openai",
+        "provider": "openai",
+        "shape": "images",
+        "endpoint": "/images/generations",
+        "model": "gpt-image-2",
+        "billing_unit": "tokens",
+        "state": "sending",
+        "outcome": None,
+        "http_status": None,
+        "provider_request_id": None,
+        "gateway_request_id": None,
+        "error_type": None,
+        "error_code": None,
+        "error_message": None,
+        "retry_after": None,
+        "started_at": datetime(2026, 3, 1, 16, 30, 5, tzinfo=timezone(timedelta(hours=2))),
+        "finished_at": None,
+        "latency_ms": None,
+        "usage": None,
+        "params": {"prompt": "a teapot, ünïcode, \u2028", "size": "1024x1024", "n": 1},
+        "images_returned": None,
+        "worst_case_usd": 0,  # an int in a Float column
+        "expected_usd": None,
+        "charge_status": "unknown",
+        "charge_evidence": "none",
+        "observed_usd": None,
+        "remote_batch_id": None,
+    }
+    return {**row, **changes}
+
+
+def _finish(n: int) -> dict[str, Any]:
+    values = {
+        "state": "done",
+        "outcome": "ok",
+        "http_status": 200,
+        "provider_request_id": f"req_{n}",
+        "finished_at": datetime(2026, 3, 1, 14, 30, 7, 250000, tzinfo=UTC),
+        "latency_ms": 1234.5,
+        "retry_after": None,
+        "usage": {"input_tokens": 50, "output_tokens": 4160, "details": [None, "é"]},
+        "images_returned": 1,
+        "expected_usd": 0.1 + 0.2,
+        "charge_status": "charged",
+    }
+    return {"b_id": f"ir-{n}", **{f"v_{k}": v for k, v in values.items()}}
+
+
+def _parents(conn: Any, *, jobs: int) -> None:
+    """The batch and jobs that attempt rows point at (foreign keys are on, as in the store)."""
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    conn.execute(
+        insert(batches),
+        [
+            {
+                "id": "b1",
+                "name": "b1",
+                "route": "openai",
+                "manifest": "m.jsonl",
+                "manifest_sha256": "0" * 64,
+                "route_snapshot": {},
+                "created_at": at,
+            }
+        ],
+    )
+    conn.execute(
+        insert(job_table),
+        [
+            {
+                "id": n,
+                "batch_id": "b1",
+                "key": f"k{n}",
+                "ext_id": f"e{n}",
+                "line": n,
+                "prompt": "p",
+                "params": {},
+                "images": [],
+                "meta": {},
+                "state": "running",
+                "created_at": at,
+                "updated_at": at,
+            }
+            for n in range(1, jobs + 1)
+        ],
+    )
+
+
+def test_the_ledgers_own_statements_store_what_sqlalchemy_stores(tmp_path: Path) -> None:
+    """Start rows and their finishing update (JSON, floats, moments in other zones, NULLs)
+    written on the cursor leave the file byte for byte as SQLAlchemy's own execution does."""
+
+    finish_keys = tuple(_finish(0))
+    finish = ledger._setting(ledger._FINISH_ATTEMPT, finish_keys)
+    starts = [_attempt(n) for n in range(1, 4)]
+    dumps = []
+    for name, write in (
+        ("sqlalchemy", lambda conn, stmt, rows: conn.execute(stmt, rows)),
+        ("cursor", execute_many),
+    ):
+        engine = create_engine(f"sqlite:///{tmp_path / name}.db")
+        _configure_sqlite(engine)  # the store's settings, its NULL adapter included
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            _parents(conn, jobs=3)
+        with engine.begin() as conn:
+            write(conn, ledger._INSERT_ATTEMPT, starts)
+            write(conn, finish, [_finish(1), _finish(3)])
+        columns = ", ".join(f"typeof({c.name}), quote({c.name})" for c in attempts.c)
+        with engine.connect() as conn:
+            dumps.append(conn.exec_driver_sql(f"SELECT {columns} FROM attempts ORDER BY id").all())
+        engine.dispose()
+
+    by_sqlalchemy, by_cursor = dumps
+    assert by_cursor == by_sqlalchemy
+    assert len(by_cursor) == 3
+    rows = [dict(zip(attempts.c.keys(), row[1::2], strict=True)) for row in by_cursor]
+    assert [r["state"] for r in rows] == ["'done'", "'sending'", "'done'"]
+    assert rows[0]["usage"] == (
+        """'{"input_tokens": 50, "output_tokens": 4160, "details": [null, "\\u00e9"]}'"""
+    )
+    assert rows[1]["finished_at"] == "NULL"
