@@ -14,10 +14,17 @@ class RouteState(Protocol):
         """Create the route's shared state if it does not exist yet."""
 
     async def take_rate_slot(
-        self, route: str, interval: float, tolerance: float = 0.0
+        self,
+        route: str,
+        interval: float,
+        tolerance: float = 0.0,
+        *,
+        paced_within: float | None = None,
     ) -> tuple[float, float]:
         """Reserve the route's next request slot, ``interval`` seconds after the last one
-        (``tolerance``: how early a slot may be used, GCRA's burst tolerance).
+        (``tolerance``: how early a slot may be used, GCRA's burst tolerance). With
+        ``paced_within``, at least the interval of the route's learned pace saved no longer
+        than that many seconds ago (see :meth:`RoutePace.save_pace`).
 
         Returns:
             ``(wait, paused)``: seconds to wait before sending; seconds the route stays paused

@@ -16,7 +16,7 @@ import anyio
 
 from runner.errors import StoreUnavailable
 from runner.run.gate import LEADS_KEPT, BaseGate, jitter_allowance
-from runner.run.pace_keeper import PaceKeeper, PaceStore
+from runner.run.pace_keeper import PACE_MAX_AGE_S, PaceKeeper, PaceStore
 from runner.run.pace_state import Learned, Observation
 from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S
 
@@ -29,7 +29,10 @@ from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S
 SLOT_JITTER_S = 0.006
 #: Until a 429, the tasks of a worker book slots ahead, up to this many seconds of them: the
 #: schedule stays full however its event loop stalls, and a pace that turns out too fast
-#: (the first answer's headers teach a slower one) sends at most that much at it.
+#: (the first answer's headers teach a slower one) sends at most that much at it. Once the
+#: route's schedule is booked further ahead than this (the other workers' slots), a worker
+#: books one at a time: four workers booking a quarter second each had 2.4 s of slots
+#: booked at three times the limit when the first 429 came, and sent them all.
 BOOK_AHEAD_S = 0.25
 #: How far past the slot's time this worker's requests left lately (the wake-up for the slot
 #: and the ledger row take varying time, more so on a busy machine) widens every slot by the
@@ -72,12 +75,16 @@ class SharedGate(BaseGate):
         self._counts: deque[tuple[float, int, int]] = deque()
         #: Seconds after their slots' times that recent requests left.
         self._lateness: deque[float] = deque(maxlen=LATENESS_KEPT)
+        #: The route's schedule was booked more than BOOK_AHEAD_S ahead at the last slot.
+        self._booked_ahead = False
 
     @property
     def _one_at_a_time(self) -> bool:
         # Until a 429, slots booked ahead let every task of every worker keep the schedule
         # full; after it, the pace may change under them, so they book one by one.
-        return self.refused or self._ahead >= max(1, BOOK_AHEAD_S / self._gap)
+        if self.refused or self._booked_ahead:
+            return True
+        return self._ahead >= max(1, BOOK_AHEAD_S / self._gap)
 
     async def depart(self) -> None:
         # The shared schedule alone spaces requests: held further to keep this process's own
@@ -119,6 +126,11 @@ class SharedGate(BaseGate):
     async def observe(self, seen: Observation) -> None:
         if not seen.rate_limited and seen.sent_at is not None:
             self._passed += 1
+        if seen.rate_limited and seen.retry_after:
+            # The wait a 429 asks for holds every worker before the pace is saved (a few
+            # round trips): requests sent meanwhile would be refused as well. The attempt's
+            # verdict pauses the route for it again, which extends nothing.
+            await self.pause(seen.retry_after)
         await super().observe(seen)
 
     async def _refresh(self, keeper: PaceKeeper) -> None:
@@ -176,15 +188,23 @@ class SharedGate(BaseGate):
     async def _book(self, interval: float) -> None:
         while True:
             slot = interval + self._slot_jitter(interval)
-            wait, paused = await self._store.take_rate_slot(self._route, slot)
+            wait, paused = await self._store.take_rate_slot(
+                self._route, slot, paced_within=PACE_MAX_AGE_S
+            )
             if paused <= 0:
-                break
-            self.refused = True
-            # Another worker saw a 429: the slot was not taken; come back when it ends.
-            self._hold(paused)
+                self._booked_ahead = wait > BOOK_AHEAD_S
+                _SLOT_DUE.set(anyio.current_time() + wait)
+                # The ledger row still to write takes at least about this long.
+                await self._sleep(wait - self._lead())
+                if self.paused_for <= 0 or self.stopped is not None:
+                    return
+                # A 429 this worker saw while waiting holds this request too: it books
+                # again after the pause.
+                _SLOT_DUE.set(None)
+            else:
+                self.refused = True
+                # Another worker saw a 429: the slot was not taken; come back when it ends.
+                self._hold(paused)
             await self._wait_out_pause()
             if self.stopped is not None:
                 return
-        _SLOT_DUE.set(anyio.current_time() + wait)
-        # The ledger row still to write takes at least about this long.
-        await self._sleep(wait - self._lead())

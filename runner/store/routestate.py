@@ -16,11 +16,14 @@ workers not told the rate sat at a third of a strict limit, refused every 30 s).
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from datetime import timedelta
+
+from sqlalchemy import bindparam, text
 
 from runner.models import utcnow
 from runner.store.database import Database
 from runner.store.outage import retried
+from runner.store.tables import UTCDateTime
 
 _ENSURE = text(
     "INSERT INTO route_state (route, tat, updated_at) VALUES (:route, 0, :now) "
@@ -32,6 +35,14 @@ _GREATEST = {"postgresql": "GREATEST", "sqlite": "MAX"}
 _NOW = {
     "postgresql": "extract(epoch from clock_timestamp())",
     "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+}
+#: The interval of the route's learned pace (``rpm`` in its ``pace`` object, saved no earlier
+#: than ``:since``), or 0 when none is saved.
+_PACED = {
+    "postgresql": "COALESCE(CASE WHEN pace_at >= :since "
+    "THEN 60.0 / NULLIF(CAST(pace->>'rpm' AS float), 0) END, 0)",
+    "sqlite": "COALESCE(CASE WHEN pace_at >= :since "
+    "THEN 60.0 / NULLIF(CAST(json_extract(pace, '$.rpm') AS REAL), 0) END, 0)",
 }
 
 
@@ -47,17 +58,32 @@ class RouteStateOps:
 
     @retried
     async def take_rate_slot(
-        self, route: str, interval: float, tolerance: float = 0.0
+        self,
+        route: str,
+        interval: float,
+        tolerance: float = 0.0,
+        *,
+        paced_within: float | None = None,
     ) -> tuple[float, float]:
         now, greatest = _NOW[self.db.dialect], _GREATEST[self.db.dialect]
         paused = f"COALESCE(pause_until, 0) - {now}"
+        gap = ":interval"
+        params: dict[str, object] = {"route": route, "interval": interval, "tolerance": tolerance}
+        if paced_within is not None:
+            # The route's learned pace, as the last worker to change it saved it (a backoff is
+            # saved at once): every worker's slots keep to it from the next one on, not from
+            # when the worker next loads the pace (a second or more later; four workers told
+            # three times the limit sent at that rate for 2 s after the first 429).
+            gap = f"{greatest}(:interval, {_PACED[self.db.dialect]})"
+            params["since"] = utcnow() - timedelta(seconds=paced_within)
         statement = text(
             f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
-            f"ELSE {greatest}(tat + :interval, {now}) END "
+            f"ELSE {greatest}(tat + {gap}, {now}) END "
             "WHERE route = :route "
             f"RETURNING tat - :tolerance - {now} AS wait, {paused} AS paused"
         )
-        params = {"route": route, "interval": interval, "tolerance": tolerance}
+        if paced_within is not None:
+            statement = statement.bindparams(bindparam("since", type_=UTCDateTime))
         if self.db.dialect != "postgresql":
             async with self.db.writing() as conn:
                 row = (await conn.execute(statement, params)).one()

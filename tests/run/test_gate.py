@@ -8,6 +8,7 @@ import random
 
 import anyio
 import pytest
+from sqlalchemy import text
 
 from runner.models import Limit, RateLimits
 from runner.run.gate import RATE_MARGIN, WARM_UP_REQUESTS, BaseGate, RouteGate
@@ -423,6 +424,51 @@ async def test_a_backoff_on_one_shared_gate_slows_the_other(
             await anyio.sleep(0.2)
             await b.observe(answer())
     assert b.pace.reason is Reason.BACKED_OFF
+
+
+async def test_a_backoff_on_one_shared_gate_spaces_the_others_next_slots(
+    pg_stores: tuple[Store, Store],
+) -> None:
+    """The backoff is saved at once, and the route's schedule keeps to it: the other gate's
+    next slots are spaced by the backed-off pace before it has taken the pace up (it compares
+    notes on its next answer, a second or more later). Before, they kept its own: four
+    workers told three times the limit sent at that rate for 2 s after the first 429."""
+    a, b = await shared_pair(pg_stores)
+    await a.observe(answer(refused=True))
+    assert a.pace.rpm <= RPM / 2
+    elapsed = await admit_all(b, 4)
+    assert b.pace.rpm == RPM * RATE_MARGIN
+    assert elapsed >= 3 * 60 / a.pace.rpm * 0.95
+
+
+async def test_a_shared_gate_books_one_slot_at_a_time_once_the_route_is_booked_ahead(
+    pg_stores: tuple[Store, Store],
+) -> None:
+    """Other workers booked the route's schedule a second ahead: this gate's tasks take one
+    slot at a time, not a quarter second of them each (four workers so held 2.4 s of slots
+    at three times the limit when the first 429 came)."""
+    other, store = pg_stores
+    gate = SharedGate(store, ROUTE, RPM)
+    await gate.start()
+    for _ in range(2):
+        await other.take_rate_slot(ROUTE, 1.0)
+
+    async def booked() -> float:
+        query = text("SELECT tat FROM route_state WHERE route = :route")
+        async with store.db.reading() as conn:
+            return float((await conn.execute(query, {"route": ROUTE})).scalar_one())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(gate.admit)
+            await anyio.sleep(0.1)
+            ahead = await booked()
+            for _ in range(4):
+                tg.start_soon(gate.admit)
+            await anyio.sleep(0.1)
+            # One more slot (the task holding the lock waits for it), not four.
+            assert await booked() - ahead < 2 * 60 / RPM
+    assert not gate.refused
 
 
 async def test_shared_gates_climb_back_after_one_backoff(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
 from runner.store import Store
@@ -78,3 +79,25 @@ async def test_a_pause_holds_every_worker(two_stores: tuple[Store, Store]) -> No
     await first.pause_route(ROUTE, 30.0)
     _, paused = await second.take_rate_slot(ROUTE, INTERVAL)
     assert 25.0 < paused <= 30.0
+
+
+@pytest.mark.anyio
+async def test_slots_keep_to_the_routes_learned_pace(two_stores: tuple[Store, Store]) -> None:
+    """A worker that backed off saves the route's pace at once: the other's next slot keeps to
+    it, though it asks with the faster interval it still works from; a pace older than the
+    age limit is not kept to, nor is one asked without it."""
+    first, second = two_stores
+    assert (await first.take_rate_slot(ROUTE, INTERVAL, paced_within=3600))[0] == 0.0
+    # 2 a minute: 30 s between slots.
+    pace = {"rpm": 2.0, "reason": "backed off after a 429", "seq": 1}
+    assert await first.save_pace(ROUTE, pace, after=0, max_age_s=3600)
+    slowed, _ = await second.take_rate_slot(ROUTE, INTERVAL, paced_within=3600)
+    assert 29.0 < slowed <= 30.0
+    # Its own interval when that is the slower one.
+    slower, _ = await second.take_rate_slot(ROUTE, 4 * INTERVAL, paced_within=3600)
+    assert slowed + 39.0 < slower <= slowed + 40.0
+    unpaced, _ = await first.take_rate_slot(ROUTE, INTERVAL)
+    assert slower + 9.0 < unpaced <= slower + 10.0
+    await anyio.sleep(0.05)
+    stale, _ = await first.take_rate_slot(ROUTE, INTERVAL, paced_within=0.01)
+    assert unpaced + 9.0 < stale <= unpaced + 10.0
