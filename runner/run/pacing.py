@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from runner.models import RateLimits
@@ -109,10 +110,10 @@ class Pace:
         #: When the first 429 without headers came, and the successes since: (sent, latency).
         self._bound_since: float | None = None
         self._passed: deque[tuple[float, float]] = deque()
-        #: The route's successes for each of this process's (several workers share a route's
-        #: schedule, and each sees only its own answers): what the rate let through is
-        #: judged on.
-        self.passed_scale = 1.0
+        #: The route's successes a minute since a moment (``None``: too few known yet), where
+        #: several workers share the route and each sees only its own answers (see
+        #: ``runner.run.shared_gate``): what the rate let through is judged on instead.
+        self.route_rate: Callable[[float], float | None] | None = None
         #: Names this pace's backoffs apart from other workers' (see ``Learned.backoff``).
         self._name = uuid.uuid4().hex[:8]
         self._backoffs = 0
@@ -272,7 +273,11 @@ class Pace:
         Counted by when they were sent, up to the longest recent latency ago (requests sent
         later may still be on their way), and scaled to the route's whole traffic.
         """
-        if self._bound_since is None or not self._passed:
+        if self._bound_since is None:
+            return None
+        if self.route_rate is not None:
+            return self.route_rate(max(self._bound_since, at - GOODPUT_WINDOW_S))
+        if not self._passed:
             return None
         recent = list(self._passed)[-SETTLED_ANSWERS:]
         until = at - max(latency for _, latency in recent)
@@ -280,7 +285,7 @@ class Pace:
         count = sum(1 for sent, _ in self._passed if since < sent <= until)
         if until - since < GOODPUT_MIN_S or count < GOODPUT_MIN_OK:
             return None
-        return count * self.passed_scale * 60.0 / (until - since)
+        return count * 60.0 / (until - since)
 
     def _probe(self, at: float) -> None:
         if self.learned.requests is not None or self._last_at is None:

@@ -18,7 +18,7 @@ from runner.errors import StoreUnavailable
 from runner.run.gate import LEADS_KEPT, BaseGate, jitter_allowance
 from runner.run.pace_keeper import PACE_MAX_AGE_S, PaceKeeper, PaceStore
 from runner.run.pace_state import Learned, Observation
-from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_WINDOW_S
+from runner.run.pacing import GOODPUT_MIN_OK, GOODPUT_MIN_S, GOODPUT_WINDOW_S
 
 #: What the requests of two workers, one slot apart, may differ by on their way from the
 #: schedule to the server (the slot's answer, the sleep, the ledger row, the event loops):
@@ -48,9 +48,6 @@ WARM_UP_JITTER_SHARE = 0.2
 #: When the slot this task took is due (this process's clock; ``None``: no slot taken).
 _SLOT_DUE: ContextVar[float | None] = ContextVar("slot_due", default=None)
 
-#: This worker's share of the route's successes is judged over about this many seconds.
-SHARE_WINDOW_S = GOODPUT_WINDOW_S / 2
-
 
 class SharedGate(BaseGate):
     """Admission for one route across every worker using the same database.
@@ -68,15 +65,17 @@ class SharedGate(BaseGate):
         self._route = route
         #: Tasks of this worker holding a slot booked ahead.
         self._ahead = 0
-        #: This worker's successes not yet added to the route's count, and those added.
+        #: This worker's successes not yet added to the route's count.
         self._passed = 0
-        self._passed_counted = 0
-        #: (when, this worker's successes counted, the route's count) as the counts were added.
-        self._counts: deque[tuple[float, int, int]] = deque()
         #: Seconds after their slots' times that recent requests left.
         self._lateness: deque[float] = deque(maxlen=LATENESS_KEPT)
         #: The route's schedule was booked more than BOOK_AHEAD_S ahead at the last slot.
         self._booked_ahead = False
+        #: (when, the route's count of successes) each time this worker added its own, on
+        #: the clock of the answers (when the last one came).
+        self._route_counts: deque[tuple[float, int]] = deque()
+        self._seen_at: float | None = None
+        self.pace.route_rate = self._route_rate
 
     @property
     def _one_at_a_time(self) -> bool:
@@ -126,6 +125,7 @@ class SharedGate(BaseGate):
     async def observe(self, seen: Observation) -> None:
         if not seen.rate_limited and seen.sent_at is not None:
             self._passed += 1
+        self._seen_at = seen.at
         if seen.rate_limited and seen.retry_after:
             # The wait a 429 asks for holds every worker before the pace is saved (a few
             # round trips): requests sent meanwhile would be refused as well. The attempt's
@@ -157,25 +157,33 @@ class SharedGate(BaseGate):
         self._dirty = False
 
     async def _count_passed(self) -> None:
-        """Add this worker's successes to the route's count, and judge from the counts what
-        share of the route's successes are this worker's: a 429 without headers backs off
-        to the rate the route as a whole let through, not the rate this worker's share did
-        (a quarter of it, with four workers)."""
+        """Add this worker's successes to the route's count, and note the count: a 429
+        without headers backs off to the rate the route as a whole let through, not the rate
+        this worker's share did (a quarter of it, with four workers)."""
         passed, self._passed = self._passed, 0
         try:
             route = await self._store.count_passed(self._route, passed)
         except StoreUnavailable:
             self._passed += passed
             raise
-        self._passed_counted += passed
-        now = anyio.current_time()
-        self._counts.append((now, self._passed_counted, route))
-        while len(self._counts) > 2 and self._counts[1][0] <= now - SHARE_WINDOW_S:
-            self._counts.popleft()
-        _, mine_then, route_then = self._counts[0]
-        mine, theirs = self._passed_counted - mine_then, route - route_then
-        if mine >= GOODPUT_MIN_OK and theirs >= mine:
-            self.pace.passed_scale = theirs / mine
+        at = anyio.current_time() if self._seen_at is None else self._seen_at
+        self._route_counts.append((at, route))
+        while len(self._route_counts) > 2 and self._route_counts[1][0] < at - 2 * GOODPUT_WINDOW_S:
+            self._route_counts.popleft()
+
+    def _route_rate(self, since: float) -> float | None:
+        """The route's successes a minute (every worker's) from the first count after
+        ``since`` to the last, or ``None`` while that covers too little. Judged from this
+        worker's share of the count instead, a worker knew it only after 5 answers of its own
+        (10 s and more, four workers at the limit), and a share misjudged early (2.5 of four
+        workers) backed the route off to 0.7 of what it let through."""
+        counts = [(at, count) for at, count in self._route_counts if at >= since]
+        if len(counts) < 2:
+            return None
+        (first, then), (last, now) = counts[0], counts[-1]
+        if last - first < GOODPUT_MIN_S or now - then < GOODPUT_MIN_OK:
+            return None
+        return (now - then) * 60.0 / (last - first)
 
     async def _take_slot(self, interval: float) -> None:
         # Counted from before the slot is asked for: tasks that book ahead do so at once.

@@ -568,6 +568,28 @@ async def test_shared_gates_back_off_to_what_the_route_as_a_whole_let_through(
     assert 0.85 * let_through <= a.pace.rpm <= 1.1 * let_through, (a.pace.rpm, let_through)
 
 
+async def test_a_worker_with_few_answers_of_its_own_backs_off_to_the_routes_rate(
+    pg_stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rate the route let through is the route's count, whatever share of it a worker
+    sent: one that had three of the 60 successes (too few to judge its share by) backs off
+    to the route's 360 a minute. Judged from its own share, it backed off by 0.7 of its pace
+    with nothing known, or to what its own few let through."""
+    monkeypatch.setattr("runner.run.gate.SAVE_EVERY_S", 0.0)
+    a, b = await shared_pair(pg_stores, rpm=600)
+    start = anyio.current_time()
+    for gate in (a, b):
+        await gate.observe(Observation(at=start, rate_limited=True))
+    # Ten seconds at 6 a second: 57 of b's, 3 of a's.
+    for k in range(1, 61):
+        gate = a if k % 20 == 0 else b
+        at = start + k / 6
+        await gate.observe(Observation(at=at + 1.0, rate_limited=False, sent_at=at))
+    await a.observe(Observation(at=start + 12.0, rate_limited=True))
+    assert a.pace.reason is Reason.BACKED_OFF
+    assert 0.85 * 360 <= a.pace.rpm <= 1.1 * 360, a.pace.rpm
+
+
 async def test_shared_slots_widen_by_how_late_requests_leave_for_them(
     pg_stores: tuple[Store, Store],
 ) -> None:
