@@ -103,6 +103,8 @@ class Pace:
         self._share = HEADER_SHARE
         self._tokens_avg: float | None = None
         self._backoff_at: float | None = None
+        #: Refusals without headers since the last backoff began an episode.
+        self._refused_in_episode = 0
         self._last_at: float | None = None
         #: Clean answers since the last 429, and refusals near the refused rate in a row.
         self._clean = 0
@@ -137,6 +139,7 @@ class Pace:
         rpm = min(self.ceiling, learned.rpm)
         if at is not None and learned.backoff not in (None, self.learned.backoff):
             self._backoff_at = at
+            self._refused_in_episode = 0
         spacing = max(self.learned.spacing_s or 0.0, learned.spacing_s or 0.0) or None
         self.learned = replace(
             learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason), spacing_s=spacing
@@ -234,8 +237,12 @@ class Pace:
         if self._bound_since is None:
             self._bound_since = at
         if self._in_episode(at):
+            self._refused_in_episode += 1
+            if self._refused_in_episode == 2:
+                self._no_quick_climb(at)
             return
         self._backoff_at = at
+        self._refused_in_episode = 1
         self._slow_start = False
         rpm, before = self.rpm, self.learned.refused_rpm
         near = before is not None and abs(rpm - before) <= NEAR * before
@@ -259,6 +266,18 @@ class Pace:
             backoff=f"{self._name}.{self._backoffs}",
             recover_rpm=target,
         )
+
+    def _no_quick_climb(self, at: float) -> None:
+        """A second refusal in one episode: the limiter refused requests in a row, so the
+        pace refused was well over the limit, not a hair (one request that arrived early, a
+        probe just past it). The pace climbs back quickly only to what the limiter let
+        through, if that is known, not toward the pace refused: climbing back at 15% a
+        second toward 0.97 of it, four workers told three times the limit (or doubling
+        from an untold start) were refused again every 2-4 s for their first 15 s."""
+        recover = self.learned.recover_rpm
+        floor = max(self.rpm, self._goodput(at) or 0.0)
+        if recover is not None and recover > floor:
+            self.learned = replace(self.learned, recover_rpm=floor)
 
     def _passed_through(self, seen: Observation) -> None:
         if self._bound_since is None or seen.sent_at is None:

@@ -140,7 +140,8 @@ def test_a_429_without_headers_backs_off_once_per_episode() -> None:
     assert pace.reason is Reason.BACKED_OFF
     assert pace.learned.refused_rpm == 900
     # The requests sent before the backoff are refused too: they do not back off again.
-    assert not pace.observe(refused(10.0 + EPISODE_S / 2))
+    pace.observe(refused(10.0 + EPISODE_S / 2))
+    assert pace.rpm == pytest.approx(900 * FIRST_BACKOFF)
     pace.observe(refused(10.0 + EPISODE_S))
     assert pace.rpm == pytest.approx(900 * FIRST_BACKOFF * BACKOFF)
     assert pace.learned.refused_rpm == pytest.approx(900 * FIRST_BACKOFF)
@@ -157,6 +158,36 @@ def test_after_a_backoff_the_pace_climbs_back_quickly_then_probes_slowly() -> No
         pace.observe(clean(tenth / 10))
     # Near the refused rate it creeps: half a percent of it a second.
     assert near < pace.rpm <= near + 900 * 0.005 * 5 + 1e-6
+
+
+def test_refused_in_a_row_the_pace_does_not_climb_back_quickly_toward_the_pace_refused() -> None:
+    """Two refusals in one episode: the pace refused was well over the limit (a request
+    that arrived a hair early, a probe just past it, is refused alone). The pace probes
+    upward slowly from its backoff instead of climbing back to 0.97 of the pace refused (then
+    refused again, as four workers told 3x were every 2-4 s for their first 15 s); once the
+    rate let through is known, it backs off to that and climbs no faster past it."""
+    alone = Pace(900, told=True)
+    alone.observe(refused(0.0))
+    climb(alone, 0.0, 3.0)
+    assert alone.rpm > 900 * FIRST_BACKOFF * 1.4
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+    pace.observe(refused(0.2))
+
+    def passed(first: int, last: int) -> None:
+        # 300 a minute let through, each answered a second after it was sent.
+        for k in range(first, last + 1):
+            sent = 0.2 + k * 0.2
+            pace.observe(Observation(at=sent + 1, rate_limited=False, sent_at=sent))
+
+    passed(1, 15)
+    # Four seconds of the slow probe: half a percent of the pace refused a second.
+    assert pace.rpm <= 900 * FIRST_BACKOFF + 900 * 0.005 * 4 + 1e-6
+    passed(16, 45)
+    pace.observe(refused(10.3))
+    pace.observe(refused(10.4))
+    climb(pace, 10.4, 6.0)
+    assert 300 * 0.9 <= pace.rpm <= 300 * 1.1
 
 
 def test_a_429_despite_the_headers_uses_less_of_the_limit() -> None:
