@@ -45,6 +45,13 @@ MAX_SLOT_JITTER_SHARE = 0.1
 #: What a slot allows beyond an interval until this worker's ledger rows are known.
 WARM_UP_JITTER_SHARE = 0.2
 
+#: A 429's wait holds every worker at once for at most this long (seconds): while the pace is
+#: saved (a few round trips). The verdict on the attempt then pauses the route for the whole
+#: wait, or stops it without a pause when the wait ends past the job's deadline: shared whole
+#: from here, such a wait held every other worker, and every later run on the database, for
+#: all of it (up to a year), never sending, so never told of the stop.
+PAUSE_AHEAD_S = 2.0
+
 #: When the slot this task took is due (this process's clock; ``None``: no slot taken).
 _SLOT_DUE: ContextVar[float | None] = ContextVar("slot_due", default=None)
 
@@ -129,8 +136,8 @@ class SharedGate(BaseGate):
         if seen.rate_limited and seen.retry_after:
             # The wait a 429 asks for holds every worker before the pace is saved (a few
             # round trips): requests sent meanwhile would be refused as well. The attempt's
-            # verdict pauses the route for it again, which extends nothing.
-            await self.pause(seen.retry_after)
+            # verdict pauses the route for the rest of it, or stops the route.
+            await self.pause(min(seen.retry_after, PAUSE_AHEAD_S))
         await super().observe(seen)
 
     async def _refresh(self, keeper: PaceKeeper) -> None:

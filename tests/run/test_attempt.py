@@ -29,7 +29,7 @@ from runner.models import ChargeStatus, JobState, Outcome, Usage
 from runner.pricing import load_price_book, token_cost
 from runner.routes import load_catalog
 from runner.run.attempt import JobRunner
-from runner.run.gate import RouteGate
+from runner.run.gate import Gate, RouteGate
 from runner.run.lanes import open_lane
 from runner.run.retry import RetryPolicy
 from runner.run.spending import Spending
@@ -117,7 +117,7 @@ async def run_one(
     tmp_path: Path,
     reply: Reply,
     *,
-    gate: RouteGate | None = None,
+    gate: Gate | None = None,
     cancel_after: float | None = None,
 ) -> Outcomes:
     """Submit one job on the ``openai`` route pointed at a loopback server; run one attempt.

@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from runner.run.gate import RouteGate
+from runner.run.shared_gate import SharedGate
 from runner.store import Store
 from tests.http.loopback import Received, Server, response
 from tests.run.test_attempt import JSON, USAGE, Reply, half_image, png, reply_image, run_one
@@ -63,6 +64,37 @@ async def test_a_wait_too_long_for_any_clock_stops_the_route_instead_of_crashing
     assert gate.stopped is not None
     assert "past the job's deadline" in gate.stopped
     assert out.job["state"] == "queued"
+
+
+async def test_a_wait_past_the_deadline_stops_a_shared_route_and_pauses_no_other_worker(
+    store: Store, tmp_path: Path
+) -> None:
+    """A 429 asking for a wait past the job's deadline stops the route, naming until when; it
+    does not pause it. Shared through the database, a pause of the whole wait (two hours here,
+    a year for a Retry-After no clock can hold) held every other worker, and every later run on
+    the database, silent for that long, where they would have sent and learned of the stop."""
+    gate = SharedGate(store, "openai", 6000)
+    await gate.start()
+    out = await run_one(store, tmp_path, reply_429(("Retry-After", "7200")), gate=gate)
+    assert gate.stopped is not None
+    assert "past the job's deadline" in gate.stopped
+    assert out.job["state"] == "queued"
+    other = SharedGate(store, "openai", 6000)
+    await other.start()
+    with anyio.fail_after(5):
+        await other.admit()
+    assert other.paused_for < 5
+
+
+async def test_a_wait_within_the_deadline_pauses_every_worker_on_a_shared_route_for_all_of_it(
+    store: Store, tmp_path: Path
+) -> None:
+    gate = SharedGate(store, "openai", 6000)
+    await gate.start()
+    await run_one(store, tmp_path, reply_429(("Retry-After", "30")), gate=gate)
+    assert gate.stopped is None
+    _, paused = await store.take_rate_slot("openai", 0.01)
+    assert 25.0 < paused <= 30.0
 
 
 async def test_an_image_the_disk_refuses_finishes_its_attempt_as_paid_and_stops_the_route(
