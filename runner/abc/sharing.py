@@ -20,11 +20,13 @@ class RouteState(Protocol):
         tolerance: float = 0.0,
         *,
         paced_within: float | None = None,
+        allowance: float = 0.0,
     ) -> tuple[float, float]:
         """Reserve the route's next request slot, ``interval`` seconds after the last one
         (``tolerance``: how early a slot may be used, GCRA's burst tolerance). With
         ``paced_within``, at least the interval of the route's learned pace saved no longer
-        than that many seconds ago (see :meth:`RoutePace.save_pace`).
+        than that many seconds ago (see :meth:`RoutePace.save_pace`). ``allowance`` is added
+        to whichever interval is kept to (the asking worker's margin for late arrivals).
 
         Returns:
             ``(wait, paused)``: seconds to wait before sending; seconds the route stays paused

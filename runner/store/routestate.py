@@ -64,11 +64,17 @@ class RouteStateOps:
         tolerance: float = 0.0,
         *,
         paced_within: float | None = None,
+        allowance: float = 0.0,
     ) -> tuple[float, float]:
         now, greatest = _NOW[self.db.dialect], _GREATEST[self.db.dialect]
         paused = f"COALESCE(pause_until, 0) - {now}"
         gap = ":interval"
-        params: dict[str, object] = {"route": route, "interval": interval, "tolerance": tolerance}
+        params: dict[str, object] = {
+            "route": route,
+            "interval": interval,
+            "tolerance": tolerance,
+            "allowance": allowance,
+        }
         if paced_within is not None:
             # The route's learned pace, as the last worker to change it saved it (a backoff is
             # saved at once): every worker's slots keep to it from the next one on, not from
@@ -78,7 +84,7 @@ class RouteStateOps:
             params["since"] = utcnow() - timedelta(seconds=paced_within)
         statement = text(
             f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
-            f"ELSE {greatest}(tat + {gap}, {now}) END "
+            f"ELSE {greatest}(tat + {gap} + :allowance, {now}) END "
             "WHERE route = :route "
             f"RETURNING tat - :tolerance - {now} AS wait, {paused} AS paused"
         )

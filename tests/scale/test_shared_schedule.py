@@ -101,3 +101,6 @@ async def test_slots_keep_to_the_routes_learned_pace(two_stores: tuple[Store, St
     await anyio.sleep(0.05)
     stale, _ = await first.take_rate_slot(ROUTE, INTERVAL, paced_within=0.01)
     assert unpaced + 9.0 < stale <= unpaced + 10.0
+    # A worker's margin for late arrivals goes on top of the saved pace it keeps to.
+    margin, _ = await second.take_rate_slot(ROUTE, INTERVAL, paced_within=3600, allowance=2.0)
+    assert stale + 31.0 < margin <= stale + 32.0
