@@ -250,9 +250,12 @@ def test_kill_at_random_moments_loses_no_line_and_pays_none_twice(
 ) -> None:
     config = SandboxConfig(
         batch_window=60.0,
-        batch_concurrency=2,
+        batch_concurrency=1,
         # Slow enough that the lines outlast the kills: every kill lands on unfinished work.
-        latency=Latency(mean=0.15, jitter=0.05),
+        # A batch's ten lines one at a time, 0.8 s each: 8 s of work at the provider, while
+        # a kill comes every 0.8-2.5 s (at 0.15 s and two at a time, a fast machine had all
+        # the work done after two kills).
+        latency=Latency(mean=0.8, jitter=0.2),
         file_create_delay=0.5,
         batch_create_delay=0.5,
         moderation_word=None,
