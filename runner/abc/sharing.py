@@ -45,12 +45,18 @@ class RoutePace(Protocol):
         """The pace saved for ``route`` no longer than ``max_age_s`` ago, or ``None``."""
 
     async def save_pace(
-        self, route: str, pace: dict[str, Any], *, after: int | None = None, max_age_s: float = 0.0
+        self,
+        route: str,
+        pace: dict[str, Any],
+        *,
+        after: int | None = None,
+        max_age_s: float | None = None,
     ) -> bool:
         """Keep ``pace`` as the route's learned pace (its ``route_state`` row must exist).
 
         With ``after``, only over the saved pace whose ``seq`` is ``after`` (none saved: 0)
-        or one older than ``max_age_s``; ``False`` when another was saved meanwhile."""
+        or, given ``max_age_s``, one older than that; ``False`` when another was saved
+        meanwhile."""
 
     async def route_paces(self) -> dict[str, dict[str, Any]]:
         """Every route's saved pace, with ``learned_at`` (ISO 8601), by route name."""

@@ -82,7 +82,12 @@ class PaceOps:
 
     @retried
     async def save_pace(
-        self, route: str, pace: dict[str, Any], *, after: int | None = None, max_age_s: float = 0.0
+        self,
+        route: str,
+        pace: dict[str, Any],
+        *,
+        after: int | None = None,
+        max_age_s: float | None = None,
     ) -> bool:
         kept = text(_KEEP_PASSED[self.db.dialect]).bindparams(pace=json.dumps(_learned(pace)))
         now = utcnow()
@@ -90,13 +95,13 @@ class PaceOps:
         if after is not None:
             # Compare and set: over the version the caller last saw, or over a pace too old
             # for anyone to load (which the caller saw as none).
-            statement = statement.where(
-                or_(
-                    literal_column(_SEQ[self.db.dialect]) == after,
-                    route_state.c.pace_at.is_(None),
-                    route_state.c.pace_at < now - timedelta(seconds=max_age_s),
-                )
-            )
+            unseen = [
+                literal_column(_SEQ[self.db.dialect]) == after,
+                route_state.c.pace_at.is_(None),
+            ]
+            if max_age_s is not None:
+                unseen.append(route_state.c.pace_at < now - timedelta(seconds=max_age_s))
+            statement = statement.where(or_(*unseen))
         statement = statement.values(pace=kept, pace_at=now).returning(route_state.c.route)
         async with self._one_statement() as conn:
             return (await conn.execute(statement)).first() is not None

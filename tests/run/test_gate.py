@@ -531,6 +531,8 @@ async def test_a_pace_saved_over_another_workers_newer_one_is_refused(store: Sto
     assert await store.save_pace(ROUTE, {"rpm": 60.0, "seq": 1}, after=0, max_age_s=60.0)
     assert not await store.save_pace(ROUTE, {"rpm": 120.0, "seq": 1}, after=0, max_age_s=60.0)
     assert await store.save_pace(ROUTE, {"rpm": 30.0, "seq": 2}, after=1, max_age_s=60.0)
+    # Without an age limit a pace of any age counts: the stale save is still refused.
+    assert not await store.save_pace(ROUTE, {"rpm": 240.0, "seq": 2}, after=1)
     saved = await store.load_pace(ROUTE, 60.0)
     assert saved is not None
     assert saved["rpm"] == 30.0
