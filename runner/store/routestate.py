@@ -16,9 +16,10 @@ workers not told the rate sat at a third of a strict limit, refused every 30 s).
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 
 from runner.models import utcnow
 from runner.store.database import Database
@@ -46,6 +47,30 @@ _PACED = {
 }
 
 
+@functools.cache
+def _slot_statement(dialect: str, *, paced: bool) -> TextClause:
+    """The slot-taking UPDATE for ``dialect``: one interval after the last slot (``paced``:
+    at least the route's learned pace saved since ``:since``), plus the asker's allowance."""
+    now, greatest = _NOW[dialect], _GREATEST[dialect]
+    paused = f"COALESCE(pause_until, 0) - {now}"
+    gap = ":interval"
+    if paced:
+        # The route's learned pace, as the last worker to change it saved it (a backoff is
+        # saved at once): every worker's slots keep to it from the next one on, not from
+        # when the worker next loads the pace (a second or more later; four workers told
+        # three times the limit sent at that rate for 2 s after the first 429).
+        gap = f"{greatest}(:interval, {_PACED[dialect]})"
+    statement = text(
+        f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
+        f"ELSE {greatest}(tat + {gap} + :allowance, {now}) END "
+        "WHERE route = :route "
+        f"RETURNING tat - :tolerance - {now} AS wait, {paused} AS paused"
+    )
+    if paced:
+        statement = statement.bindparams(bindparam("since", type_=UTCDateTime))
+    return statement
+
+
 class RouteStateOps:
     """The :class:`runner.abc.RouteState` verbs. Mixed into :class:`runner.store.Store`."""
 
@@ -66,9 +91,7 @@ class RouteStateOps:
         paced_within: float | None = None,
         allowance: float = 0.0,
     ) -> tuple[float, float]:
-        now, greatest = _NOW[self.db.dialect], _GREATEST[self.db.dialect]
-        paused = f"COALESCE(pause_until, 0) - {now}"
-        gap = ":interval"
+        statement = _slot_statement(self.db.dialect, paced=paced_within is not None)
         params: dict[str, object] = {
             "route": route,
             "interval": interval,
@@ -76,20 +99,7 @@ class RouteStateOps:
             "allowance": allowance,
         }
         if paced_within is not None:
-            # The route's learned pace, as the last worker to change it saved it (a backoff is
-            # saved at once): every worker's slots keep to it from the next one on, not from
-            # when the worker next loads the pace (a second or more later; four workers told
-            # three times the limit sent at that rate for 2 s after the first 429).
-            gap = f"{greatest}(:interval, {_PACED[self.db.dialect]})"
             params["since"] = utcnow() - timedelta(seconds=paced_within)
-        statement = text(
-            f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
-            f"ELSE {greatest}(tat + {gap} + :allowance, {now}) END "
-            "WHERE route = :route "
-            f"RETURNING tat - :tolerance - {now} AS wait, {paused} AS paused"
-        )
-        if paced_within is not None:
-            statement = statement.bindparams(bindparam("since", type_=UTCDateTime))
         if self.db.dialect != "postgresql":
             async with self.db.writing() as conn:
                 row = (await conn.execute(statement, params)).one()
