@@ -8,9 +8,10 @@ outcome as an :class:`Observation` and asks it for the gap to leave before the n
   pacing from them lowers the share of the limit used, a step at a time.
 - Without headers a 429 backs off multiplicatively and the pace probes upward while clean:
   quickly back to just under the rate that was refused, slowly beyond it (AIMD).
-- A 429 that asks to wait only a hair (a tenth of an interval at most) refused a request that
-  arrived a hair early: requests are kept that much further apart (up to 4% of an interval
-  in all), the pace is kept.
+- A 429 that asks to wait only a hair (a tenth of an interval at most) at a pace the user or
+  the headers gave refused a request that arrived a hair early: requests are kept that much
+  further apart (up to 4% of an interval in all), the pace is kept. At a pace the 429s taught,
+  it is the limit found, and backs the pace off.
 - A route whose rate nobody gave starts low and doubles while clean until the first 429 or
   the first headers.
 - A request for ``n`` images takes ``n`` of an images-per-minute limit; one reporting ``t``
@@ -77,6 +78,13 @@ FLOOR_RPM = 1.0
 #: an event loop slower than the one before), or a pace a hair too fast. The pace is kept and
 #: requests are kept that much further apart; backing off after it (by 5-50%) cost four
 #: workers told the true rate of a strict limiter 0.10 of it.
+#: That reading holds only at a pace someone gave (the user, the headers): a pace the 429s
+#: without headers taught (backed off, then probing upward) or one still doubling from a
+#: start nobody gave is refused with small waits as it passes the limit of a limiter that
+#: allows no burst, the wait the few milliseconds a request came too soon. Read as early
+#: arrivals, those spaced requests out a millisecond or two at a time and kept the pace over
+#: the limit: 4-9 429s 1-2 s apart where one backoff would have done (a strict limiter
+#: without headers; one process told 3x, four workers told 3x or not told).
 EARLY_SHARE = 0.1
 #: Never more than this share of an interval is added so (20 ms at 120 a minute, over the
 #: 4-18 ms PostgreSQL ledger rows take on a lightly loaded machine): a refusal past that is a
@@ -205,7 +213,10 @@ class Pace:
 
     def _arrived_early(self, seen: Observation) -> bool:
         """Whether a refusal asked for a wait short enough to say its request arrived a hair
-        early, while requests are not yet spaced out as far as that ever goes."""
+        early, while requests are not yet spaced out as far as that ever goes, at a pace
+        someone gave (the user, the headers): see ``EARLY_SHARE``."""
+        if not seen.limits and (self._slow_start or self.learned.refused_rpm is not None):
+            return False
         interval = self.interval(seen.images)
         wait = seen.retry_after
         if wait is None or not 0 < wait <= EARLY_SHARE * interval:

@@ -269,6 +269,23 @@ def test_told_the_truth_nothing_is_refused(shape: LimiterShape) -> None:
     assert sum(refusals) == 0
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_over_told_on_a_strict_limiter_the_limit_found_is_not_read_as_early_arrivals(
+    seed: int,
+) -> None:
+    """Told 3x a strict limit without headers, arrivals jittering by up to 10 ms: once the
+    pace has backed off, the few-millisecond waits of the 429s as it probes back past the
+    limit are the limit found, and back it off. Read as early arrivals, they kept the pace
+    over the limit while requests were spaced out a millisecond at a time: 2-4 429s after
+    the first 200 requests and 16-22 in all, here 1 and 12-14."""
+    rng = random.Random(seed)
+    refusals = simulate(
+        "strict", limit=300, ceiling=900, headers=False, late=lambda: rng.uniform(0.0, 0.01)
+    )
+    assert sum(refusals[200:]) <= 1
+    assert sum(refusals) <= 15
+
+
 @pytest.mark.parametrize("headers", [True, False], ids=["headers", "no-headers"])
 def test_arrivals_that_jitter_past_the_allowance_space_requests_out_not_slow_them(
     headers: bool,
@@ -306,23 +323,37 @@ def test_a_pace_takes_up_the_wider_spacing_another_worker_learned() -> None:
 
 
 def test_a_spacing_learned_far_below_the_limit_stays_within_arrival_jitter() -> None:
-    """Backed off far under the limit, small-wait 429s still count as a hair early (the
-    interval is long): summed, they reached 0.6 s and more, kept as route state. What is kept
-    is bounded, as arrival jitter does not grow with the interval, and once the pace has
-    climbed back it holds requests no more apart than 4% of an interval."""
+    """Paced far under the limit (the headers gave a low one), small-wait 429s still count
+    as a hair early (the interval is long): summed, they reached 0.6 s and more, kept as
+    route state. What is kept is bounded, as arrival jitter does not grow with the interval,
+    and once the pace is fast again it holds requests no more apart than 4% of an interval."""
     pace = Pace(120, told=True)
-    for k in range(6):  # back off far under the limit
-        pace.observe(refused(10.0 * k))
+    pace.observe(clean(0.0, requests_limit(12)))
     assert pace.interval() > 2.0
+    limits = requests_limit(12)
     for k in range(200):  # then many refusals asking for a short wait
-        pace.observe(Observation(at=100.0 + k, rate_limited=True, retry_after=0.05))
+        pace.observe(Observation(at=100.0 + k, rate_limited=True, limits=limits, retry_after=0.05))
     learned = pace.learned.spacing_s
     assert learned is not None
     assert learned <= 0.025
-    for k in range(10_000):
-        pace.observe(clean(400.0 + k * 0.5))
-    assert pace.rpm == 120  # climbed back
+    pace.observe(clean(400.0, requests_limit(120)))
+    assert pace.rpm == 120
     assert pace.spacing <= 0.04 * pace.interval()
+
+
+def test_at_a_pace_the_429s_taught_a_small_wait_backs_off_not_spaces_out() -> None:
+    """Backed off once without headers and probing upward, the pace is refused by a few
+    milliseconds as it passes the limit of a limiter that allows no burst: that is the
+    limit found, and the pace steps back, rather than spacing requests out a millisecond at
+    a time at a pace over the limit."""
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+    climb(pace, 0.0, 30.0)
+    probed = pace.rpm
+    pace.observe(Observation(at=31.0, rate_limited=True, retry_after=0.002))
+    assert pace.rpm < probed
+    assert pace.reason is Reason.BACKED_OFF
+    assert not pace.learned.spacing_s
 
 
 def test_a_worker_taking_up_a_pace_still_doubling_goes_on_doubling() -> None:
