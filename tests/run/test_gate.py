@@ -385,8 +385,12 @@ async def test_requests_held_by_a_pause_leave_one_interval_apart_after_it() -> N
         async with anyio.create_task_group() as tg:
             for _ in range(4):
                 tg.start_soon(one)
-    gaps = [b - a for a, b in zip(sorted(times), sorted(times)[1:], strict=False)]
-    assert min(gaps) >= 0.09, f"a burst after the pause: {gaps}"
+    times.sort()
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # A burst leaves them together; a task resumed late on a busy machine only shortens the
+    # gap after it by its delay (and lengthens the one before), so the span says the rest.
+    assert min(gaps) >= 0.05, f"a burst after the pause: {gaps}"
+    assert times[-1] - times[0] >= 3 * 0.09, f"a burst after the pause: {gaps}"
 
 
 async def test_a_429_without_headers_slows_the_gate_down() -> None:
