@@ -7,11 +7,14 @@ outcome as an :class:`Observation` and asks it for the gap to leave before the n
 - ``x-ratelimit-limit-*`` headers (requests, images, tokens) set the pace outright; a 429 while
   pacing from them lowers the share of the limit used, a step at a time.
 - Without headers a 429 backs off multiplicatively and the pace probes upward while clean:
-  quickly back to just under the rate that was refused, slowly beyond it (AIMD).
+  quickly back to just under the rate that was refused, slowly beyond it (AIMD). The wait the
+  429 asked for moves the step: a limiter that allows no burst says by it what rate it keeps.
 - A 429 that asks to wait only a hair (a tenth of an interval at most) at a pace the user or
   the headers gave refused a request that arrived a hair early: requests are kept that much
   further apart (up to 4% of an interval in all), the pace is kept. At a pace the 429s taught,
   it is the limit found, and backs the pace off.
+- Without headers, a 429 at a pace well under the rate the limiter let through lately keeps
+  the pace: two requests arrived closer than it.
 - A route whose rate nobody gave starts low and doubles while clean until the first 429 or
   the first headers.
 - A request for ``n`` images takes ``n`` of an images-per-minute limit; one reporting ``t``
@@ -66,6 +69,16 @@ GOODPUT_WINDOW_S = 60.0
 #: That rate is used only once it covers this many seconds and successes.
 GOODPUT_MIN_S = 5.0
 GOODPUT_MIN_OK = 5
+#: A 429's wait says how far over the limit the pace is: a limiter that allows no burst
+#: refused a request that came an interval after the one before and wants it ``wait`` later,
+#: so it keeps to one per ``interval + wait``. A backoff without headers goes to that rate,
+#: bounded: never less than BACKOFF_NEAR, never further than the usual step (a limit counted
+#: over a window asks to wait out the window, far longer) but on a route's first 429, down to
+#: this share of the pace; it climbs back quickly to no more than that rate. Halving, then 0.7,
+#: in steps, four workers told 3x on a strict limiter backed off 4-5 times with 10 429s in
+#: their first 6 s; one process halving from its untold start was refused 3-4 times more
+#: climbing back to 0.97 of it.
+WAIT_FLOOR_FIRST = 0.25
 #: A route nobody gave a rate starts at this fraction of its ceiling and doubles this often.
 START_SHARE = 0.25
 DOUBLING_S = 2.0
@@ -148,6 +161,10 @@ class Pace:
         if at is not None and learned.backoff not in (None, self.learned.backoff):
             self._backoff_at = at
             self._refused_in_episode = 0
+            # The route has been refused: what it lets through from now on caps a backoff
+            # here too (see ``route_rate``), not only after this worker's own first 429.
+            if self._bound_since is None:
+                self._bound_since = at
         spacing = max(self.learned.spacing_s or 0.0, learned.spacing_s or 0.0) or None
         self.learned = replace(
             learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason), spacing_s=spacing
@@ -203,7 +220,7 @@ class Pace:
             self._from_headers(seen, refused=seen.rate_limited and not early)
         elif seen.rate_limited:
             if not early:
-                self._back_off(seen.at)
+                self._back_off(seen)
         else:
             self._clean += 1
             self._passed_through(seen)
@@ -244,13 +261,23 @@ class Pace:
             spacing_s=self.learned.spacing_s,
         )
 
-    def _back_off(self, at: float) -> None:
+    def _back_off(self, seen: Observation) -> None:
+        at = seen.at
         if self._bound_since is None:
             self._bound_since = at
         if self._in_episode(at):
             self._refused_in_episode += 1
             if self._refused_in_episode == 2:
                 self._no_quick_climb(at)
+            return
+        passed = self._goodput(at)
+        if passed is not None and self.rpm < passed * (1 - NEAR):
+            # Refused well under the rate the limiter let through lately: the limit is not
+            # under the pace, two requests arrived closer than it (one left late for its
+            # slot, the next on time). The pace is kept: backed off, four workers on a
+            # strict limiter went from 0.72 of it to 0.50 a second or two after a backoff,
+            # took that as the rate refused, and probed up from it for a minute and more.
+            self._clean = 0
             return
         self._backoff_at = at
         self._refused_in_episode = 1
@@ -264,10 +291,9 @@ class Pace:
             share, self._near = BACKOFF_NEAR, self._near + 1
         else:
             share, self._near = (FIRST_BACKOFF if before is None else BACKOFF), 0
-        new, target = rpm * share, rpm * RECOVER_TO
-        if (passed := self._goodput(at)) is not None:
-            new = min(new, passed)
-            target = min(target, passed * (1 + NEAR))
+        new, target = _backed_off(
+            rpm, share, first=before is None, wait=seen.retry_after, passed=passed
+        )
         self._backoffs += 1
         self.learned = replace(
             self.learned,
@@ -346,6 +372,26 @@ class Pace:
 
     def _in_episode(self, at: float) -> bool:
         return self._backoff_at is not None and at - self._backoff_at < EPISODE_S
+
+
+def _backed_off(
+    rpm: float, share: float, *, first: bool, wait: float | None, passed: float | None
+) -> tuple[float, float]:
+    """The pace a 429 without headers at ``rpm`` backs off to, and where it climbs back
+    quickly to: ``share`` of it, moved by what the refusal's ``wait`` says (see
+    ``WAIT_FLOOR_FIRST``)
+    and capped by what the limiter let through lately (``passed``, see GOODPUT_WINDOW_S)."""
+    new, target = rpm * share, rpm * RECOVER_TO
+    said = 60.0 / (60.0 / rpm + wait) if wait else None
+    if said is not None:
+        new = min(max(said, rpm * (WAIT_FLOOR_FIRST if first else share)), rpm * BACKOFF_NEAR)
+        target = min(target, max(new, said))
+    if passed is not None:
+        # The larger of the two: each says the limit is at least that (a strict limiter
+        # lets a pace over it through at half that pace, a window asks a long wait).
+        bound = max(passed, said or 0.0)
+        new, target = min(new, bound), min(target, bound * (1 + NEAR))
+    return new, target
 
 
 def _probing(learned: Learned) -> bool:

@@ -133,6 +133,45 @@ def test_without_headers_the_rate_let_through_caps_the_backoff() -> None:
     assert pace.reason is Reason.BACKED_OFF
 
 
+def test_a_429_well_under_the_rate_let_through_keeps_the_pace() -> None:
+    """The limiter let 120 a minute through; backed off under that (refused by requests
+    that came together), a 429 says two requests arrived closer than the pace, not that the
+    limit is under it: the pace is kept, and so is the rate refused it climbs back toward."""
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+
+    def passed(first: float, last: float) -> None:
+        # 120 a minute let through, each answered a second after it was sent.
+        sent = first
+        while sent <= last:
+            pace.observe(Observation(at=sent + 1, rate_limited=False, sent_at=sent))
+            sent += 0.5
+
+    passed(0.5, 19.0)
+    pace.observe(refused(20.0))  # at the rate let through
+    assert pace.rpm == pytest.approx(120, rel=0.1)
+    passed(19.5, 20.5)
+    pace.observe(refused(21.6))  # the pace climbing back, over the rate let through
+    under, limit_found = pace.rpm, pace.learned.refused_rpm
+    assert under < 120 * 0.95
+    pace.observe(refused(23.0))  # well under it
+    assert pace.rpm >= under
+    assert pace.learned.refused_rpm == limit_found
+
+
+def test_a_worker_taking_up_anothers_backoff_counts_the_rate_let_through_from_then() -> None:
+    """A worker that took up another's backoff before any 429 of its own judges its first
+    one against what the route let through since, as the worker refused first does."""
+    first, second = Pace(600, told=True), Pace(600, told=True)
+    first.observe(refused(0.0))
+    second.adopt(first.learned, at=0.1)
+    # Known over the seconds since the backoff; too few seconds since the 429 alone.
+    second.route_rate = lambda since: 120.0 if since <= 15.0 else None
+    climb(second, 0.1, 20.0)
+    second.observe(refused(20.5))
+    assert second.rpm == pytest.approx(120)
+
+
 def test_a_429_without_headers_backs_off_once_per_episode() -> None:
     pace = Pace(900, told=True)
     assert pace.observe(refused(10.0))
@@ -267,6 +306,31 @@ def test_told_three_times_too_high_the_pace_converges(shape: LimiterShape, heade
 def test_told_the_truth_nothing_is_refused(shape: LimiterShape) -> None:
     refusals = simulate(shape, limit=300, ceiling=300 * HEADER_SHARE, headers=False)
     assert sum(refusals) == 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", range(3))
+def test_over_told_without_headers_the_waits_asked_find_the_limit_in_a_few_429s(
+    shape: LimiterShape, seed: int
+) -> None:
+    """Told 3x, without headers, arrivals jittering by up to 10 ms: the wait each 429 asks
+    for says how far over the limit the pace is, and the backoff goes there rather than
+    halving in steps: at most 10 refused in 600 requests on every limiter shape (halving, then
+    0.7, in steps: 11-14 on strict and bucket, 14-18 on window, 25-29 on sliding), with at
+    least 0.85 of the limit let through over the last 400."""
+    rng = random.Random(seed)
+    arrived: list[float] = []
+    refusals = simulate(
+        shape,
+        limit=300,
+        ceiling=900,
+        headers=False,
+        late=lambda: rng.uniform(0.0, 0.01),
+        arrived=arrived,
+    )
+    assert sum(refusals) <= 10
+    last = arrived[-400:]
+    assert (len(last) - 1) / (last[-1] - last[0]) * 60 >= 0.85 * 300
 
 
 @pytest.mark.parametrize("seed", range(5))
