@@ -62,6 +62,9 @@ def jitter_allowance(interval: float, seconds: float = WIRE_JITTER_S) -> float:
 #: When the request this task is sending departed (``None``: it has left, or none departed):
 #: an attempt departs and says it has left in one task.
 _DEPARTED: ContextVar[float | None] = ContextVar("departed", default=None)
+#: When this task's slot was taken (its interval chosen): a 429 of a request booked before a
+#: backoff belongs to its episode. An attempt is admitted and answered in one task.
+_BOOKED: ContextVar[float | None] = ContextVar("booked", default=None)
 
 #: The learned pace is written to the store at most this often (seconds), but for a backoff.
 SAVE_EVERY_S = 1.0
@@ -191,10 +194,12 @@ class BaseGate(ABC):
         # One request at a time takes its slot, at the pace of the moment: a slot booked
         # ahead at an older, faster pace would still leave after the pace has slowed.
         if not self._one_at_a_time:
+            _BOOKED.set(anyio.current_time())
             self._gap = self.pace.interval(images)
             await self._take_slot(self._gap)
             return
         async with self._slots:
+            _BOOKED.set(anyio.current_time())
             self._gap = self.pace.interval(images)
             await self._take_slot(self._gap)
 
@@ -286,6 +291,8 @@ class BaseGate(ABC):
             self._pending = None
 
     async def observe(self, seen: Observation) -> None:
+        if seen.booked_at is None and (booked := _BOOKED.get()) is not None:
+            seen = replace(seen, booked_at=booked)
         self.refused |= seen.rate_limited
         backoff = self.pace.learned.backoff
         self._dirty |= self.pace.observe(seen)

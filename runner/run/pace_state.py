@@ -36,6 +36,8 @@ class Observation:
         tokens: tokens the answer reported using, if it did.
         sent_at: when the request was sent (same clock; ``None``: when it was answered).
         retry_after: the wait a refusal asked for (seconds), if it said.
+        booked_at: when the request's slot was taken, at the pace of that moment (same clock;
+            ``None``: not known).
     """
 
     at: float
@@ -45,6 +47,7 @@ class Observation:
     tokens: int | None = None
     sent_at: float | None = None
     retry_after: float | None = None
+    booked_at: float | None = None
 
     @property
     def latency(self) -> float:

@@ -82,7 +82,11 @@ WAIT_FLOOR_FIRST = 0.25
 #: A route nobody gave a rate starts at this fraction of its ceiling and doubles this often.
 START_SHARE = 0.25
 DOUBLING_S = 2.0
-#: 429s within this many seconds of a backoff belong to the same episode (sent before it).
+#: 429s within this many seconds of a backoff belong to the same episode (sent before it),
+#: and so do those of requests whose slots were taken before it, at the pace before: four
+#: workers hold a slot each, booked up to four intervals ahead, and a strict limiter refused
+#: every other one of them for 2 s after a backoff (counted as a new backoff after 1 s,
+#: each probe of the limit cost three 429s and two backoffs).
 EPISODE_S = 1.0
 #: The slowest pace (requests a minute).
 FLOOR_RPM = 1.0
@@ -265,7 +269,7 @@ class Pace:
         at = seen.at
         if self._bound_since is None:
             self._bound_since = at
-        if self._in_episode(at):
+        if self._in_episode(at, seen.booked_at):
             self._refused_in_episode += 1
             if self._refused_in_episode == 2:
                 self._no_quick_climb(at)
@@ -370,8 +374,12 @@ class Pace:
     def _reason_for(self, rpm: float, otherwise: Reason) -> Reason:
         return Reason.CEILING if rpm >= self.ceiling else otherwise
 
-    def _in_episode(self, at: float) -> bool:
-        return self._backoff_at is not None and at - self._backoff_at < EPISODE_S
+    def _in_episode(self, at: float, booked_at: float | None = None) -> bool:
+        if self._backoff_at is None:
+            return False
+        return at - self._backoff_at < EPISODE_S or (
+            booked_at is not None and booked_at < self._backoff_at
+        )
 
 
 def _backed_off(

@@ -400,6 +400,24 @@ async def test_a_429_without_headers_slows_the_gate_down() -> None:
     assert gate.pace.rpm < RPM * RATE_MARGIN
 
 
+async def test_a_429_of_a_request_booked_before_a_backoff_is_part_of_its_episode() -> None:
+    """A request whose slot was taken at the pace before a backoff, refused seconds after it
+    (four workers hold a slot each, up to four intervals ahead), is of that backoff's
+    episode; one booked after it and refused as late backs the pace off again."""
+    gate = RouteGate(RPM)
+    await gate.admit()  # this task's slot, at the pace before
+    await anyio.sleep(0.01)
+    backoff_at = anyio.current_time()
+    gate.pace.observe(Observation(at=backoff_at, rate_limited=True))  # another's 429
+    backed_off = gate.pace.rpm
+    assert backed_off < RPM * RATE_MARGIN
+    await gate.observe(Observation(at=backoff_at + 2.0, rate_limited=True))
+    assert gate.pace.rpm == backed_off
+    await gate.admit()  # booked after the backoff
+    await gate.observe(Observation(at=backoff_at + 2.5, rate_limited=True))
+    assert gate.pace.rpm < backed_off
+
+
 async def test_the_learned_pace_is_where_the_next_run_starts(store: Store) -> None:
     """Kept in the store with the route: a later gate on the same route starts from it."""
     first = RouteGate(RPM, told=False, keeper=PaceKeeper(store, ROUTE))
