@@ -71,6 +71,8 @@ class Learned:
             limiter's refusals of requests that arrived a hair early asked to wait, summed.
         recover_rpm: where the pace climbs back quickly to after the last backoff (under the
             rate refused, and under what the limiter let through).
+        found_near: refusals in a row near the rate refused before (the limit found where
+            it was): the pace probes past it half as fast for each.
     """
 
     rpm: float
@@ -82,12 +84,14 @@ class Learned:
     backoff: str | None = None
     spacing_s: float | None = None
     recover_rpm: float | None = None
+    found_near: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rpm": self.rpm,
             "reason": self.reason.value,
             **{name: getattr(self, name) for name in _OPTIONAL if getattr(self, name) is not None},
+            **({"found_near": self.found_near} if self.found_near else {}),
         }
 
     @classmethod
@@ -108,6 +112,7 @@ class Learned:
             backoff=str(backoff) if backoff is not None else None,
             spacing_s=float(spacing) if spacing is not None else None,
             recover_rpm=float(recover) if recover is not None else None,
+            found_near=int(data.get("found_near") or 0),
         )
 
     @property

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from runner.models import RateLimits
+from runner.run.backoff import BACKOFF, BACKOFF_NEAR, FIRST_BACKOFF, NEAR, RECOVER_TO, backed_off
 from runner.run.pace_state import Learned, Observation, Reason
 
 #: Share of a limit the headers gave that the pace uses at first (the gate leaves requests a
@@ -38,27 +39,17 @@ HEADER_SHARE = 1.0
 MIN_HEADER_SHARE = 0.85
 #: What one 429 takes off the header share.
 HEADER_SHARE_STEP = 0.02
-#: The pace after a route's first 429 without headers, as a fraction of the pace refused
-#: (nothing is known yet of the limit: halve, as TCP does).
-FIRST_BACKOFF = 0.5
-#: The pace after a later 429 without headers, as a fraction of the pace refused.
-BACKOFF = 0.7
-#: The same when the limit is known to be about where the refusal came: the pace refused is
-#: close to the one refused before, or had run clean for a while. It steps back a little.
-BACKOFF_NEAR = 0.95
-#: Within this fraction of the pace refused before, a refusal counts as near it.
-NEAR = 0.05
 #: Clean answers in a row after which a refusal says the limit is about at the pace (a user
 #: who gave the true rate, a probe just past the limit), not far under it.
 SETTLED_ANSWERS = 20
-#: How close below the refused rate the pace climbs back quickly.
-RECOVER_TO = 0.97
 #: Quick climb (per clean second), and the probe beyond the refused rate (of it, per second).
 RECOVER_RATE = 0.15
 PROBE_RATE = 0.01
 #: Near the refused rate the pace creeps at this share of it a second, halved with every
 #: refusal near it in a row: each time the limit is found where it was, it is probed half as
 #: often (a refusal a probe costs, so their number grows with the log of the run's length).
+#: The count is the route's (``Learned.found_near``): kept by each of four workers for the
+#: refusals it saw itself, the route was probed every 10-40 s all run (a 429 or two each).
 CREEP_RATE = 0.003
 #: Without headers, what the limiter let through since it first refused (successes by when
 #: they were sent, over at most this many seconds before the last answered one) caps the pace
@@ -69,16 +60,6 @@ GOODPUT_WINDOW_S = 60.0
 #: That rate is used only once it covers this many seconds and successes.
 GOODPUT_MIN_S = 5.0
 GOODPUT_MIN_OK = 5
-#: A 429's wait says how far over the limit the pace is: a limiter that allows no burst
-#: refused a request that came an interval after the one before and wants it ``wait`` later,
-#: so it keeps to one per ``interval + wait``. A backoff without headers goes to that rate,
-#: bounded: never less than BACKOFF_NEAR, never further than the usual step (a limit counted
-#: over a window asks to wait out the window, far longer) but on a route's first 429, down to
-#: this share of the pace; it climbs back quickly to no more than that rate. Halving, then 0.7,
-#: in steps, four workers told 3x on a strict limiter backed off 4-5 times with 10 429s in
-#: their first 6 s; one process halving from its untold start was refused 3-4 times more
-#: climbing back to 0.97 of it.
-WAIT_FLOOR_FIRST = 0.25
 #: A route nobody gave a rate starts at this fraction of its ceiling and doubles this often.
 START_SHARE = 0.25
 DOUBLING_S = 2.0
@@ -169,6 +150,8 @@ class Pace:
             # here too (see ``route_rate``), not only after this worker's own first 429.
             if self._bound_since is None:
                 self._bound_since = at
+            # How often the limit was found where it was is the route's, whoever found it.
+            self._near = learned.found_near
         spacing = max(self.learned.spacing_s or 0.0, learned.spacing_s or 0.0) or None
         self.learned = replace(
             learned, rpm=rpm, reason=self._reason_for(rpm, learned.reason), spacing_s=spacing
@@ -295,7 +278,7 @@ class Pace:
             share, self._near = BACKOFF_NEAR, self._near + 1
         else:
             share, self._near = (FIRST_BACKOFF if before is None else BACKOFF), 0
-        new, target = _backed_off(
+        new, target = backed_off(
             rpm, share, first=before is None, wait=seen.retry_after, passed=passed
         )
         self._backoffs += 1
@@ -306,6 +289,7 @@ class Pace:
             refused_rpm=rpm,
             backoff=f"{self._name}.{self._backoffs}",
             recover_rpm=target,
+            found_near=self._near,
         )
 
     def _no_quick_climb(self, at: float) -> None:
@@ -380,26 +364,6 @@ class Pace:
         return at - self._backoff_at < EPISODE_S or (
             booked_at is not None and booked_at < self._backoff_at
         )
-
-
-def _backed_off(
-    rpm: float, share: float, *, first: bool, wait: float | None, passed: float | None
-) -> tuple[float, float]:
-    """The pace a 429 without headers at ``rpm`` backs off to, and where it climbs back
-    quickly to: ``share`` of it, moved by what the refusal's ``wait`` says (see
-    ``WAIT_FLOOR_FIRST``)
-    and capped by what the limiter let through lately (``passed``, see GOODPUT_WINDOW_S)."""
-    new, target = rpm * share, rpm * RECOVER_TO
-    said = 60.0 / (60.0 / rpm + wait) if wait else None
-    if said is not None:
-        new = min(max(said, rpm * (WAIT_FLOOR_FIRST if first else share)), rpm * BACKOFF_NEAR)
-        target = min(target, max(new, said))
-    if passed is not None:
-        # The larger of the two: each says the limit is at least that (a strict limiter
-        # lets a pace over it through at half that pace, a window asks a long wait).
-        bound = max(passed, said or 0.0)
-        new, target = min(new, bound), min(target, bound * (1 + NEAR))
-    return new, target
 
 
 def _probing(learned: Learned) -> bool:

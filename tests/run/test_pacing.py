@@ -8,17 +8,14 @@ from collections.abc import Callable
 import pytest
 
 from runner.models import Limit, RateLimits
+from runner.run.backoff import BACKOFF, BACKOFF_NEAR, FIRST_BACKOFF, RECOVER_TO
 from runner.run.gate import jitter_allowance
 from runner.run.pace_state import Learned, Observation, Reason
 from runner.run.pacing import (
-    BACKOFF,
-    BACKOFF_NEAR,
     EPISODE_S,
-    FIRST_BACKOFF,
     HEADER_SHARE,
     HEADER_SHARE_STEP,
     MIN_HEADER_SHARE,
-    RECOVER_TO,
     START_SHARE,
     Pace,
 )
@@ -170,6 +167,34 @@ def test_a_worker_taking_up_anothers_backoff_counts_the_rate_let_through_from_th
     climb(second, 0.1, 20.0)
     second.observe(refused(20.5))
     assert second.rpm == pytest.approx(120)
+
+
+def test_a_routes_first_429_backs_off_to_the_rate_its_wait_says_and_at_least_by_half() -> None:
+    """Told 360 a minute, a limiter that allows no burst refuses the second request (a sixth
+    of a second on) and asks for a third of a second more: it keeps to about 120, and the
+    pace goes there, not to 180. A short wait (a drained bucket) still halves the pace."""
+    strict = Pace(360, told=True)
+    strict.observe(Observation(at=0.2, rate_limited=True, retry_after=0.32))
+    assert strict.rpm == pytest.approx(60 / (60 / 360 + 0.32))
+    bucket = Pace(900, told=True)
+    bucket.observe(Observation(at=0.2, rate_limited=True, retry_after=0.005))
+    assert bucket.rpm == pytest.approx(900 * FIRST_BACKOFF)
+
+
+def test_where_the_limit_was_found_before_is_the_routes_not_one_workers() -> None:
+    """A worker taking up another's backoff near the rate refused before probes past it as
+    slowly as the worker that found it there: four workers each counting only their own
+    refusals probed the route four times as often."""
+    first, second = Pace(900, told=True), Pace(900, told=True)
+    first.observe(refused(0.0))
+    climb(first, 0.0, 6.0)
+    first.observe(refused(6.0))  # near the rate refused before
+    assert first.learned.found_near == 1
+    assert Learned.from_json(first.learned.to_json()).found_near == 1
+    second.adopt(first.learned, at=6.0)
+    climb(first, 6.0, 6.0)
+    climb(second, 6.0, 6.0)
+    assert second.rpm <= first.rpm
 
 
 def test_a_429_without_headers_backs_off_once_per_episode() -> None:

@@ -1,0 +1,50 @@
+"""Where a 429 without headers backs a route's pace off to, and where it climbs back quickly
+to: the step of :class:`runner.run.pacing.Pace`'s backoff, apart from the controller."""
+
+from __future__ import annotations
+
+#: The pace after a route's first 429 without headers, as a fraction of the pace refused
+#: (nothing is known yet of the limit: halve, as TCP does).
+FIRST_BACKOFF = 0.5
+#: The pace after a later 429 without headers, as a fraction of the pace refused.
+BACKOFF = 0.7
+#: The same when the limit is known to be about where the refusal came: the pace refused is
+#: close to the one refused before, or had run clean for a while. It steps back a little.
+BACKOFF_NEAR = 0.95
+#: Within this fraction of the pace refused before, a refusal counts as near it.
+NEAR = 0.05
+#: How close below the refused rate the pace climbs back quickly.
+RECOVER_TO = 0.97
+#: A 429's wait says how far over the limit the pace is: a limiter that allows no burst
+#: refused a request that came an interval after the one before and wants it ``wait`` later,
+#: so it keeps to one per ``interval + wait``. A backoff without headers goes to that rate,
+#: bounded: on a route's first 429, at least halving and down to this share of the pace; on
+#: a later one, between the usual step (a limit counted over a window asks to wait out the
+#: window, far longer) and BACKOFF_NEAR. The pace climbs back quickly to no more than that
+#: rate. Halving, then 0.7, in steps, four workers told 3x on a strict limiter backed off 4-5
+#: times with 10 429s in their first 6 s; one process halving from its untold start was
+#: refused 3-4 times more climbing back to 0.97 of it. Backing off less than halving on a
+#: first 429, a pace still doubling (a token bucket, drained, asking a few milliseconds)
+#: stayed at 0.8 of what was refused, and was refused 11 times in 5 s.
+WAIT_FLOOR_FIRST = 0.25
+
+
+def backed_off(
+    rpm: float, share: float, *, first: bool, wait: float | None, passed: float | None
+) -> tuple[float, float]:
+    """The pace a 429 without headers at ``rpm`` backs off to, and where it climbs back
+    quickly to: ``share`` of it, moved by what the refusal's ``wait`` says (see
+    ``WAIT_FLOOR_FIRST``), capped by what the limiter let through lately (``passed``: see
+    ``runner.run.pacing.GOODPUT_WINDOW_S``)."""
+    new, target = rpm * share, rpm * RECOVER_TO
+    said = 60.0 / (60.0 / rpm + wait) if wait else None
+    if said is not None:
+        low, high = (WAIT_FLOOR_FIRST, share) if first else (share, BACKOFF_NEAR)
+        new = min(max(said, rpm * low), rpm * high)
+        target = min(target, max(new, said))
+    if passed is not None:
+        # The larger of the two: each says the limit is at least that (a strict limiter
+        # lets a pace over it through at half that pace, a window asks a long wait).
+        bound = max(passed, said or 0.0)
+        new, target = min(new, bound), min(target, bound * (1 + NEAR))
+    return new, target
