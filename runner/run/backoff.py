@@ -25,19 +25,30 @@ RECOVER_TO = 0.97
 #: times with 10 429s in their first 6 s; one process halving from its untold start was
 #: refused 3-4 times more climbing back to 0.97 of it. Backing off less than halving on a
 #: first 429, a pace still doubling (a token bucket, drained, asking a few milliseconds)
-#: stayed at 0.8 of what was refused, and was refused 11 times in 5 s.
+#: stayed at 0.8 of what was refused, and was refused 11 times in 5 s. Counted from the
+#: interval alone, not the slot's allowance on top (a fifth of an interval while a worker
+#: warms up), a wait said 142 a minute for a strict 120, and four workers not told the rate
+#: were refused 6 times more climbing back to it.
 WAIT_FLOOR_FIRST = 0.25
 
 
 def backed_off(
-    rpm: float, share: float, *, first: bool, wait: float | None, passed: float | None
+    rpm: float,
+    share: float,
+    *,
+    first: bool,
+    wait: float | None,
+    passed: float | None,
+    spaced: float | None = None,
 ) -> tuple[float, float]:
     """The pace a 429 without headers at ``rpm`` backs off to, and where it climbs back
     quickly to: ``share`` of it, moved by what the refusal's ``wait`` says (see
     ``WAIT_FLOOR_FIRST``), capped by what the limiter let through lately (``passed``: see
-    ``runner.run.pacing.GOODPUT_WINDOW_S``)."""
+    ``runner.run.pacing.GOODPUT_WINDOW_S``). The wait is counted from how far apart the
+    refused request was kept from the one before (``spaced``: its interval and the gate's
+    allowance for late arrivals), else from the interval."""
     new, target = rpm * share, rpm * RECOVER_TO
-    said = 60.0 / (60.0 / rpm + wait) if wait else None
+    said = 60.0 / ((spaced or 60.0 / rpm) + wait) if wait else None
     if said is not None:
         low, high = (WAIT_FLOOR_FIRST, share) if first else (share, BACKOFF_NEAR)
         new = min(max(said, rpm * low), rpm * high)

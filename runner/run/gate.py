@@ -62,9 +62,11 @@ def jitter_allowance(interval: float, seconds: float = WIRE_JITTER_S) -> float:
 #: When the request this task is sending departed (``None``: it has left, or none departed):
 #: an attempt departs and says it has left in one task.
 _DEPARTED: ContextVar[float | None] = ContextVar("departed", default=None)
-#: When this task's slot was taken (its interval chosen): a 429 of a request booked before a
-#: backoff belongs to its episode. An attempt is admitted and answered in one task.
-_BOOKED: ContextVar[float | None] = ContextVar("booked", default=None)
+#: When this task's slot was taken (its interval chosen), and how far apart from the one
+#: before it the slot keeps the request (the interval and the allowance for late arrivals):
+#: a 429 of a request booked before a backoff belongs to its episode, and its wait is counted
+#: from that spacing. An attempt is admitted and answered in one task.
+_BOOKED: ContextVar[tuple[float, float] | None] = ContextVar("booked", default=None)
 
 #: The learned pace is written to the store at most this often (seconds), but for a backoff.
 SAVE_EVERY_S = 1.0
@@ -194,14 +196,22 @@ class BaseGate(ABC):
         # One request at a time takes its slot, at the pace of the moment: a slot booked
         # ahead at an older, faster pace would still leave after the pace has slowed.
         if not self._one_at_a_time:
-            _BOOKED.set(anyio.current_time())
-            self._gap = self.pace.interval(images)
+            self._choose_interval(images)
             await self._take_slot(self._gap)
             return
         async with self._slots:
-            _BOOKED.set(anyio.current_time())
-            self._gap = self.pace.interval(images)
+            self._choose_interval(images)
             await self._take_slot(self._gap)
+
+    def _choose_interval(self, images: int) -> None:
+        """Choose this request's interval at the pace of the moment, and note it (_BOOKED)."""
+        self._gap = self.pace.interval(images)
+        _BOOKED.set((anyio.current_time(), self._gap + self._allowance(self._gap)))
+
+    def _allowance(self, interval: float) -> float:
+        """What requests are kept further apart than ``interval`` for late arrivals."""
+        warm_up = 0.0 if self._departed >= WARM_UP_REQUESTS else interval * (WARM_UP_SHARE - 1)
+        return jitter_allowance(interval) + self.pace.spacing + warm_up
 
     @property
     def _one_at_a_time(self) -> bool:
@@ -292,7 +302,7 @@ class BaseGate(ABC):
 
     async def observe(self, seen: Observation) -> None:
         if seen.booked_at is None and (booked := _BOOKED.get()) is not None:
-            seen = replace(seen, booked_at=booked)
+            seen = replace(seen, booked_at=booked[0], spaced_s=booked[1])
         self.refused |= seen.rate_limited
         backoff = self.pace.learned.backoff
         self._dirty |= self.pace.observe(seen)

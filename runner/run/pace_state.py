@@ -38,6 +38,8 @@ class Observation:
         retry_after: the wait a refusal asked for (seconds), if it said.
         booked_at: when the request's slot was taken, at the pace of that moment (same clock;
             ``None``: not known).
+        spaced_s: how far after the slot before it that slot kept the request (seconds: the
+            interval and the allowance for late arrivals; ``None``: not known).
     """
 
     at: float
@@ -48,6 +50,7 @@ class Observation:
     sent_at: float | None = None
     retry_after: float | None = None
     booked_at: float | None = None
+    spaced_s: float | None = None
 
     @property
     def latency(self) -> float:

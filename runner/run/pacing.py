@@ -279,7 +279,12 @@ class Pace:
         else:
             share, self._near = (FIRST_BACKOFF if before is None else BACKOFF), 0
         new, target = backed_off(
-            rpm, share, first=before is None, wait=seen.retry_after, passed=passed
+            rpm,
+            share,
+            first=before is None,
+            wait=seen.retry_after,
+            spaced=seen.spaced_s,
+            passed=passed,
         )
         self._backoffs += 1
         self.learned = replace(

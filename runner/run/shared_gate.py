@@ -104,6 +104,9 @@ class SharedGate(BaseGate):
             self._lateness.append(anyio.current_time() - due)
             _SLOT_DUE.set(None)
 
+    def _allowance(self, interval: float) -> float:
+        return self._slot_jitter(interval)
+
     def _slot_jitter(self, interval: float) -> float:
         """What a slot allows beyond ``interval`` for requests leaving late for their slots."""
         least = jitter_allowance(interval, SLOT_JITTER_S) + self.pace.spacing

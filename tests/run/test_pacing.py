@@ -181,6 +181,18 @@ def test_a_routes_first_429_backs_off_to_the_rate_its_wait_says_and_at_least_by_
     assert bucket.rpm == pytest.approx(900 * FIRST_BACKOFF)
 
 
+def test_a_wait_is_counted_from_how_far_apart_the_slot_kept_the_request() -> None:
+    """Not told the rate, four workers start at 150 a minute and keep their first requests a
+    fifth of an interval further apart than it (warming up): a strict limiter of 120 asks
+    the next for 22 ms more. Counted from the interval alone that says 142 a minute, and the
+    pace climbed back there and was refused again; counted from the slot, about 120."""
+    pace = Pace(600, told=False)
+    gap = 60 / pace.rpm
+    pace.observe(Observation(at=0.5, rate_limited=True, retry_after=0.022, spaced_s=gap * 1.2))
+    assert pace.learned.recover_rpm is not None
+    assert pace.learned.recover_rpm <= 120
+
+
 def test_where_the_limit_was_found_before_is_the_routes_not_one_workers() -> None:
     """A worker taking up another's backoff near the rate refused before probes past it as
     slowly as the worker that found it there: four workers each counting only their own
