@@ -193,6 +193,32 @@ def test_a_wait_is_counted_from_how_far_apart_the_slot_kept_the_request() -> Non
     assert pace.learned.recover_rpm <= 120
 
 
+def test_a_whole_second_retry_after_is_not_read_as_the_rate_the_limiter_keeps() -> None:
+    """``Retry-After`` comes in whole seconds, rounded up (the sandbox's laozhang profile sends
+    no ``retry-after-ms``): ``1`` for a request a few milliseconds early says only that the
+    limiter wanted less than a second. Told the true 600 a minute and running clean, one such
+    429 steps the pace back a little, not to a quarter of it (60 / (0.1 s + 1 s) = 55 a
+    minute, floored at 150)."""
+    pace = Pace(600, told=True)
+    climb(pace, 0.0, 4.0)
+    pace.observe(Observation(at=4.05, rate_limited=True, retry_after=1.0))
+    assert pace.rpm == pytest.approx(600 * BACKOFF_NEAR)
+
+
+def test_after_a_whole_second_retry_after_the_pace_climbs_back_quickly() -> None:
+    """A later 429 saying ``Retry-After: 1`` backs off the usual step and the pace climbs
+    back quickly toward the pace refused, not at the slow probe from the step down (a
+    recovery capped at the rate 60 / (interval + 1 s) says: 0.7 of it 5 s on)."""
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+    climb(pace, 0.0, 1.0)
+    again = pace.rpm
+    pace.observe(Observation(at=1.05, rate_limited=True, retry_after=1.0))
+    assert pace.rpm == pytest.approx(again * BACKOFF)
+    climb(pace, 1.05, 5.0)
+    assert pace.rpm >= 0.9 * again
+
+
 def test_where_the_limit_was_found_before_is_the_routes_not_one_workers() -> None:
     """A worker taking up another's backoff near the rate refused before probes past it as
     slowly as the worker that found it there: four workers each counting only their own
