@@ -219,7 +219,8 @@ class Pace:
         """Whether a refusal asked for a wait short enough to say its request arrived a hair
         early, while requests are not yet spaced out as far as that ever goes, at a pace
         someone gave (the user, the headers): see ``EARLY_SHARE``."""
-        if not seen.limits and (self._slow_start or self.learned.refused_rpm is not None):
+        given = seen.limits is not None and _has_limit(seen.limits)
+        if not given and (self._slow_start or self.learned.refused_rpm is not None):
             return False
         interval = self.interval(seen.images)
         wait = seen.retry_after

@@ -219,6 +219,20 @@ def test_after_a_whole_second_retry_after_the_pace_climbs_back_quickly() -> None
     assert pace.rpm >= 0.9 * again
 
 
+def test_headers_without_a_limit_do_not_make_small_waits_early_at_a_taught_pace() -> None:
+    """A gateway that sends ``x-ratelimit-remaining-*`` and ``-reset-*`` but no limit gives no
+    pace: at a pace the 429s taught, a small-wait 429 backs it off as it does without any
+    headers, rather than spacing requests out at a pace over the limit."""
+    remaining_only = RateLimits(requests=Limit(remaining=0, reset_s=0.05))
+    pace = Pace(900, told=True)
+    pace.observe(refused(0.0))
+    climb(pace, 0.0, 30.0)
+    probed = pace.rpm
+    pace.observe(Observation(at=31.0, rate_limited=True, limits=remaining_only, retry_after=0.002))
+    assert pace.rpm < probed
+    assert not pace.learned.spacing_s
+
+
 def test_where_the_limit_was_found_before_is_the_routes_not_one_workers() -> None:
     """A worker taking up another's backoff near the rate refused before probes past it as
     slowly as the worker that found it there: four workers each counting only their own
