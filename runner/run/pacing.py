@@ -29,7 +29,14 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from runner.models import RateLimits
-from runner.run.backoff import BACKOFF, BACKOFF_NEAR, FIRST_BACKOFF, NEAR, RECOVER_TO, backed_off
+from runner.run.pace_backoff import (
+    BACKOFF,
+    BACKOFF_NEAR,
+    FIRST_BACKOFF,
+    NEAR,
+    RECOVER_TO,
+    backed_off,
+)
 from runner.run.pace_state import Learned, Observation, Reason
 
 #: Share of a limit the headers gave that the pace uses at first (the gate leaves requests a

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from runner.models import Limit, RateLimits
-from runner.run.backoff import BACKOFF, BACKOFF_NEAR, FIRST_BACKOFF, RECOVER_TO
 from runner.run.gate import jitter_allowance
+from runner.run.pace_backoff import BACKOFF, BACKOFF_NEAR, FIRST_BACKOFF, RECOVER_TO
 from runner.run.pace_state import Learned, Observation, Reason
 from runner.run.pacing import (
     EPISODE_S,
