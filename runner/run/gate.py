@@ -210,8 +210,8 @@ class BaseGate(ABC):
 
     def _allowance(self, interval: float) -> float:
         """What requests are kept further apart than ``interval`` for late arrivals."""
-        warm_up = 0.0 if self._departed >= WARM_UP_REQUESTS else interval * (WARM_UP_SHARE - 1)
-        return jitter_allowance(interval) + self.pace.spacing + warm_up
+        share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
+        return interval * (share - 1) + jitter_allowance(interval) + self.pace.spacing
 
     @property
     def _one_at_a_time(self) -> bool:
@@ -246,7 +246,6 @@ class BaseGate(ABC):
     def _departure_due(self) -> float:
         """When the next request may depart: an interval (and the jitter allowance) after the
         request before it left, less the row write still to come for this one."""
-        share = DEPART_SHARE if self._departed >= WARM_UP_REQUESTS else WARM_UP_SHARE
         lead = self._lead()
         left = max(self._sent_at, self._departed_at + lead)
         now = anyio.current_time()
@@ -260,8 +259,7 @@ class BaseGate(ABC):
             # PENDING_HELD_S (or an interval), in case it never says.
             held = max(PENDING_HELD_S, self._gap)
             left = max(left, min(now, self._pending + lead + held))
-        spaced = jitter_allowance(self._gap) + self.pace.spacing
-        return left + self._gap * share + spaced - lead
+        return left + self._gap + self._allowance(self._gap) - lead
 
     def _usual_lead(self) -> float:
         """How long a row write may take and not count as stalled: the longest recent one

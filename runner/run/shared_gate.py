@@ -105,9 +105,6 @@ class SharedGate(BaseGate):
             _SLOT_DUE.set(None)
 
     def _allowance(self, interval: float) -> float:
-        return self._slot_jitter(interval)
-
-    def _slot_jitter(self, interval: float) -> float:
         """What a slot allows beyond ``interval`` for requests leaving late for their slots."""
         least = jitter_allowance(interval, SLOT_JITTER_S) + self.pace.spacing
         if len(self._leads) < LEADS_KEPT // 4:
@@ -212,7 +209,7 @@ class SharedGate(BaseGate):
                 self._route,
                 interval,
                 paced_within=PACE_MAX_AGE_S,
-                allowance=self._slot_jitter(interval),
+                allowance=self._allowance(interval),
             )
             if paused <= 0:
                 self._booked_ahead = wait > BOOK_AHEAD_S
