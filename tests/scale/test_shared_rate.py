@@ -31,6 +31,8 @@ WORKERS = 4
 HANDFUL = 6
 #: Requests over which four workers told three times the limit learn it.
 LEARNING = 150
+#: Requests the sandbox's bucket lets arrive at once: a second's worth.
+BURST = RPM // 60
 
 
 def assert_each_job_paid_once(ledger: Ledger, requests: Sequence[RequestRecord]) -> None:
@@ -77,16 +79,22 @@ def check_run(cluster: Cluster, pg_url: str) -> list[RequestRecord]:
     assert len(shares) == WORKERS
     assert min(shares.values()) >= JOBS / WORKERS / 3, f"a worker barely worked: {shares}"
     # Together they could go far faster than R: the shared schedule alone holds them to it.
-    # Over the steady part (10th to 90th percentile of arrival times).
-    assert achieved_rate(requests) <= RPM, f"{achieved_rate(requests):.0f}/min, limit {RPM}"
+    # Over the steady part (10th to 90th percentile of arrival times), R plus the bucket's
+    # second of burst, which a pause refills and the workers may spend at once (608 a minute
+    # over a 24 s span was such a burst, inside what the limiter lets through).
+    achieved, span = steady(requests)
+    allowed = RPM + BURST * 60 / span
+    assert achieved <= allowed, f"{achieved:.0f}/min over {span:.0f} s, limit {allowed:.0f}"
     return requests
 
 
-def achieved_rate(requests: Sequence[RequestRecord]) -> float:
-    """Successful requests per minute between the 10th and 90th percentile of their arrivals."""
+def steady(requests: Sequence[RequestRecord]) -> tuple[float, float]:
+    """Successful requests per minute between the 10th and 90th percentile of their
+    arrivals, and the seconds between those two."""
     times = sorted(r.time.timestamp() for r in requests if r.status == 200)
     low, high = len(times) // 10, len(times) * 9 // 10
-    return (high - low) / (times[high] - times[low]) * 60
+    span = times[high] - times[low]
+    return (high - low) / span * 60, span
 
 
 @pytest.mark.slow
@@ -107,7 +115,7 @@ def test_four_workers_share_one_queue_and_one_rate_limit(
     # How far under R they stay says as much about the machine's load as about the schedule
     # (0.57 of R at load 21 with a benchmark beside it): bounded below only where a schedule
     # that makes its workers take turns falls (0.34 of R, its row locked per transaction).
-    achieved = achieved_rate(requests)
+    achieved, _ = steady(requests)
     assert achieved >= 0.45 * RPM, f"{achieved:.0f} requests/min: the workers took turns"
     # Where the backoff left it the pinned route stayed (0.45-0.50 of R in a benchmark); a
     # backoff capped at what a loaded machine let through may start lower, and climbs back.
