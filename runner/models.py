@@ -248,6 +248,18 @@ class RateLimits:
     tokens: Limit | None = None
     images: Limit | None = None
 
+    def to_json(self) -> dict[str, dict[str, float]]:
+        """What the ledger keeps on the attempt: each resource reported, its fields given
+        (``{"requests": {"limit": 500, "remaining": 499, "reset_s": 0.12}}``)."""
+        out: dict[str, dict[str, float]] = {}
+        for name in ("requests", "tokens", "images"):
+            window: Limit | None = getattr(self, name)
+            if window is not None:
+                fields = (("limit", window.limit), ("remaining", window.remaining))
+                got = {k: v for k, v in (*fields, ("reset_s", window.reset_s)) if v is not None}
+                out[name] = got
+        return out
+
     @property
     def reset_s(self) -> float | None:
         """When the window that refused has room again: the longest reset among the resources

@@ -59,14 +59,14 @@ def result_record(
     ``note`` is the error message of an attempt without an ``error``.
     """
     now = utcnow()
-    provider_id = gateway_id = None
+    provider_id = gateway_id = limits = None
     latency = (now - start.started_at).total_seconds() * 1000
     if exchange is not None:
         provider_id, gateway_id = exchange.provider_request_id, exchange.gateway_request_id
-        latency = exchange.latency_ms
+        latency, limits = exchange.latency_ms, exchange.rate_limits
     elif error is not None:
         provider_id, gateway_id = error.provider_request_id, error.gateway_request_id
-        latency = error.latency_ms or latency
+        latency, limits = error.latency_ms or latency, error.rate_limits
     return AttemptResult(
         id=start.id,
         job_id=start.job_id,
@@ -80,6 +80,7 @@ def result_record(
         error_code=error.error_code if error else None,
         error_message=error.message[:2000] if error else note,
         retry_after=error.retry_after if error else None,
+        rate_limits=limits.to_json() if limits is not None else None,
         usage=usage,
         images_returned=images_returned,
         **({} if verdict is None else _charge(verdict)),

@@ -68,6 +68,8 @@ class AttemptResult:
     error_code: str | None = None
     error_message: str | None = None
     retry_after: float | None = None
+    #: The answer's ``x-ratelimit-*`` headers, parsed (see ``RateLimits.to_json``).
+    rate_limits: dict[str, dict[str, float]] | None = None
     usage: dict[str, int] | None = None
     images_returned: int | None = None
     expected_usd: float | None = None

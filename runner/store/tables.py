@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 #: The Alembic revision these tables mirror (the chain's head; a test holds the two together).
 #: Opening a database at this revision needs no Alembic at all, which keeps quick commands quick.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -187,6 +187,8 @@ attempts = Table(
     Column("error_code", String(100), nullable=True),
     Column("error_message", Text, nullable=True),
     Column("retry_after", Float, nullable=True),
+    #: The answer's ``x-ratelimit-*`` headers by resource (NULL: none came).
+    Column("rate_limits", JSON(none_as_null=True), nullable=True),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("latency_ms", Float, nullable=True),

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from runner.errors import StoreError
 from runner.models import AttemptState, ChargeStatus, Job, JobState, Outcome, utcnow
 from runner.store import LeaseLost, Recovery, Store
-from runner.store.tables import outputs
+from runner.store.tables import attempts, outputs
 
 from .factories import (
     LAPSED,
@@ -209,6 +209,23 @@ async def test_retry_later_finishes_the_attempt_and_parks_the_job(store: Store) 
     )
     assert (row.last_outcome, row.last_error) == (Outcome.RATE_LIMITED, "Rate limit reached")
     assert await store.next_due([job.batch_id]) == at
+
+
+async def test_rate_limits_are_kept_on_the_attempt_and_none_is_sql_null(store: Store) -> None:
+    """The limits an answer reported are on its attempt's row; an answer that reported none
+    leaves the column NULL (not JSON ``null``), so ``WHERE rate_limits IS NULL`` finds it."""
+    jobs = await claim_all(store, (await submit(store, "limits", specs(2))).batch.id, "w1")
+    limits = {"requests": {"limit": 500, "remaining": 0, "reset_s": 0.12}}
+    for job, reported in zip(jobs, (limits, None), strict=True):
+        start = start_of(job, "w1")
+        await store.start_attempt(start)
+        result = result_of(start, Outcome.RATE_LIMITED, http_status=429, rate_limits=reported)
+        await store.retry_later(result, utcnow())
+    [with_limits], [without] = [await attempt_rows(store, job.id) for job in jobs]
+    assert with_limits.rate_limits == limits
+    async with store.db.reading() as conn:
+        null = select(attempts.c.job_id).where(attempts.c.rate_limits.is_(None))
+        assert list((await conn.execute(null)).scalars()) == [without.job_id]
 
 
 async def test_fail_finishes_the_attempt_and_fails_the_job(store: Store) -> None:

@@ -397,6 +397,19 @@ async def _corrupt_image(zoo: Zoo, conn: Conn, head: Head, seen: Seen) -> None:
     await answer(conn, seen, "200 OK", [DATE, *plain(body)], body)
 
 
+def _openai_limits(body: bytes) -> list[str]:
+    # What OpenAI sends on every answer: each window's limit, what is left, when it refills.
+    return [
+        *plain(body),
+        "x-ratelimit-limit-requests: 500",
+        "x-ratelimit-remaining-requests: 499",
+        "x-ratelimit-reset-requests: 120ms",
+        "x-ratelimit-limit-tokens: 30000",
+        "x-ratelimit-remaining-tokens: 29000",
+        "x-ratelimit-reset-tokens: 1m30s",
+    ]
+
+
 def _large_headers(body: bytes) -> list[str]:
     # 60 KB of headers: a CDN's policy headers and a pile of cookies.
     return [*plain(body), *(f"x-cdn-policy-{i:02d}: {'p' * 1000}" for i in range(60))]
@@ -528,6 +541,7 @@ CASES: dict[str, Case] = {
         ),
         Case(name="unavailable_day", handler=api(_maintenance)),
         Case(name="corrupt_image_with_usage", handler=api(_corrupt_image)),
+        Case(name="ratelimit_headers_200", handler=image_200(_openai_limits)),
         Case(
             name="ratelimit_reset_6m",
             handler=_too_many(

@@ -1,4 +1,5 @@
-"""Rate-limit answers: how long the server says to wait, and what the route does about it.
+"""Rate-limit answers: how long the server says to wait, what the route does about it, and
+what the ledger keeps of the limits the server reported.
 
 A ``Retry-After`` beyond the job's deadline stops the route for this run instead of pausing
 it silently; ``x-ratelimit-reset-requests`` (a Go duration) is honoured when no
@@ -31,6 +32,7 @@ async def test_retry_after_beyond_the_deadline_stops_the_route(zoo_world: MakeWo
     attempt = out.only_attempt("job-0")
     assert (attempt["outcome"], attempt["http_status"]) == ("rate_limited", 429)
     assert attempt["retry_after"] == 86400
+    assert attempt["rate_limits"] is None  # no x-ratelimit-* header came
     assert attempt["charge_status"] == "not_charged"
     # It says until when: a minute between the attempt's start and end, a day later.
     until = {
@@ -51,6 +53,7 @@ async def test_ratelimit_reset_beyond_the_deadline_stops_the_route(zoo_world: Ma
     attempt = out.only_attempt("job-0")
     assert attempt["outcome"] == "rate_limited"
     assert attempt["retry_after"] == 360
+    assert attempt["rate_limits"] == {"requests": {"remaining": 0, "reset_s": 360.0}}
     assert "openai" in out.stopped
     assert not {"failed", "unknown"} & set(out.ledger.states())
 
@@ -79,3 +82,17 @@ async def test_503_retry_after_beyond_the_deadline_stops_the_route(zoo_world: Ma
     assert (attempt["http_status"], attempt["retry_after"]) == (503, 86400), briefs(out)
     assert "openai" in out.stopped
     assert not {"failed", "unknown"} & set(out.ledger.states())
+
+
+async def test_a_200s_rate_limit_headers_are_kept_on_its_attempt(zoo_world: MakeWorld) -> None:
+    """OpenAI's six headers on a 200 (limits, what is left, Go-duration resets): the attempt's
+    row holds them by resource, the reset in seconds, and the image is kept."""
+    world = zoo_world("ratelimit_headers_200")
+    out = await world.run_case(jobs=1, deadline=QUICK)
+    assert_paid_once(world, out)
+    attempt = out.only_attempt("job-0")
+    assert attempt["outcome"] == "ok"
+    assert attempt["rate_limits"] == {
+        "requests": {"limit": 500, "remaining": 499, "reset_s": 0.12},
+        "tokens": {"limit": 30000, "remaining": 29000, "reset_s": 90.0},
+    }
