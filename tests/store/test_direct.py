@@ -159,6 +159,9 @@ def _finish(n: int) -> dict[str, Any]:
         "finished_at": datetime(2026, 3, 1, 14, 30, 7, 250000, tzinfo=UTC),
         "latency_ms": 1234.5,
         "retry_after": None,
+        # A none-as-null JSON column: the cursor must bind no limits as SQL NULL, as
+        # SQLAlchemy does, not as JSON 'null'.
+        "rate_limits": {"requests": {"limit": 500, "reset_s": 0.12}} if n == 1 else None,
         "usage": {"input_tokens": 50, "output_tokens": 4160, "details": [None, "é"]},
         "images_returned": 1,
         "expected_usd": 0.1 + 0.2,
@@ -240,3 +243,5 @@ def test_the_ledgers_own_statements_store_what_sqlalchemy_stores(tmp_path: Path)
         """'{"input_tokens": 50, "output_tokens": 4160, "details": [null, "\\u00e9"]}'"""
     )
     assert rows[1]["finished_at"] == "NULL"
+    assert rows[0]["rate_limits"] == """'{"requests": {"limit": 500, "reset_s": 0.12}}'"""
+    assert rows[2]["rate_limits"] == "NULL"
