@@ -78,10 +78,12 @@ def check_run(cluster: Cluster, pg_url: str) -> list[RequestRecord]:
     shares = requests_by_worker(ledger)
     assert len(shares) == WORKERS
     assert min(shares.values()) >= JOBS / WORKERS / 3, f"a worker barely worked: {shares}"
-    # Together they could go far faster than R: the shared schedule alone holds them to it.
-    # Over the steady part (10th to 90th percentile of arrival times), R plus the bucket's
-    # second of burst, which a pause refills and the workers may spend at once (608 a minute
-    # over a 24 s span was such a burst, inside what the limiter lets through).
+    # Together they could go far faster than R: the shared schedule alone keeps them from
+    # being refused, and the 429 counts are its test. The successes cannot come faster than
+    # the sandbox's bucket lets through, over the steady part (10th to 90th percentile of
+    # arrival times) R plus its second of burst, which a pause refills and the workers may
+    # spend at once (608 a minute over a 24 s span). So this bound checks the limiter and
+    # its log, not the schedule: no client, however fast, gets more successes than that.
     achieved, span = steady(requests)
     allowed = RPM + BURST * 60 / span
     assert achieved <= allowed, f"{achieved:.0f}/min over {span:.0f} s, limit {allowed:.0f}"
