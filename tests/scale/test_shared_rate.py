@@ -31,7 +31,7 @@ WORKERS = 4
 HANDFUL = 6
 #: Requests over which four workers told three times the limit learn it.
 LEARNING = 150
-#: Requests the sandbox's bucket lets arrive at once: a second's worth.
+#: Requests the sandbox's bucket lets arrive at once: a second's worth (the slack allowed).
 BURST = RPM // 60
 
 
@@ -78,25 +78,34 @@ def check_run(cluster: Cluster, pg_url: str) -> list[RequestRecord]:
     shares = requests_by_worker(ledger)
     assert len(shares) == WORKERS
     assert min(shares.values()) >= JOBS / WORKERS / 3, f"a worker barely worked: {shares}"
-    # Together they could go far faster than R: the shared schedule alone keeps them from
-    # being refused, and the 429 counts are its test. The successes cannot come faster than
-    # the sandbox's bucket lets through, over the steady part (10th to 90th percentile of
-    # arrival times) R plus its second of burst, which a pause refills and the workers may
-    # spend at once (608 a minute over a 24 s span). So this bound checks the limiter and
-    # its log, not the schedule: no client, however fast, gets more successes than that.
-    achieved, span = steady(requests)
+    # Together they could go far faster than R: the shared schedule alone holds them to it.
+    # Every request counts here, refused ones too (the successes alone could never exceed
+    # what the sandbox's bucket admits, whatever the schedule did): from the LEARNING-th
+    # arrival on (told three times the limit, the first ones are sent at it before the
+    # answers say so) to the 90th percentile, at most R plus a second's worth, the slack a
+    # schedule of slots one interval apart has at the ends of the span (measured: 588 and
+    # 560 a minute over 12-14 s against 649 and 644 allowed; each worker at R alone, 2,400).
+    sent, span = sent_rate(requests)
     allowed = RPM + BURST * 60 / span
-    assert achieved <= allowed, f"{achieved:.0f}/min over {span:.0f} s, limit {allowed:.0f}"
+    assert sent <= allowed, f"sent {sent:.0f}/min over {span:.0f} s, limit {allowed:.0f}"
     return requests
 
 
-def steady(requests: Sequence[RequestRecord]) -> tuple[float, float]:
-    """Successful requests per minute between the 10th and 90th percentile of their
-    arrivals, and the seconds between those two."""
-    times = sorted(r.time.timestamp() for r in requests if r.status == 200)
-    low, high = len(times) // 10, len(times) * 9 // 10
+def sent_rate(requests: Sequence[RequestRecord]) -> tuple[float, float]:
+    """Requests per minute (any status) from the LEARNING-th arrival to the 90th percentile,
+    and the seconds between those two."""
+    times = sorted(r.time.timestamp() for r in requests)
+    low, high = LEARNING, len(times) * 9 // 10
     span = times[high] - times[low]
     return (high - low) / span * 60, span
+
+
+def steady(requests: Sequence[RequestRecord]) -> float:
+    """Successful requests per minute between the 10th and 90th percentile of their
+    arrivals."""
+    times = sorted(r.time.timestamp() for r in requests if r.status == 200)
+    low, high = len(times) // 10, len(times) * 9 // 10
+    return (high - low) / (times[high] - times[low]) * 60
 
 
 @pytest.mark.slow
@@ -117,7 +126,7 @@ def test_four_workers_share_one_queue_and_one_rate_limit(
     # How far under R they stay says as much about the machine's load as about the schedule
     # (0.57 of R at load 21 with a benchmark beside it): bounded below only where a schedule
     # that makes its workers take turns falls (0.34 of R, its row locked per transaction).
-    achieved, _ = steady(requests)
+    achieved = steady(requests)
     assert achieved >= 0.45 * RPM, f"{achieved:.0f} requests/min: the workers took turns"
     # Where the backoff left it the pinned route stayed (0.45-0.50 of R in a benchmark); a
     # backoff capped at what a loaded machine let through may start lower, and climbs back.
