@@ -253,11 +253,9 @@ class RateLimits:
         (``{"requests": {"limit": 500, "remaining": 499, "reset_s": 0.12}}``)."""
         out: dict[str, dict[str, float]] = {}
         for name in ("requests", "tokens", "images"):
-            window: Limit | None = getattr(self, name)
-            if window is not None:
-                fields = (("limit", window.limit), ("remaining", window.remaining))
-                got = {k: v for k, v in (*fields, ("reset_s", window.reset_s)) if v is not None}
-                out[name] = got
+            if (window := getattr(self, name)) is not None:
+                given = ((k, getattr(window, k)) for k in ("limit", "remaining", "reset_s"))
+                out[name] = {k: v for k, v in given if v is not None}
         return out
 
     @property

@@ -95,17 +95,20 @@ def sent_rate(requests: Sequence[RequestRecord]) -> tuple[float, float]:
     """Requests per minute (any status) from the LEARNING-th arrival to the 90th percentile,
     and the seconds between those two."""
     times = sorted(r.time.timestamp() for r in requests)
-    low, high = LEARNING, len(times) * 9 // 10
-    span = times[high] - times[low]
-    return (high - low) / span * 60, span
+    return per_minute(times, LEARNING, len(times) * 9 // 10)
 
 
 def steady(requests: Sequence[RequestRecord]) -> float:
     """Successful requests per minute between the 10th and 90th percentile of their
     arrivals."""
     times = sorted(r.time.timestamp() for r in requests if r.status == 200)
-    low, high = len(times) // 10, len(times) * 9 // 10
-    return (high - low) / (times[high] - times[low]) * 60
+    return per_minute(times, len(times) // 10, len(times) * 9 // 10)[0]
+
+
+def per_minute(times: Sequence[float], low: int, high: int) -> tuple[float, float]:
+    """Arrivals a minute from ``times[low]`` to ``times[high]``, and the seconds between."""
+    span = times[high] - times[low]
+    return (high - low) / span * 60, span
 
 
 @pytest.mark.slow
