@@ -135,7 +135,9 @@ class LedgerWriter(FinishVerbs):
             replay = any(p.tried for p in group)
             for pending in group:
                 pending.tried = True
-            await self._db.run_write(_apply, group, replay)
+            # A lone start is one statement on PostgreSQL (see ``apply_starts``).
+            alone = len(group) == 1 and isinstance(group[0].item, AttemptStart)
+            await self._db.run_write_kept(_apply, group, replay, autocommit=alone)
 
         try:
             await self._db.retrying(write)  # waits out an outage up to the database's limit

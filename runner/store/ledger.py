@@ -12,7 +12,18 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Update, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Update,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from runner.errors import StoreError
 from runner.models import AttemptState, ChargeEvidence, ChargeStatus, JobState, Outcome, utcnow
@@ -144,6 +155,8 @@ def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[Lease
 
     Returns, per start, ``None`` when written or the :class:`LeaseLost` to raise.
     """
+    if len(starts) == 1 and conn.dialect.name == "postgresql":
+        return [_start_alone(conn, starts[0])]
     current = _leases(conn, [s.job_id for s in starts])
     verdicts: list[LeaseLost | None] = []
     bumps, inserts = [], []
@@ -170,6 +183,16 @@ def apply_starts(conn: Connection, starts: Sequence[AttemptStart]) -> list[Lease
         execute_many(conn, _BUMP, bumps)
         execute_many(conn, _INSERT_ATTEMPT, inserts)
     return verdicts
+
+
+def _start_alone(conn: Connection, start: AttemptStart) -> LeaseLost | None:
+    """One start as one statement (PostgreSQL): the lease checked, the job's attempts counted
+    and the row inserted in a single round trip instead of three. A paced route's starts come
+    one at a time, and each waits for this before its request leaves."""
+    binds = {f"s_{name}": value for name, value in _shallow(start).items()}
+    if conn.execute(_START_ALONE, binds).first() is None:
+        return LeaseLost(f"job {start.job_id} is no longer leased to {start.worker_id}")
+    return None
 
 
 def _leases(conn: Connection, ids: list[int]) -> dict[int, tuple[int, str | None, str]]:
@@ -227,6 +250,38 @@ _LEASE_COLUMNS = (jobs.c.id, jobs.c.attempts, jobs.c.lease_owner, jobs.c.state)
 _LEASE_OF = select(*_LEASE_COLUMNS).where(jobs.c.id == bindparam("b_id"))
 _LEASES = select(*_LEASE_COLUMNS).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_ATTEMPT = insert(attempts)
+_START_FIELDS = tuple(f.name for f in fields(AttemptStart))
+#: PostgreSQL: the job's attempts bumped if it is still leased to the worker, and the
+#: ``sending`` row inserted with the new number; no row comes back when the lease is lost.
+_BUMPED = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("s_job_id"),
+        jobs.c.lease_owner == bindparam("s_worker_id"),
+        jobs.c.state == JobState.RUNNING.value,
+    )
+    .values(
+        attempts=jobs.c.attempts + 1,
+        first_attempt_at=func.coalesce(jobs.c.first_attempt_at, bindparam("s_started_at")),
+        updated_at=bindparam("s_started_at"),
+    )
+    .returning(jobs.c.attempts)
+    .cte("bumped")
+)
+_START_ALONE = (
+    insert(attempts)
+    .from_select(
+        [*_START_FIELDS, "number", "state", "charge_status", "charge_evidence"],
+        select(
+            *(bindparam(f"s_{name}", type_=attempts.c[name].type) for name in _START_FIELDS),
+            _BUMPED.c.attempts,
+            literal(AttemptState.SENDING.value),
+            literal(ChargeStatus.UNKNOWN.value),
+            literal(ChargeEvidence.POLICY.value),
+        ),
+    )
+    .returning(attempts.c.id)
+)
 #: An attempt still ours to finish: ``sending``, or closed as lost by recovery.
 _OPEN_OF = select(attempts.c.id).where(
     attempts.c.id == bindparam("b_id"),

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from runner.abc import GroupLedger
-from runner.models import AttemptState, Job, JobState, Outcome
+from runner.models import AttemptState, Job, JobState, Outcome, utcnow
 from runner.store import AttemptStart, LeaseLost, Store
 
 from .factories import attempt_rows, claim_all, job_row, output_of, result_of, specs, start_of
@@ -120,6 +121,53 @@ async def test_concurrent_starts_share_commits_and_each_lost_lease_is_told_apart
     assert await attempt_rows(store, jobs[0].id) == []
     for job in jobs[1:]:
         assert len(await attempt_rows(store, job.id)) == 1
+
+
+async def test_a_lone_start_for_a_lost_lease_writes_nothing(
+    store: Store, writer: GroupLedger
+) -> None:
+    """A start that commits alone (one statement on PostgreSQL) checks the lease as a group
+    does: the job is untouched and its caller is told not to send."""
+    first, second = await claimed(store, 2)
+    with pytest.raises(LeaseLost):
+        await writer.start_attempt(start_of(first, "someone-else"))
+    await writer.start_attempt(retry := start_of(second, "w1"))
+    await writer.retry_later(result_of(retry, Outcome.SERVER_ERROR), utcnow())
+    await writer.flush()
+    [again] = await claim_all(store, second.batch_id, "w1")
+    await writer.start_attempt(start_of(again, "w1"))  # its second attempt
+
+    assert await attempt_rows(store, first.id) == []
+    assert (await job_row(store, first.id)).attempts == 0
+    assert [a.number for a in await attempt_rows(store, second.id)] == [1, 2]
+    assert (await job_row(store, second.id)).attempts == 2
+
+
+@pytest.mark.parametrize("db_kind", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_the_ledger_carries_on_when_the_server_drops_its_connection(
+    store: Store, writer: GroupLedger, db_kind: str
+) -> None:
+    """The group ledger keeps one connection between commits: dropped by the server (a
+    failover, an idle timeout, an administrator), the next write takes a new one."""
+    first, second = await claimed(store, 2)
+    await writer.start_attempt(before := start_of(first, "w1"))
+    await writer.complete(result_of(before, Outcome.OK), [output_of(before, 0)])
+    await writer.flush()
+
+    async with store.db.autocommit() as conn:
+        dropped = await conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    assert dropped >= 1  # the ledger's own among them
+
+    await writer.start_attempt(after := start_of(second, "w1"))
+    await writer.complete(result_of(after, Outcome.OK), [output_of(after, 0)])
+    await writer.flush()
+    for job in (first, second):
+        assert (await job_row(store, job.id)).state == JobState.SUCCEEDED
 
 
 async def test_writes_queued_when_the_writer_is_stopped_are_committed(store: Store) -> None:
