@@ -3,7 +3,10 @@ budget grants (the rate gates and the run's spending use them)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from runner.store.records import RateSlot
 
 
 @runtime_checkable
@@ -21,7 +24,7 @@ class RouteState(Protocol):
         *,
         paced_within: float | None = None,
         allowance: float = 0.0,
-    ) -> tuple[float, float]:
+    ) -> RateSlot:
         """Reserve the route's next request slot, ``interval`` seconds after the last one
         (``tolerance``: how early a slot may be used, GCRA's burst tolerance). With
         ``paced_within``, at least the interval of the route's learned pace saved no longer
@@ -29,8 +32,9 @@ class RouteState(Protocol):
         to whichever interval is kept to (the asking worker's margin for late arrivals).
 
         Returns:
-            ``(wait, paused)``: seconds to wait before sending; seconds the route stays paused
-            after a 429 (when positive the slot was *not* taken: wait and ask again).
+            the slot: seconds from the database's clock (``clock``) to wait before sending;
+            seconds the route stays paused after a 429 (when positive the slot was *not*
+            taken: wait and ask again).
         """
 
     async def pause_route(self, route: str, seconds: float) -> None:

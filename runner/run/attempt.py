@@ -94,9 +94,10 @@ class JobRunner:
             await self.leave_unsent(lane, job, budget_stop=self.spending.stopped)
             return
         await lane.gate.admit(images=job_images(job))
-        # The last spacing wait comes before the start row, not between it and the send: a
-        # process killed in that wait would leave a row judged `unknown` for a request that
-        # never left.
+        # The spacing wait comes before the start row, not between it and the send: a process
+        # killed in that wait would leave a row judged `unknown` for a request that never
+        # left. On a shared schedule its last few milliseconds come after the row (see
+        # `SharedGate.leave`), so that the request leaves on its slot's time.
         await lane.gate.depart()
         if lane.gate.stopped:
             lane.gate.unsent()
@@ -110,7 +111,7 @@ class JobRunner:
             lane.gate.unsent()
             reservation.cancel()
             return
-        lane.gate.sent()
+        await lane.gate.leave()
         result = await self._attempt(lane, job, start, prepared)
         reservation.settle(exposure_of(result))
 

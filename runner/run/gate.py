@@ -103,8 +103,10 @@ class Gate(Protocol):
         reckoned to take the shortest recent row write, so rows that take longer than an
         interval are written side by side."""
 
-    def sent(self) -> None:
-        """Say that the request this task departed leaves now (its ledger row is written)."""
+    async def leave(self) -> None:
+        """The ledger row of the request this task departed is written: return when the
+        request may leave (at once, or at its slot's time on a shared schedule), noting
+        that it does."""
 
     def unsent(self) -> None:
         """Say that the request this task departed will not leave (its lease was lost, the
@@ -280,13 +282,16 @@ class BaseGate(ABC):
         self._departed += 1
         _DEPARTED.set(self._departed_at)
 
-    def sent(self) -> None:
-        now = anyio.current_time()
+    async def leave(self) -> None:
+        self._left(anyio.current_time())
+
+    def _left(self, written: float) -> None:
+        """This task's request leaves now; its ledger row was written at ``written``."""
         # This task's own departure: rows written side by side finish in any order.
         if (departed := _DEPARTED.get()) is not None:
-            self._leads.append(max(0.0, now - departed))
+            self._leads.append(max(0.0, written - departed))
             self._forget(departed)
-        self._sent_at = max(self._sent_at, now)
+        self._sent_at = max(self._sent_at, anyio.current_time())
 
     def unsent(self) -> None:
         if (departed := _DEPARTED.get()) is not None:

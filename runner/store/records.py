@@ -11,6 +11,19 @@ from runner.files.outputs import OutputRecord as OutputRecord
 from runner.models import ChargeEvidence, ChargeStatus, Job, JobState, Outcome, RemoteStep
 
 
+@dataclass(frozen=True, slots=True)
+class RateSlot:
+    """A request slot taken on a route's shared schedule (or not: see ``paused``)."""
+
+    #: Seconds from ``clock`` until the slot is due.
+    wait: float
+    #: Seconds the route stays paused after a 429; when positive no slot was taken.
+    paused: float
+    #: The database's clock when it answered (seconds since the epoch): where the wait counts
+    #: from, which the answer reaches this process some time after.
+    clock: float
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchInfo:
     id: str

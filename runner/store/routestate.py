@@ -24,6 +24,7 @@ from sqlalchemy import TextClause, bindparam, text
 from runner.models import utcnow
 from runner.store.database import Database
 from runner.store.outage import retried
+from runner.store.records import RateSlot
 from runner.store.tables import UTCDateTime
 
 _ENSURE = text(
@@ -64,7 +65,7 @@ def _slot_statement(dialect: str, *, paced: bool) -> TextClause:
         f"UPDATE route_state SET tat = CASE WHEN {paused} > 0 THEN tat "
         f"ELSE {greatest}(tat + {gap} + :allowance, {now}) END "
         "WHERE route = :route "
-        f"RETURNING tat - :tolerance - {now} AS wait, {paused} AS paused"
+        f"RETURNING tat - :tolerance - {now} AS wait, {paused} AS paused, {now} AS clock"
     )
     if paced:
         statement = statement.bindparams(bindparam("since", type_=UTCDateTime))
@@ -90,7 +91,7 @@ class RouteStateOps:
         *,
         paced_within: float | None = None,
         allowance: float = 0.0,
-    ) -> tuple[float, float]:
+    ) -> RateSlot:
         statement = _slot_statement(self.db.dialect, paced=paced_within is not None)
         params: dict[str, object] = {
             "route": route,
@@ -103,14 +104,14 @@ class RouteStateOps:
         if self.db.dialect != "postgresql":
             async with self.db.writing() as conn:
                 row = (await conn.execute(statement, params)).one()
-            return max(0.0, float(row.wait)), float(row.paused)
+            return RateSlot(max(0.0, float(row.wait)), float(row.paused), float(row.clock))
         # One autocommitted statement: the row lock is released by the server as soon as the
         # UPDATE is done. In a BEGIN … COMMIT, every other worker's slot request would queue
         # behind this one until our COMMIT arrived, however long our event loop took to send
         # it, and the schedule would fall behind the clock (capacity lost for good).
         async with self.db.autocommit() as conn:
             row = (await conn.execute(statement, params)).one()
-        return max(0.0, float(row.wait)), float(row.paused)
+        return RateSlot(max(0.0, float(row.wait)), float(row.paused), float(row.clock))
 
     @retried
     async def pause_route(self, route: str, seconds: float) -> None:

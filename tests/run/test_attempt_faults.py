@@ -93,7 +93,7 @@ async def test_a_wait_within_the_deadline_pauses_every_worker_on_a_shared_route_
     await gate.start()
     await run_one(store, tmp_path, reply_429(("Retry-After", "30")), gate=gate)
     assert gate.stopped is None
-    _, paused = await store.take_rate_slot("openai", 0.01)
+    paused = (await store.take_rate_slot("openai", 0.01)).paused
     assert 25.0 < paused <= 30.0
 
 

@@ -87,7 +87,7 @@ async def send_one(gate: BaseGate, row_s: float, left: list[float]) -> None:
     await gate.admit()
     await gate.depart()
     await anyio.sleep(row_s)
-    gate.sent()
+    await gate.leave()
     left.append(anyio.current_time())
 
 
@@ -180,7 +180,7 @@ async def _rate_with_rows(gate: RouteGate, rows: list[float], seconds: float) ->
             await gate.admit()
             await gate.depart()
             await anyio.sleep(next(row_times))  # the ledger row
-            gate.sent()
+            await gate.leave()
             sent += 1
             await anyio.sleep(0.3)  # the request
 
@@ -632,13 +632,30 @@ async def test_shared_slots_widen_by_how_late_requests_leave_for_them(
         admitted.append(anyio.current_time())
         await gate.depart()
         await anyio.sleep(late)
-        gate.sent()
+        await gate.leave()
 
     with anyio.fail_after(30):
         for k in range(16):
             await one(0.04 * (k % 2))
     # The last eight slots: seven whole ones apart, each widened by about 40 ms.
     assert admitted[-1] - admitted[-8] >= 7 * (0.5 + 0.03)
+
+
+async def test_shared_requests_leave_on_their_slots_time_however_long_their_rows_take(
+    pg_stores: tuple[Store, Store],
+) -> None:
+    """Ledger rows of 1 and 12 ms by turns: each request still leaves on its slot's time, a
+    slot apart from the one before, its row started early enough for the slower write. Left
+    whenever the row was done, every slow row made its request 11 ms late and the next one,
+    on time, came 11 ms too soon for a limiter that allows no burst."""
+    gate = SharedGate(pg_stores[0], ROUTE, 120)  # one request every 0.5 s
+    await gate.start()
+    left: list[float] = []
+    with anyio.fail_after(30):
+        for k in range(12):
+            await send_one(gate, 0.001 if k % 2 else 0.012, left)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(left[6:])]
+    assert max(gaps) - min(gaps) < 0.006, gaps
 
 
 async def test_a_stop_wakes_the_requests_waiting_out_a_pause() -> None:

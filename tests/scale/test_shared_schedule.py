@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -29,9 +30,9 @@ async def two_stores(pg_url: str) -> AsyncIterator[tuple[Store, Store]]:
 async def _waits(stores: tuple[Store, Store], count: int, tolerance: float) -> list[float]:
     waits = []
     for i in range(count):  # alternate: each store must see the other's slots
-        wait, paused = await stores[i % 2].take_rate_slot(ROUTE, INTERVAL, tolerance)
-        assert paused <= 0
-        waits.append(wait)
+        slot = await stores[i % 2].take_rate_slot(ROUTE, INTERVAL, tolerance)
+        assert slot.paused <= 0
+        waits.append(slot.wait)
     return waits
 
 
@@ -54,10 +55,10 @@ async def test_each_slot_is_spaced_by_its_own_takers_interval(
     previous taker's interval, the slow worker's came 10 s after the fast one's, was
     refused, and the slow worker backed off)."""
     first, second = two_stores
-    assert (await first.take_rate_slot(ROUTE, INTERVAL))[0] == 0.0
-    slow, _ = await second.take_rate_slot(ROUTE, 3 * INTERVAL)
+    assert (await first.take_rate_slot(ROUTE, INTERVAL)).wait == 0.0
+    slow = (await second.take_rate_slot(ROUTE, 3 * INTERVAL)).wait
     assert 2.5 * INTERVAL < slow <= 3 * INTERVAL
-    fast, _ = await first.take_rate_slot(ROUTE, INTERVAL)
+    fast = (await first.take_rate_slot(ROUTE, INTERVAL)).wait
     assert 3.5 * INTERVAL < fast <= 4 * INTERVAL
 
 
@@ -77,7 +78,7 @@ async def test_a_pause_holds_every_worker(two_stores: tuple[Store, Store]) -> No
     """A 429 seen by one worker: the other's next slot request is refused until it ends."""
     first, second = two_stores
     await first.pause_route(ROUTE, 30.0)
-    _, paused = await second.take_rate_slot(ROUTE, INTERVAL)
+    paused = (await second.take_rate_slot(ROUTE, INTERVAL)).paused
     assert 25.0 < paused <= 30.0
 
 
@@ -87,20 +88,35 @@ async def test_slots_keep_to_the_routes_learned_pace(two_stores: tuple[Store, St
     it, though it asks with the faster interval it still works from; a pace older than the
     age limit is not kept to, nor is one asked without it."""
     first, second = two_stores
-    assert (await first.take_rate_slot(ROUTE, INTERVAL, paced_within=3600))[0] == 0.0
+    assert (await first.take_rate_slot(ROUTE, INTERVAL, paced_within=3600)).wait == 0.0
     # 2 a minute: 30 s between slots.
     pace = {"rpm": 2.0, "reason": "backed off after a 429", "seq": 1}
     assert await first.save_pace(ROUTE, pace, after=0, max_age_s=3600)
-    slowed, _ = await second.take_rate_slot(ROUTE, INTERVAL, paced_within=3600)
+    slowed = (await second.take_rate_slot(ROUTE, INTERVAL, paced_within=3600)).wait
     assert 29.0 < slowed <= 30.0
     # Its own interval when that is the slower one.
-    slower, _ = await second.take_rate_slot(ROUTE, 4 * INTERVAL, paced_within=3600)
+    slower = (await second.take_rate_slot(ROUTE, 4 * INTERVAL, paced_within=3600)).wait
     assert slowed + 39.0 < slower <= slowed + 40.0
-    unpaced, _ = await first.take_rate_slot(ROUTE, INTERVAL)
+    unpaced = (await first.take_rate_slot(ROUTE, INTERVAL)).wait
     assert slower + 9.0 < unpaced <= slower + 10.0
     await anyio.sleep(0.05)
-    stale, _ = await first.take_rate_slot(ROUTE, INTERVAL, paced_within=0.01)
+    stale = (await first.take_rate_slot(ROUTE, INTERVAL, paced_within=0.01)).wait
     assert unpaced + 9.0 < stale <= unpaced + 10.0
     # A worker's margin for late arrivals goes on top of the saved pace it keeps to.
-    margin, _ = await second.take_rate_slot(ROUTE, INTERVAL, paced_within=3600, allowance=2.0)
+    margin = (await second.take_rate_slot(ROUTE, INTERVAL, paced_within=3600, allowance=2.0)).wait
     assert stale + 31.0 < margin <= stale + 32.0
+
+
+@pytest.mark.anyio
+async def test_a_slot_says_when_on_the_databases_clock_its_wait_counts_from(
+    two_stores: tuple[Store, Store],
+) -> None:
+    """The wait counts from the database's clock as it answered, not from when the answer
+    reaches the worker (later by a varying time): the slot carries that clock."""
+    first, _ = two_stores
+    before = time.time()
+    slot = await first.take_rate_slot(ROUTE, INTERVAL)
+    after = time.time()
+    assert before - 0.5 < slot.clock < after + 0.5  # one machine's clock here
+    later = await first.take_rate_slot(ROUTE, INTERVAL)
+    assert later.clock + later.wait == pytest.approx(slot.clock + slot.wait + INTERVAL, abs=0.01)
