@@ -118,13 +118,16 @@ class SharedGate(BaseGate):
             _SLOT_DUE.set(None)
 
     def _row_lead(self) -> float:
-        """How long before its slot's time a request's ledger row is started: the longest
-        recent row write but one (at most ROW_EARLY_MAX_S), so that nearly every request
-        leaves on its slot's time. Started the shortest write before it, every write that
-        took longer made its request late by the difference: 5-15 ms for one row in twenty
-        on a busy machine, and the next worker's request, on time, came that much too soon
-        for a limiter that allows no burst."""
-        return min(self._usual_lead(), ROW_EARLY_MAX_S)
+        """How long before its slot's time a request's ledger row is started: twice the
+        longest recent row write (ROW_EARLY_MAX_S until a few are known, and at most that),
+        so that nearly every request leaves on its slot's time. Started the shortest write
+        before it, every write that took longer made its request late by the difference
+        (5-15 ms for one row in twenty on a busy machine), and the next worker's request, on
+        time, came that much too soon for a limiter that allows no burst; started the
+        longest write but one before it, the one in a hundred that took longer still did."""
+        if len(self._leads) < LEADS_KEPT // 4:
+            return ROW_EARLY_MAX_S
+        return min(2 * max(self._leads), ROW_EARLY_MAX_S)
 
     def _allowance(self, interval: float) -> float:
         """What a slot allows beyond ``interval`` for requests leaving late for their slots."""

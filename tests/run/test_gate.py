@@ -29,11 +29,14 @@ WARM_UP = WARM_UP_REQUESTS
 
 
 async def admit_all(gate: BaseGate, count: int) -> float:
-    """Seconds ``count`` admissions take, one after another."""
+    """Seconds ``count`` requests take to be admitted and leave, one after another (their
+    ledger rows written at once)."""
     start = anyio.current_time()
     with anyio.fail_after(10):
         for _ in range(count):
             await gate.admit()
+            await gate.depart()
+            await gate.leave()
     return anyio.current_time() - start
 
 
@@ -617,7 +620,7 @@ async def test_a_worker_with_few_answers_of_its_own_backs_off_to_the_routes_rate
 async def test_shared_slots_widen_by_how_late_requests_leave_for_them(
     pg_stores: tuple[Store, Store],
 ) -> None:
-    """Requests that leave 0 or 40 ms after their slots (a slow wake-up, a slow ledger row)
+    """Requests that leave 0 or 40 ms after their slots (a slow wake-up, a stalled ledger row)
     arrive up to 40 ms closer than a slot to the next worker's: once the route has refused a
     request, later slots are that much longer than the interval, not the few milliseconds
     allowed at first."""
@@ -636,7 +639,8 @@ async def test_shared_slots_widen_by_how_late_requests_leave_for_them(
 
     with anyio.fail_after(30):
         for k in range(16):
-            await one(0.04 * (k % 2))
+            # Rows of 90 ms: past what a row is started early for, 40 ms late.
+            await one(0.09 * (k % 2))
     # The last eight slots: seven whole ones apart, each widened by about 40 ms.
     assert admitted[-1] - admitted[-8] >= 7 * (0.5 + 0.03)
 
