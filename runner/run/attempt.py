@@ -112,7 +112,14 @@ class JobRunner:
             reservation.cancel()
             return
         await lane.gate.leave()
-        result = await self._attempt(lane, job, start, prepared)
+        if lane.gate.stopped:
+            # The route stopped while the request waited for its slot after its row: it never
+            # left, so its attempt is closed as not sent and the job goes back to the queue.
+            unsent = AttemptError(Outcome.INTERRUPTED, lane.gate.stopped, sent=False)
+            with anyio.CancelScope(shield=True):
+                result = await self._failed(lane, job, start, unsent, None)
+        else:
+            result = await self._attempt(lane, job, start, prepared)
         reservation.settle(exposure_of(result))
 
     async def _prepare(self, lane: Lane, job: Job) -> PreparedRequest:

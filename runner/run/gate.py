@@ -106,7 +106,8 @@ class Gate(Protocol):
     async def leave(self) -> None:
         """The ledger row of the request this task departed is written: return when the
         request may leave (at once, or at its slot's time on a shared schedule), noting
-        that it does."""
+        that it does. A stop ends the wait: the caller then sends nothing (see
+        :attr:`stopped`). Not cancelled out of: the row is written."""
 
     def unsent(self) -> None:
         """Say that the request this task departed will not leave (its lease was lost, the
@@ -271,7 +272,7 @@ class BaseGate(ABC):
         return sorted(self._leads)[-2]
 
     def _lead(self) -> float:
-        """The shortest recent time from a departure to its request leaving (the ledger row):
+        """The shortest recent time from a departure to its ledger row being written:
         none until a few are known, since the first row writes of a run are the slowest."""
         return min(self._leads) if len(self._leads) >= LEADS_KEPT // 4 else 0.0
 

@@ -110,8 +110,11 @@ class SharedGate(BaseGate):
         due = _SLOT_DUE.get()
         if due is not None and due > written:
             # Its row was started early enough for a slow write (see ``_row_lead``): it
-            # leaves at its slot's time, not whenever the write happened to end.
-            await anyio.sleep(min(due - written, ROW_EARLY_MAX_S))
+            # leaves at its slot's time, not whenever the write happened to end. Shielded:
+            # its row is written, and only its caller can close it; a stop ends the wait
+            # (the caller then closes the row as not sent).
+            with anyio.CancelScope(shield=True):
+                await self._sleep(min(due - written, ROW_EARLY_MAX_S))
         self._left(written)
         if due is not None:
             self._lateness.append(anyio.current_time() - due)
@@ -230,19 +233,17 @@ class SharedGate(BaseGate):
             # The margin for late arrivals goes on top of the route's saved pace too, when
             # that is the slower one: kept to exactly, the workers' successes came a hair
             # faster than the limit they had learned.
-            asked = anyio.current_time()
             slot = await self._store.take_rate_slot(
                 self._route,
                 interval,
                 paced_within=PACE_MAX_AGE_S,
                 allowance=self._allowance(interval),
             )
-            answered = anyio.current_time()
             if slot.paused <= 0:
                 self._booked_ahead = slot.wait > BOOK_AHEAD_S
-                due = self._db_clock.local(asked, answered, slot.clock) + slot.wait
+                due = self._db_clock.local(slot.asked, slot.answered, slot.clock) + slot.wait
                 _SLOT_DUE.set(due)
-                await self._sleep(due - self._row_lead() - answered)
+                await self._sleep(due - self._row_lead() - anyio.current_time())
                 if self.paused_for <= 0 or self.stopped is not None:
                     return
                 # A 429 this worker saw while waiting holds this request too: it books

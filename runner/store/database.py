@@ -175,15 +175,17 @@ class Database:
     ) -> T:
         """:meth:`run_write` on a connection kept between calls, for a caller that writes
         often and one transaction at a time (the group ledger, whose commits every request
-        waits for). With ``autocommit``, ``fn`` writes with a single statement, which commits
-        by itself: on PostgreSQL no BEGIN and COMMIT go with it.
+        waits for). With ``autocommit``, each statement of ``fn`` commits by itself (for a
+        write that is one statement, and reads before it): on PostgreSQL no BEGIN and COMMIT
+        go with it.
 
-        On PostgreSQL a pooled connection is checked out and pinged (two round trips) before
-        each transaction, and BEGIN and COMMIT are two more: most of a start row's wait, and
-        more of its spread on a busy machine, where every round trip waits for the server's
-        process to be scheduled. The kept connection is given up on any failure (a restart, a
-        dropped link) and the next call checks out a fresh one, pinged. On SQLite this is
-        :meth:`run_write`, whose connections are kept already.
+        On PostgreSQL a pooled connection is checked out and pinged (BEGIN, an empty query,
+        ROLLBACK: three round trips) before each transaction, and BEGIN and COMMIT are two
+        more: most of a start row's wait, and more of its spread on a busy machine, where
+        every round trip waits for the server's process to be scheduled. The kept connection
+        is discarded on any failure (a restart, a dropped link) and the next call checks out
+        a fresh one, pinged. On SQLite this is :meth:`run_write`, whose connections are kept
+        already.
         """
         if self.dialect == "sqlite":
             return await self.run_write(fn, *args)
@@ -200,7 +202,7 @@ class Database:
                 except BaseException:
                     self._kept = None
                     with anyio.CancelScope(shield=True):
-                        await _give_up(conn)
+                        await _discard(conn)
                     raise
 
     async def _in_writer_thread(self, fn: Callable[[], T]) -> T:
@@ -327,9 +329,11 @@ class Database:
 
     async def close(self) -> None:
         """Wait for the writer thread, then close every connection."""
-        if self._kept is not None:
-            kept, self._kept = self._kept, None
-            await _give_up(kept)
+        async with self._kept_lock:  # after the write under way, if any
+            if self._kept is not None:
+                kept, self._kept = self._kept, None
+                with suppress(Exception):
+                    await kept.close()
         if isinstance(self._inline_conn, Connection):
             await anyio.to_thread.run_sync(self._inline_conn.close)
         self._inline_conn = None
@@ -348,10 +352,10 @@ class Database:
         await self.engine.dispose()
 
 
-async def _give_up(conn: AsyncConnection) -> None:
-    """Close ``conn``, or let the pool discard it where closing fails (its server is gone)."""
-    try:
+async def _discard(conn: AsyncConnection) -> None:
+    """Give up a connection a write failed on: discarded, not returned to the pool (its
+    link may be gone, or left in a state nobody should inherit)."""
+    with suppress(Exception):
+        await conn.invalidate()
+    with suppress(Exception):
         await conn.close()
-    except Exception:
-        with suppress(Exception):
-            await conn.invalidate()

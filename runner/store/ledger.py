@@ -198,8 +198,8 @@ def _start_alone(conn: Connection, start: AttemptStart) -> LeaseLost | None:
 def _leases(conn: Connection, ids: list[int]) -> dict[int, tuple[int, str | None, str]]:
     """Per job id: its attempts so far, its lease owner and its state."""
     rows = fetch_each(conn, _LEASE_OF, [{"b_id": i} for i in ids])
-    if rows is None:
-        rows = [tuple(r) for r in conn.execute(_LEASES, {"ids": ids})]
+    if rows is None:  # PostgreSQL: locked, so that no recovery takes a lease back meanwhile
+        rows = [tuple(r) for r in conn.execute(_LEASES_LOCKED, {"ids": ids})]
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
@@ -248,7 +248,9 @@ _BUMP = (
 
 _LEASE_COLUMNS = (jobs.c.id, jobs.c.attempts, jobs.c.lease_owner, jobs.c.state)
 _LEASE_OF = select(*_LEASE_COLUMNS).where(jobs.c.id == bindparam("b_id"))
-_LEASES = select(*_LEASE_COLUMNS).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+_LEASES_LOCKED = (
+    select(*_LEASE_COLUMNS).where(jobs.c.id.in_(bindparam("ids", expanding=True))).with_for_update()
+)
 _INSERT_ATTEMPT = insert(attempts)
 _START_FIELDS = tuple(f.name for f in fields(AttemptStart))
 #: PostgreSQL: the job's attempts bumped if it is still leased to the worker, and the

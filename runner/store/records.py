@@ -22,6 +22,10 @@ class RateSlot:
     #: The database's clock when it answered (seconds since the epoch): where the wait counts
     #: from, which the answer reaches this process some time after.
     clock: float
+    #: When the statement was sent and its answer read, on this process's clock
+    #: (``anyio.current_time()``): the round trip ``clock`` was read in.
+    asked: float
+    answered: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import TextClause, bindparam, text
+import anyio
+from sqlalchemy import Row, TextClause, bindparam, text
 
 from runner.models import utcnow
 from runner.store.database import Database
@@ -72,6 +74,11 @@ def _slot_statement(dialect: str, *, paced: bool) -> TextClause:
     return statement
 
 
+def _slot(row: Row[Any], asked: float) -> RateSlot:
+    wait, paused, clock = float(row.wait), float(row.paused), float(row.clock)
+    return RateSlot(max(0.0, wait), paused, clock, asked, anyio.current_time())
+
+
 class RouteStateOps:
     """The :class:`runner.abc.RouteState` verbs. Mixed into :class:`runner.store.Store`."""
 
@@ -103,15 +110,18 @@ class RouteStateOps:
             params["since"] = utcnow() - timedelta(seconds=paced_within)
         if self.db.dialect != "postgresql":
             async with self.db.writing() as conn:
+                asked = anyio.current_time()
                 row = (await conn.execute(statement, params)).one()
-            return RateSlot(max(0.0, float(row.wait)), float(row.paused), float(row.clock))
+                return _slot(row, asked)
         # One autocommitted statement: the row lock is released by the server as soon as the
         # UPDATE is done. In a BEGIN … COMMIT, every other worker's slot request would queue
         # behind this one until our COMMIT arrived, however long our event loop took to send
         # it, and the schedule would fall behind the clock (capacity lost for good).
         async with self.db.autocommit() as conn:
+            # Timed around the statement alone, not the connection's checkout and ping.
+            asked = anyio.current_time()
             row = (await conn.execute(statement, params)).one()
-        return RateSlot(max(0.0, float(row.wait)), float(row.paused), float(row.clock))
+            return _slot(row, asked)
 
     @retried
     async def pause_route(self, route: str, seconds: float) -> None:

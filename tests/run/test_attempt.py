@@ -222,3 +222,31 @@ async def test_a_200_with_no_image_to_check_follows_the_routes_policy(
     out = await run_one(store, tmp_path, reply_no_image)
     assert out.attempt["outcome"] == "bad_response"
     assert out.attempt["charge_status"] == "unknown"
+
+
+class _StoppedAfterTheRow(RouteGate):
+    """A route that stops (another job's 401) while a request waits for its slot's time
+    after its ledger row, as on a shared schedule (see ``SharedGate.leave``)."""
+
+    async def leave(self) -> None:
+        self.stop("auth: the key was revoked")
+        await super().leave()
+
+
+async def test_a_request_whose_route_stops_after_its_row_is_not_sent_and_is_queued_again(
+    store: Store, tmp_path: Path
+) -> None:
+    """Its row is written, so it is closed: as interrupted, not sent and not charged, its job
+    back in the queue for when the route works again, and nothing reaches the server."""
+    arrived: list[Received] = []
+
+    def reply(request: Received, server: Server) -> bytes:
+        arrived.append(request)
+        return reply_image(request, server)
+
+    out = await run_one(store, tmp_path, reply, gate=_StoppedAfterTheRow(6000))
+    assert arrived == []
+    assert out.attempt["outcome"] == Outcome.INTERRUPTED.value
+    assert out.attempt["charge_status"] == ChargeStatus.NOT_CHARGED.value
+    assert out.attempt["expected_usd"] == 0.0
+    assert out.job["state"] == JobState.QUEUED.value

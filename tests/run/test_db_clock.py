@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.run.db_clock import SAMPLES_KEPT, DatabaseClock
+from runner.run.db_clock import SAMPLE_MAX_AGE_S, SAMPLES_KEPT, DatabaseClock
 
 #: The database's clock runs this far ahead of ours in these tests.
 AHEAD = 1_000_000.0
@@ -38,3 +38,12 @@ def test_the_offset_follows_the_recent_round_trips_only() -> None:
         at = 100.0 + i
         clock.local(at, at + 0.004, at + 0.002 + AHEAD + 0.5)  # the clock moved on by 0.5 s
     assert clock.local(200.0, 200.004, 200.002 + AHEAD + 0.5) == pytest.approx(200.002, abs=1e-6)
+
+
+def test_a_quick_answer_half_a_minute_old_no_longer_decides() -> None:
+    """On a slow route sixteen answers span minutes: samples count for SAMPLE_MAX_AGE_S."""
+    clock = DatabaseClock()
+    clock.local(10.000, 10.0002, 10.0001 + AHEAD)  # quick, with the old offset
+    later = 10.0 + SAMPLE_MAX_AGE_S + 1.0
+    placed = clock.local(later, later + 0.004, later + 0.002 + AHEAD + 0.5)
+    assert placed == pytest.approx(later + 0.002, abs=1e-6)

@@ -130,7 +130,7 @@ async def test_slow_ledger_rows_do_not_slow_the_route_down() -> None:
 
 
 async def test_a_request_that_never_leaves_does_not_hold_the_next() -> None:
-    """Its lease lost or the route stopped after it departed: no ``sent()`` ever comes, and
+    """Its lease lost or the route stopped after it departed: no ``leave()`` ever comes, and
     the next request departs one interval after it, not later."""
     gate = RouteGate(120)  # one request every 0.5 s
     with anyio.fail_after(10):
@@ -139,7 +139,7 @@ async def test_a_request_that_never_leaves_does_not_hold_the_next() -> None:
         first = anyio.current_time()
         await gate.admit()
         await gate.depart()
-    # An interval after the first; waiting for its `sent()` held it two intervals more.
+    # An interval after the first; waiting for its `leave()` held it two intervals more.
     assert anyio.current_time() - first < 0.5 * 1.5
 
 
@@ -660,6 +660,43 @@ async def test_shared_requests_leave_on_their_slots_time_however_long_their_rows
             await send_one(gate, 0.001 if k % 2 else 0.012, left)
     gaps = [later - earlier for earlier, later in itertools.pairwise(left[6:])]
     assert max(gaps) - min(gaps) < 0.006, gaps
+
+
+async def test_the_wait_for_the_slot_after_the_row_ends_on_a_stop_not_on_a_cancel(
+    pg_stores: tuple[Store, Store],
+) -> None:
+    """A request's row is written before its slot's time and the request then waits for it:
+    cancelled meanwhile (a second Ctrl-C), it still returns to its caller, who alone can
+    close the row; a stop (another job's 401) ends the wait at once, and the caller sends
+    nothing."""
+    gate = SharedGate(pg_stores[0], ROUTE, 120)  # one request every 0.5 s
+    await gate.start()
+    await admit_all(gate, 1)
+
+    await gate.admit()
+    await gate.depart()  # its row, written at once, about 50 ms before its slot
+    returned = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        began = anyio.current_time()
+        await gate.leave()
+        returned = True
+    assert returned
+    assert 0.02 < anyio.current_time() - began < 0.2
+
+    await gate.admit()
+    await gate.depart()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _stop_after(gate, 0.005))
+        began = anyio.current_time()
+        await gate.leave()
+    assert anyio.current_time() - began < 0.03
+    assert gate.stopped == "auth: the key was revoked"
+
+
+async def _stop_after(gate: BaseGate, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    gate.stop("auth: the key was revoked")
 
 
 async def test_a_stop_wakes_the_requests_waiting_out_a_pause() -> None:
